@@ -1,0 +1,391 @@
+"""Gateway throughput against the floor proxy, measured in one run on this machine.
+
+Starts the fake OpenCode Go upstream (`tests/fake_upstream.py`, without request recording), the
+floor proxy (`shared/bench/floor_proxy.py`: the project's stack with no features) and the
+gateway, all on loopback, then loads each with `hey` for three cases:
+
+    non-stream     gateway `opencode-go/glm-5.1`            vs floor `glm-5.1`
+    stream         gateway `opencode-go/glm-5.1`, 50 deltas vs floor `glm-5.1`, 50 deltas
+    translated     gateway `opencode-go/minimax-m2.7` over the OpenAI frontend (Anthropic
+                   upstream, translated both ways) vs the floor's pass-through stream
+
+The floor and the gateway of a case run back to back, so the ratio gateway/floor holds even
+when absolute figures drift. The ratio is taken over successful (HTTP 200) requests per second;
+every other status and every transport error is printed next to it, never folded into a rate.
+
+Run from the repository root:
+    python deploy/bench/compare_floor.py [-z 8s] [-c 50] [--floor PATH] [--gateway-only]
+Needs `hey` (apt-get install -y hey).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_FLOOR = REPO.parent / "shared" / "bench" / "floor_proxy.py"
+STREAM_DELTAS = 50
+
+
+def _body(model: str, stream: bool) -> str:
+    content = f"benchmark [[fake: deltas={STREAM_DELTAS}]]" if stream else "benchmark"
+    body: dict = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":"))
+
+
+@dataclass
+class Case:
+    name: str
+    gateway_body: str
+    floor_body: str
+    goal: float  # the least gateway/floor ratio the project aims for (PERFORMANCE.md)
+
+
+CASES = {
+    "non-stream": Case("non-stream", _body("opencode-go/glm-5.1", False),
+                       _body("glm-5.1", False), 0.9),
+    "stream": Case(f"stream {STREAM_DELTAS} deltas", _body("opencode-go/glm-5.1", True),
+                   _body("glm-5.1", True), 0.9),
+    "translated": Case(f"translated stream {STREAM_DELTAS}", _body("opencode-go/minimax-m2.7", True),
+                       _body("glm-5.1", True), 0.75),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Servers
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process this script started, in its own process group, logging to a file."""
+
+    def __init__(self, name: str, cmd: list[str], *, cwd: Path, env: dict[str, str], port: int):
+        self.name, self.port = name, port
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
+        self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = Path(self.log.name).read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def wait_ready(self, probe, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.name} exited with code {self.process.returncode}:\n"
+                                 f"{self.log_tail()}")
+            try:
+                if probe():
+                    return
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not become ready on port {self.port} in {timeout:.0f} s "
+                         f"({last}):\n{self.log_tail()}")
+
+    def rss_mib(self) -> float | None:
+        """Resident memory of the process and its descendants (workers), in MiB."""
+        try:
+            children: dict[int, list[int]] = {}
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        stat = Path(f"/proc/{entry}/stat").read_text()
+                    except OSError:
+                        continue
+                    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(entry))
+            total_kib, todo = 0, [self.process.pid]
+            while todo:
+                pid = todo.pop()
+                todo.extend(children.get(pid, ()))
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total_kib += int(line.split()[1])
+            return total_kib / 1024
+        except OSError:
+            return None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            except ProcessLookupError:
+                pass
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def _http(method: str, url: str, body: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer bench"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _gateway_command(args: argparse.Namespace, port: int) -> list[str]:
+    if args.gateway_cmd:
+        base = shlex.split(args.gateway_cmd)
+    else:
+        script = Path(sys.executable).parent / "opencode-gateway"
+        found = str(script) if script.exists() else shutil.which("opencode-gateway")
+        base = [found] if found else [sys.executable, "-m", "gateway"]
+        base.append("serve")
+    cmd = base + ["--host", "127.0.0.1", "--port", str(port)]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
+    return cmd
+
+
+def start_servers(args: argparse.Namespace) -> tuple[dict[str, str], list[Server]]:
+    """Start what the run needs; the targets' chat-completions URLs by name, and the servers."""
+    started: list[Server] = []
+    targets: dict[str, str] = {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_GO_API_KEY")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    try:
+        fake_port = args.fake_port or _free_port()
+        fake = Server("fake-upstream", [sys.executable, "-m", "tests.fake_upstream", "--host",
+                                        "127.0.0.1", "--port", str(fake_port), "--no-record"],
+                      cwd=REPO, env=env, port=fake_port)
+        started.append(fake)
+        fake_url = f"http://127.0.0.1:{fake_port}/v1"
+        fake.wait_ready(lambda: _http("GET", f"http://127.0.0.1:{fake_port}/_fake/stats")[0] == 200)
+
+        if not args.gateway_only:
+            floor = Path(args.floor).resolve()
+            if not floor.exists():
+                raise SystemExit(f"floor proxy not found at {floor}: pass --floor PATH")
+            port = _free_port()
+            server = Server("floor", [sys.executable, "-m", "hypercorn", "-k", "uvloop", "-b",
+                                      f"127.0.0.1:{port}", "--backlog", "2048",
+                                      f"{floor.stem}:app"],
+                            cwd=floor.parent, env={**env, "UPSTREAM": fake_url,
+                                                   "PYTHONPATH": str(floor.parent)}, port=port)
+            started.append(server)
+            targets["floor"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+            server.wait_ready(lambda: _tcp_open(port))
+
+        if not args.floor_only:
+            if args.gateway_url:
+                targets["gateway"] = args.gateway_url.rstrip("/") + "/v1/chat/completions"
+            else:
+                port = _free_port()
+                server = Server("gateway", _gateway_command(args, port), cwd=REPO,
+                                env={**env, "OPENCODE_GO_API_URL": fake_url,
+                                     "OPENCODE_GO_API_KEY": "bench"}, port=port)
+                started.append(server)
+                targets["gateway"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+                server.wait_ready(
+                    lambda: _http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200)
+    except BaseException:
+        for server in reversed(started):
+            server.stop()
+        raise
+    return targets, started
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# hey
+
+@dataclass
+class Result:
+    rps: float = 0.0                 # hey's Requests/sec: every answer and error counted
+    total_secs: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def ok_rps(self) -> float:
+        return self.statuses.get(200, 0) / self.total_secs if self.total_secs else 0.0
+
+    @property
+    def clean(self) -> bool:
+        return not self.errors and set(self.statuses) <= {200}
+
+
+def parse_hey(output: str) -> Result:
+    result = Result()
+    if m := re.search(r"Requests/sec:\s+([\d.]+)", output):
+        result.rps = float(m.group(1))
+    if m := re.search(r"Total:\s+([\d.]+) secs", output):
+        result.total_secs = float(m.group(1))
+    if m := re.search(r"50%+ in ([\d.]+) secs", output):
+        result.p50_ms = float(m.group(1)) * 1000
+    if m := re.search(r"99%+ in ([\d.]+) secs", output):
+        result.p99_ms = float(m.group(1)) * 1000
+    section = None
+    for line in output.splitlines():
+        if line.startswith("Status code distribution:"):
+            section = "status"
+        elif line.startswith("Error distribution:"):
+            section = "error"
+        elif section and (m := re.match(r"\s+\[(\d+)\]\s+(.*)", line)):
+            if section == "status":
+                result.statuses[int(m.group(1))] = int(m.group(2).split()[0])
+            else:
+                result.errors.append((int(m.group(1)), m.group(2).strip()))
+        elif line.strip() and not line.startswith(" "):
+            section = None
+    return result
+
+
+def run_hey(url: str, body: str, duration: str, concurrency: int) -> Result:
+    cmd = ["hey", "-z", duration, "-c", str(concurrency), "-m", "POST",
+           "-T", "application/json", "-H", "Authorization: Bearer bench", "-d", body, url]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"hey failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_hey(done.stdout)
+
+
+def smoke(name: str, url: str, body: str) -> None:
+    """One request before the load, so a target that cannot answer the case says why."""
+    status, answer = _http("POST", url, body)
+    if status != 200:
+        print(f"  ! {name} answered HTTP {status} before the load: "
+              f"{answer[:300].decode(errors='replace')}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _statuses(result: Result) -> str:
+    return " ".join(f"{code}x{count}" for code, count in sorted(result.statuses.items())) or "none"
+
+
+def print_table(rows: list[tuple[Case, dict[str, Result]]]) -> None:
+    header = (f"{'case':<26} {'target':<8} {'ok req/s':>9} {'req/s':>9} {'p50 ms':>8} "
+              f"{'p99 ms':>8}  {'statuses':<18} errors")
+    print("\n" + header + "\n" + "-" * len(header))
+    for case, results in rows:
+        for target, r in results.items():
+            errors = sum(n for n, _ in r.errors)
+            flag = "" if r.clean else "  <-- NOT ALL 200"
+            print(f"{case.name:<26} {target:<8} {r.ok_rps:>9.1f} {r.rps:>9.1f} {_ms(r.p50_ms):>8} "
+                  f"{_ms(r.p99_ms):>8}  {_statuses(r):<18} {errors}{flag}")
+            for count, message in r.errors[:5]:
+                print(f"{'':<36}error x{count}: {message[:120]}")
+        if "gateway" in results and "floor" in results:
+            floor = results["floor"].ok_rps
+            ratio = results["gateway"].ok_rps / floor if floor else 0.0
+            verdict = "meets" if ratio >= case.goal else "BELOW"
+            dirty = "" if all(r.clean for r in results.values()) else " (non-200 answers or errors above)"
+            print(f"{'':<26} ratio gateway/floor: {ratio:.3f}  goal >= {case.goal:.2f}: "
+                  f"{verdict}{dirty}")
+        print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-z", "--duration", default="8s", help="hey -z per run (default 8s)")
+    parser.add_argument("-c", "--concurrency", type=int, default=50,
+                        help="hey -c per run (default 50)")
+    parser.add_argument("--warmup", default="1s",
+                        help="hey -z warm-up per target and case, not measured (default 1s; 0 skips)")
+    parser.add_argument("--floor", default=str(DEFAULT_FLOOR),
+                        help=f"path to floor_proxy.py (default {DEFAULT_FLOOR})")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated subset of {', '.join(CASES)}")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--gateway-only", action="store_true", help="measure the gateway alone")
+    only.add_argument("--floor-only", action="store_true", help="measure the floor alone")
+    parser.add_argument("--gateway-cmd",
+                        help="command that serves the gateway, without --host/--port "
+                             "(default: opencode-gateway serve, else python -m gateway serve)")
+    parser.add_argument("--gateway-url",
+                        help="measure an already running gateway at this root URL instead of "
+                             "starting one (point it at the fake: see --fake-port)")
+    parser.add_argument("--fake-port", type=int, help="port for the fake upstream (default: free)")
+    parser.add_argument("--workers", type=int, help="gateway --workers (default: its own default)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+
+    if not shutil.which("hey"):
+        print("hey is not installed: `apt-get install -y hey` (Debian/Ubuntu), or "
+              "`go install github.com/rakyll/hey@latest`", file=sys.stderr)
+        return 2
+    names = [n.strip() for n in args.cases.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+
+    targets, servers = start_servers(args)
+    rows: list[tuple[Case, dict[str, Result]]] = []
+    try:
+        print(f"hey -z {args.duration} -c {args.concurrency}; targets: "
+              + ", ".join(f"{t} {u}" for t, u in targets.items()), flush=True)
+        for name in names:
+            case = CASES[name]
+            results: dict[str, Result] = {}
+            for target, url in targets.items():
+                body = case.gateway_body if target == "gateway" else case.floor_body
+                smoke(target, url, body)
+                if args.warmup not in ("0", "0s", ""):
+                    run_hey(url, body, args.warmup, args.concurrency)
+                print(f"  {case.name}: {target} ...", flush=True)
+                results[target] = run_hey(url, body, args.duration, args.concurrency)
+            rows.append((case, results))
+        rss = {s.name: s.rss_mib() for s in servers if s.name != "fake-upstream"}
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+    print_table(rows)
+    print("RSS after the run: " + (", ".join(f"{n} {v:.0f} MiB" for n, v in rss.items() if v)
+                                    or "n/a"))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "duration": args.duration, "concurrency": args.concurrency,
+            "cases": {case.name: {t: {**r.__dict__, "ok_rps": r.ok_rps,
+                                      "statuses": {str(k): v for k, v in r.statuses.items()}}
+                                  for t, r in results.items()} for case, results in rows},
+            "rss_mib": rss}, indent=2))
+    return 0 if all(r.clean for _, results in rows for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The Starlette app and the per-worker objects its lifespan owns.
+
+Request path: frontends/ (parse, validate) → routing/ (rule chain) → upstream/forwarder.py
+(pooled aiohttp session, failover, relay) → translate/ (when the two protocols differ).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.config import Config
+from gateway.errors import anthropic_error_body, openai_error_body
+from gateway.frontends.anthropic_messages import messages
+from gateway.frontends.info import count_tokens, healthz, list_models
+from gateway.frontends.openai_chat import chat_completions
+from gateway.observer import Observer
+from gateway.routing.chain import builtin_rules_dir, load_rule_chain
+from gateway.routing.router import Router
+from gateway.upstream.forwarder import Forwarder, create_session
+from gateway.upstream.instances import build_pools
+
+CLIENT_KEYS_ENV = "GATEWAY_API_KEYS"
+
+
+def rule_directories(config: Config, extra: str | None = None) -> list[Path]:
+    directories = [builtin_rules_dir()]
+    for directory in (config.rules_dir, extra):
+        if directory and Path(directory).resolve() not in [d.resolve() for d in directories]:
+            directories.append(Path(directory))
+    return directories
+
+
+class Gateway:
+    """Everything one worker needs to serve: config, instance pools, router, forwarder."""
+
+    def __init__(self, config: Config, rules_dir: str | None = None,
+                 env: dict[str, str] | None = None):
+        env = dict(os.environ) if env is None else env
+        self.config = config
+        self.pools = build_pools(config, env)
+        self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)))
+        keys = list(config.server.api_keys)
+        keys += [key.strip() for key in env.get(CLIENT_KEYS_ENV, "").split(",") if key.strip()]
+        self.client_keys = [key.encode() for key in keys if key]
+        self.observer = Observer(access_log=config.server.access_log)
+        for pool in self.pools.values():
+            pool.on_cooldown = self.observer.cooldown
+        self.forwarder: Forwarder | None = None
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
+    message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
+              "/v1/chat/completions, POST /v1/messages, GET /v1/models, GET /healthz, GET /metrics"
+    if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
+            "anthropic-version" in request.headers:
+        body = anthropic_error_body(exc.status_code, message)
+    else:
+        body = openai_error_body(exc.status_code, message)
+    return Response(body, status_code=exc.status_code, media_type="application/json",
+                    headers=exc.headers)
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        session = create_session(gateway.config.upstream)
+        gateway.forwarder = Forwarder(session, gateway.config.upstream, gateway.pools,
+                                      gateway.observer)
+        try:
+            yield
+        finally:
+            await session.close()
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/anthropic/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/anthropic/v1/models", list_models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,15 @@
+"""The ASGI app as a server process loads it: `gateway.asgi:app`.
+
+`opencode-gateway serve` passes its options to the workers through the environment
+(OPENCODE_GATEWAY_CONFIG, OPENCODE_GATEWAY_RULES_DIR), so `hypercorn gateway.asgi:app` works too.
+"""
+import os
+
+from gateway.app import Gateway, create_app
+from gateway.config import load_config
+
+CONFIG_ENV = "OPENCODE_GATEWAY_CONFIG"
+RULES_DIR_ENV = "OPENCODE_GATEWAY_RULES_DIR"
+
+app = create_app(Gateway(load_config(os.environ.get(CONFIG_ENV) or None),
+                         rules_dir=os.environ.get(RULES_DIR_ENV) or None))

@@ -1,0 +1,137 @@
+"""`opencode-gateway serve | routes | check-config`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from gateway.app import Gateway
+from gateway.config import ConfigError, load_config
+from gateway.errors import GatewayError
+from gateway.routing.chain import RuleLoadError
+from gateway.upstream.forwarder import ANTHROPIC_VERSION
+from gateway.upstream.instances import mask_key
+
+
+def _gateway(args) -> Gateway:
+    """Config and rule chain, or exit 2 with the file and the reason."""
+    try:
+        return Gateway(load_config(args.config), rules_dir=getattr(args, "rules_dir", None))
+    except (ConfigError, RuleLoadError) as exc:
+        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _serve(args) -> int:
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.run import run
+
+    from gateway.asgi import CONFIG_ENV, RULES_DIR_ENV
+
+    gateway = _gateway(args)  # fail here, named, rather than in every worker
+    server = gateway.config.server
+    host = args.host or server.host
+    port = server.port if args.port is None else args.port
+    workers = args.workers or server.workers
+    if args.config:
+        os.environ[CONFIG_ENV] = os.path.abspath(args.config)
+    if args.rules_dir:
+        os.environ[RULES_DIR_ENV] = os.path.abspath(args.rules_dir)
+    config = HypercornConfig()
+    config.application_path = "gateway.asgi:app"
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.worker_class = "uvloop"
+    # One worker runs in this process; more are spawned processes sharing the socket.
+    config.workers = 0 if workers == 1 else workers
+    config.backlog = server.backlog
+    config.keep_alive_timeout = server.keep_alive_timeout
+    config.keep_alive_max_requests = 1_000_000
+    config.graceful_timeout = server.graceful_timeout
+    config.h11_max_incomplete_size = server.max_header_bytes
+    config.accesslog = None
+    config.errorlog = "-"
+    print(f"opencode-gateway: serving on http://{host}:{port} with {workers} worker(s); "
+          f"models: {', '.join(gateway.router.advertised_models())}", file=sys.stderr, flush=True)
+    return run(config)
+
+
+def _routes(args) -> int:
+    gateway = _gateway(args)
+    body = {"model": args.model, "messages": [], "stream": True}
+
+    async def route():
+        return await gateway.router.route(args.model, args.frontend, body)
+
+    try:
+        ctx = asyncio.run(route())
+    except GatewayError as exc:
+        print(f"no route: {exc.message}", file=sys.stderr)
+        return 1
+    path = "/chat/completions" if ctx.protocol == "openai" else "/messages"
+    auth = ("Authorization: Bearer <key>" if ctx.protocol == "openai"
+            else f"x-api-key: <key>, anthropic-version: {ANTHROPIC_VERSION}")
+    instance = ctx.instance
+    print(f"model string : {ctx.requested}")
+    print(f"frontend     : {args.frontend}")
+    print(f"backend      : {ctx.backend}")
+    print(f"instance     : {instance.name} (instance {instance.number}, key {mask_key(instance.api_key)})"
+          + (", pinned" if ctx.pinned else ", unpinned: may fail over"))
+    print(f"model id     : {ctx.model_id}")
+    print(f"flavour      : {ctx.protocol}")
+    print(f"upstream URL : POST {instance.api_url}{path}")
+    print(f"upstream auth: {auth}")
+    print(f"translation  : {ctx.translation.name}")
+    return 0
+
+
+def _check_config(args) -> int:
+    gateway = _gateway(args)
+    config = gateway.config
+    print(f"config: {args.config or '(built-in default)'}: OK")
+    for name, pool in gateway.pools.items():
+        print(f"backend {name}:")
+        for instance in pool.instances:
+            print(f"  instance {instance.name}: {instance.api_url}, key {mask_key(instance.api_key)}")
+            if not instance.api_key:
+                print(f"  warning: {instance.name} has no key; set OPENCODE_GO_API_KEY "
+                      "(or api_key in the config)")
+        overrides = config.backends[name].extra.model_protocol_overrides
+        if overrides:
+            print(f"  protocol overrides: {', '.join(f'{m}={p}' for m, p in overrides.items())}")
+    print(f"rules: {', '.join(os.path.basename(s) for s in gateway.router.chain.sources)}")
+    print(f"client keys: {len(gateway.client_keys) or 'none (the gateway is open)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="opencode-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the gateway with hypercorn")
+    serve.add_argument("--config", help="YAML config file (default: built-in)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--rules-dir", help="directory of extra rule modules")
+    serve.set_defaults(run=_serve)
+
+    routes = commands.add_parser("routes", help="print the route a model string takes")
+    routes.add_argument("model", metavar="MODEL")
+    routes.add_argument("--config")
+    routes.add_argument("--rules-dir")
+    routes.add_argument("--frontend", choices=("openai", "anthropic"), default="openai",
+                        help="the protocol the client speaks (default openai)")
+    routes.set_defaults(run=_routes)
+
+    check = commands.add_parser("check-config", help="validate a config and exit")
+    check.add_argument("--config")
+    check.add_argument("--rules-dir")
+    check.set_defaults(run=_check_config)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

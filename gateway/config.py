@@ -1,0 +1,146 @@
+"""The gateway's configuration: one typed struct tree, loaded once at start-up.
+
+With no file the built-in default applies: the `opencode-go` backend at OpenCode Go's URL, keyed
+by `OPENCODE_GO_API_KEY`. A YAML file overrides any part of it. Strings in the file may use
+`${VAR}` and `${VAR:-default}`; they are expanded from the environment before the file is checked
+against the structs, so a bad value is reported with its field path and the file's name.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Literal
+
+import msgspec
+
+DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
+DEFAULT_BACKEND = "opencode-go"
+
+Protocol = Literal["openai", "anthropic"]
+
+
+class BackendExtra(msgspec.Struct, forbid_unknown_fields=True):
+    # model id -> upstream flavour; an id named here becomes routable as a bare id too.
+    model_protocol_overrides: dict[str, Protocol] = {}
+
+
+class Backend(msgspec.Struct, forbid_unknown_fields=True):
+    # Empty means: from the environment, `<NAME>_API_URL` / `<NAME>_API_KEY` (see env_prefix).
+    api_url: str = ""
+    api_key: str = ""
+    extra: BackendExtra = msgspec.field(default_factory=BackendExtra)
+
+
+class Server(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    # Client keys; empty leaves the gateway open. GATEWAY_API_KEYS (comma-separated) adds to them.
+    api_keys: list[str] = []
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    # Seconds in-flight requests get to finish after SIGTERM before they are cut.
+    graceful_timeout: float = 30.0
+    # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.
+    backlog: int = 2048
+    keep_alive_timeout: float = 75.0
+    access_log: bool = True
+
+
+class Upstream(msgspec.Struct, forbid_unknown_fields=True):
+    connect_timeout: float = 10.0
+    # Until the upstream's response headers have arrived.
+    first_byte_timeout: float = 300.0
+    # Longest silence between two reads from the upstream (a stalled stream ends after it).
+    idle_timeout: float = 300.0
+    # Concurrent upstream connections per worker; more requests wait for a free one. 0 = no cap.
+    max_connections: int = 1024
+    # How many other instances an unpinned request may move to after a failure before any byte.
+    failover_hops: int = 2
+    # Consecutive failures that take an instance out, and for how long.
+    cooldown_after_failures: int = 3
+    cooldown_seconds: float = 10.0
+
+
+class Translation(msgspec.Struct, forbid_unknown_fields=True):
+    # Anthropic requires max_tokens; used when an OpenAI client sent none.
+    default_max_tokens: int = 8192
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    backends: dict[str, Backend] = msgspec.field(
+        default_factory=lambda: {DEFAULT_BACKEND: Backend()})
+    server: Server = msgspec.field(default_factory=Server)
+    upstream: Upstream = msgspec.field(default_factory=Upstream)
+    translation: Translation = msgspec.field(default_factory=Translation)
+    rules_dir: str | None = None
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, env: dict[str, str]) -> str:
+    """`${VAR}` → its value ('' when unset); `${VAR:-default}` → default when unset or empty."""
+    def value(match: re.Match) -> str:
+        found = env.get(match.group(1), "")
+        if not found and match.group(2) is not None:
+            return match.group(2)
+        return found
+    return _VAR.sub(value, text)
+
+
+def _expand_tree(node, env):
+    if isinstance(node, str):
+        return expand_env(node, env)
+    if isinstance(node, dict):
+        return {key: _expand_tree(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(item, env) for item in node]
+    return node
+
+
+def env_prefix(backend_name: str) -> str:
+    """`opencode-go` -> `OPENCODE_GO`: the prefix of the backend's environment variables."""
+    return re.sub(r"[^A-Za-z0-9]", "_", backend_name).upper()
+
+
+def load_config(path: str | None = None, env: dict[str, str] | None = None) -> Config:
+    """The built-in default, overridden by the YAML file at `path` if one is given."""
+    env = dict(os.environ) if env is None else env
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as handle:
+            raw = msgspec.yaml.decode(handle.read())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"{path}: not readable as YAML: {exc}") from None
+    if raw is None:
+        return Config()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (backends:, server:, ...)")
+    try:
+        config = msgspec.convert(_expand_tree(raw, env), Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    _check(config, path)
+    return config
+
+
+def _check(config: Config, path: str) -> None:
+    if not config.backends:
+        raise ConfigError(f"{path}: `backends` is empty; name at least one backend")
+    for name in config.backends:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"{path}: backend name {name!r} may only hold letters, digits, - and _"
+                              " (`.`, `:` and `/` separate backend, instance and model)")
+    for field, value in (("server.port", config.server.port), ("server.workers", config.server.workers)):
+        if value < (0 if field == "server.port" else 1):
+            raise ConfigError(f"{path}: `{field}` must be positive, got {value}")
+    if config.upstream.failover_hops < 0:
+        raise ConfigError(f"{path}: `upstream.failover_hops` must be 0 or more")

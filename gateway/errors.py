@@ -1,0 +1,125 @@
+"""Errors the gateway answers, and the two wire shapes they are written in.
+
+Every error reaches the client in the shape of the frontend it called: OpenAI's
+`{"error": {"message", "type", "param", "code"}}` or Anthropic's
+`{"type": "error", "error": {"type", "message"}}`. Code anywhere on the request path raises
+`GatewayError`; the frontend renders it. Rule modules raise it too to reject a request.
+"""
+from __future__ import annotations
+
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+
+# Anthropic's documented error types by HTTP status; OpenAI clients only read `type` loosely, so
+# the same names serve both shapes (OpenAI's own 400 type is the same string).
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def error_type(status: int) -> str:
+    """The error `type` string for an HTTP status, in both shapes."""
+    found = _TYPE_BY_STATUS.get(status)
+    if found:
+        return found
+    if status >= 500:
+        return "api_error"
+    return "invalid_request_error"
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses or cannot complete; the frontend renders it in its shape.
+
+    `status` is the HTTP status, `message` says what was wrong and how to fix it, `param` names
+    the offending request field (OpenAI shape only), `headers` are extra response headers
+    (such as `retry-after` carried over from the upstream).
+    """
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+class _OpenAIErrorDetail(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class _OpenAIError(msgspec.Struct):
+    error: _OpenAIErrorDetail
+
+
+class _AnthropicErrorDetail(msgspec.Struct):
+    type: str
+    message: str
+
+
+class _AnthropicError(msgspec.Struct, tag_field="type", tag="error"):
+    error: _AnthropicErrorDetail
+
+
+def openai_error_body(status: int, message: str, param: str | None = None,
+                      code: str | None = None) -> bytes:
+    return _encode(_OpenAIError(_OpenAIErrorDetail(message, error_type(status), param, code)))
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    return _encode(_AnthropicError(_AnthropicErrorDetail(error_type(status), message)))
+
+
+def openai_stream_error(status: int, message: str) -> bytes:
+    """An error inside an OpenAI SSE stream: one `data:` event; the stream ends after it."""
+    return b"data: " + openai_error_body(status, message) + b"\n\n"
+
+
+def anthropic_stream_error(status: int, message: str) -> bytes:
+    """An error inside an Anthropic SSE stream: the `error` event Anthropic itself sends."""
+    return b"event: error\ndata: " + anthropic_error_body(status, message) + b"\n\n"
+
+
+class _AnyErrorDetail(msgspec.Struct):
+    message: str | None = None
+    type: str | None = None
+
+
+class _AnyError(msgspec.Struct):
+    error: _AnyErrorDetail | str | None = None
+    message: str | None = None
+
+
+_decode_any_error = msgspec.json.Decoder(_AnyError).decode
+
+
+def upstream_error_message(body: bytes, status: int) -> str:
+    """The message an upstream error body carries, whichever of the two shapes it is in.
+
+    A body in neither shape (an HTML page from a proxy, plain text) is quoted, shortened, so the
+    user still sees what the upstream said.
+    """
+    try:
+        parsed = _decode_any_error(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = body.decode("utf-8", "replace").strip()
+        return text[:500] if text else f"upstream answered HTTP {status} with an empty body"
+    if isinstance(parsed.error, _AnyErrorDetail) and parsed.error.message:
+        return parsed.error.message
+    if isinstance(parsed.error, str) and parsed.error:
+        return parsed.error
+    if parsed.message:
+        return parsed.message
+    return f"upstream answered HTTP {status}"

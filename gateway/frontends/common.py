@@ -1,0 +1,142 @@
+"""What both frontends do the same way: client keys, the bounded body, and one request's run
+from parsed body to upstream answer, with errors rendered in the frontend's own shape."""
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from typing import Callable
+
+import msgspec
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from gateway.errors import GatewayError
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+_log = logging.getLogger("gateway")
+
+
+def presented_key(request: Request) -> str | None:
+    """The client's key from `Authorization: Bearer …` or `x-api-key` (either frontend)."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def check_client_key(request: Request, keys: list[bytes]) -> None:
+    if not keys:
+        return
+    presented = presented_key(request)
+    if presented is None:
+        raise GatewayError(401, "this gateway requires a client key: send it as "
+                                "`Authorization: Bearer <key>` or `x-api-key: <key>`")
+    candidate = presented.encode()
+    # Compare against every key, never stopping early, so timing tells nothing about which matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(candidate, key)
+    if not matched:
+        raise GatewayError(401, "the client key is not valid for this gateway")
+
+
+async def read_json_object(request: Request, limit: int) -> dict:
+    """The request body as a dict, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise GatewayError(400, "the Content-Length header is not a number")
+        if int(declared) > limit:
+            raise GatewayError(413, f"request body of {declared} bytes is over this gateway's "
+                                    f"limit of {limit} bytes (server.max_body_bytes)")
+    chunks = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, f"request body is over this gateway's limit of {limit} "
+                                        "bytes (server.max_body_bytes)")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise GatewayError(400, "the client closed the connection before the body was complete") from None
+    raw = b"".join(chunks)
+    if not raw:
+        raise GatewayError(400, "the request body is empty; send a JSON object")
+    try:
+        body = _decode(raw)
+    except msgspec.DecodeError as exc:
+        raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
+    return body
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "null"
+    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def expect(body: dict, field: str, kind: type | tuple, what: str, required: bool = False):
+    """The field's value when it has the right JSON type; a 400 naming the field otherwise."""
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise GatewayError(400, f"`{field}` is required: {what}", param=field)
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise GatewayError(400, f"`{field}` must be {what}, got {_json_type(value)}", param=field)
+    return value
+
+
+def upstream_payload(ctx) -> bytes:
+    """The body the upstream receives: the bare model id, translated for its flavour, encoded once."""
+    body = ctx.body
+    body["model"] = ctx.model_id
+    if ctx.translation.request is not None:
+        body = ctx.translation.request(body, ctx.config)
+    return _encode(body)
+
+
+async def serve(request: Request, frontend: str, validate: Callable[[dict], str],
+                render_error: Callable[[GatewayError], Response]) -> Response:
+    """One request on a frontend: key, body, route, upstream; every refusal in its shape."""
+    gateway = request.app.state.gateway
+    started = time.monotonic()
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    ctx = None
+    model = None
+    try:
+        check_client_key(request, gateway.client_keys)
+        body = await read_json_object(request, gateway.config.server.max_body_bytes)
+        model = validate(body)
+        ctx = await gateway.router.route(model, frontend, body)
+        ctx.request_id = request_id
+        ctx.started = started
+        response = await gateway.forwarder.forward(ctx, upstream_payload(ctx))
+    except GatewayError as exc:
+        error = exc
+    except Exception:  # a bug must still answer in the client's shape, and be logged
+        _log.exception("unexpected error on %s request %s", frontend, request_id)
+        error = GatewayError(500, f"internal gateway error (request id {request_id}); "
+                                  "see the gateway's log")
+    else:
+        response.headers["x-request-id"] = request_id
+        return response
+    if ctx is not None:
+        gateway.observer.finished(ctx, error.status, None, error.message)
+    else:
+        gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
+    response = render_error(error)
+    response.headers["x-request-id"] = request_id
+    return response

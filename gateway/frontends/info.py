@@ -1,0 +1,76 @@
+"""The small endpoints: model list (both shapes), liveness, token-count estimate."""
+from __future__ import annotations
+
+import time
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.errors import GatewayError
+from gateway.frontends.anthropic_messages import anthropic_error
+from gateway.frontends.common import check_client_key, read_json_object
+
+_encode = msgspec.json.Encoder().encode
+_STARTED = int(time.time())
+
+
+class _OpenAIModel(msgspec.Struct):
+    id: str
+    object: str = "model"
+    created: int = _STARTED
+    owned_by: str = "opencode-go"
+
+
+class _OpenAIModelList(msgspec.Struct):
+    data: list[_OpenAIModel]
+    object: str = "list"
+
+
+class _AnthropicModel(msgspec.Struct):
+    id: str
+    display_name: str
+    type: str = "model"
+    created_at: str = "1970-01-01T00:00:00Z"
+
+
+class _AnthropicModelList(msgspec.Struct):
+    data: list[_AnthropicModel]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+def _json(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    """OpenAI's list shape, or Anthropic's when the client sends `anthropic-version` (its SDKs do)."""
+    gateway = request.app.state.gateway
+    ids = gateway.router.advertised_models()
+    if "anthropic-version" in request.headers:
+        models = [_AnthropicModel(id=model, display_name=model) for model in ids]
+        return _json(_encode(_AnthropicModelList(models, False, ids[0] if ids else None,
+                                                 ids[-1] if ids else None)))
+    return _json(_encode(_OpenAIModelList([_OpenAIModel(id=model) for model in ids])))
+
+
+async def healthz(request: Request) -> Response:
+    return _json(b'{"status":"ok"}')
+
+
+async def count_tokens(request: Request) -> Response:
+    """An estimate (about four bytes of JSON per token): OpenCode Go has no counting endpoint,
+    and clients such as Claude Code only use the figure to decide when to compact."""
+    gateway = request.app.state.gateway
+    try:
+        check_client_key(request, gateway.client_keys)
+        body = await read_json_object(request, gateway.config.server.max_body_bytes)
+        if not isinstance(body.get("messages"), list):
+            raise GatewayError(400, "messages: must be a list of message objects")
+    except GatewayError as exc:
+        return anthropic_error(exc)
+    counted = {key: body.get(key) for key in ("system", "messages", "tools")}
+    estimate = max(1, len(_encode(counted)) // 4)
+    return _json(b'{"input_tokens":%d}' % estimate)

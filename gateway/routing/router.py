@@ -1,0 +1,68 @@
+"""From the model string a client sent to a judged route: parse, run the rule chain, judge.
+
+Model strings (SPEC): `opencode-go/glm-5.1`, `opencode-go:glm-5.1`, `opencode-go.2:glm-5.1`,
+`opencode-go.2/glm-5.1`, and a bare `glm-5.1` when exactly one backend serves it. Parsing only
+fills in the context; the rules decide, and only after the whole chain has run is a route judged.
+"""
+from __future__ import annotations
+
+from gateway.config import Config
+from gateway.errors import GatewayError
+from gateway.routing.chain import RuleChain
+from gateway.routing.context import RouteContext
+from gateway.routing.model_table import known_models, known_protocol
+from gateway.upstream.instances import InstancePool
+
+
+def parse_model_string(requested: str, backends) -> tuple[str | None, int | None, str]:
+    """(backend, pinned instance number, bare model id); backend None when no prefix names one."""
+    for separator in (":", "/"):
+        prefix, found, rest = requested.partition(separator)
+        if found and rest:
+            name, dot, number = prefix.partition(".")
+            if name in backends and (not dot or number.isdigit()):
+                return name, (int(number) if dot else None), rest
+    return None, None, requested
+
+
+class Router:
+    def __init__(self, config: Config, pools: dict[str, InstancePool], chain: RuleChain):
+        self.config = config
+        self.pools = pools
+        self.chain = chain
+
+    def advertised_models(self) -> list[str]:
+        return [f"{name}/{model}" for name, backend in self.config.backends.items()
+                for model in known_models(backend)]
+
+    async def route(self, requested: str, frontend: str, body: dict) -> RouteContext:
+        backend, pin, model_id = parse_model_string(requested, self.config.backends)
+        if backend is None:
+            serving = [name for name, settings in self.config.backends.items()
+                       if known_protocol(settings, requested) is not None]
+            if len(serving) == 1:
+                backend = serving[0]
+        ctx = RouteContext(requested=requested, frontend=frontend, body=body, config=self.config,
+                           pools=self.pools, backend=backend, pin=pin, model_id=model_id)
+        await self.chain.run(ctx)
+        self._judge(ctx)
+        return ctx
+
+    def _judge(self, ctx: RouteContext) -> None:
+        if ctx.backend is None or ctx.backend not in self.pools or ctx.protocol is None:
+            raise GatewayError(
+                404, f"model {ctx.requested!r} is not served by this gateway. Available models: "
+                     + ", ".join(self.advertised_models())
+                     + ". Any other OpenCode Go id works with the backend named: opencode-go/<id>.",
+                param="model", code="model_not_found")
+        if ctx.instance is None:
+            pool = self.pools[ctx.backend]
+            numbers = ", ".join(instance.name for instance in pool.instances)
+            raise GatewayError(
+                404, f"model {ctx.requested!r} names instance {ctx.pin} of {ctx.backend}, "
+                     f"which does not exist; its instances are: {numbers}",
+                param="model", code="model_not_found")
+        if ctx.translation is None:
+            raise GatewayError(
+                500, f"no rule chose a translation for {ctx.frontend} clients to the "
+                     f"{ctx.protocol} flavour; check the rules directory", param="model")

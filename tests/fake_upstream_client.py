@@ -1,0 +1,123 @@
+"""Start the fake OpenCode Go upstream in a subprocess and steer it from a test.
+
+`FakeUpstream.start()` runs `python -m tests.fake_upstream` on a free loopback port and waits
+until it answers; the helpers talk to its `/_fake/` control endpoints with plain urllib, so they
+work from sync and async tests alike.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeUpstream:
+    """A running fake upstream: `.url` is the base URL the gateway is configured with (…/v1)."""
+
+    def __init__(self, process: subprocess.Popen, port: int, log):
+        self.process = process
+        self._log = log
+        self.port = port
+        self.root = f"http://127.0.0.1:{port}"
+        self.url = self.root + "/v1"
+
+    @classmethod
+    def start(cls, record: bool = True, timeout: float = 15.0) -> FakeUpstream:
+        port = free_port()
+        cmd = [sys.executable, "-m", "tests.fake_upstream", "--host", "127.0.0.1",
+               "--port", str(port)]
+        if not record:
+            cmd.append("--no-record")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
+        # A file, not a pipe: a pipe nobody reads would block the fake once its logs fill it.
+        log = tempfile.TemporaryFile()
+        process = subprocess.Popen(cmd, cwd=_REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        fake = cls(process, port, log)
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("fake upstream exited at start: " + fake.log_text())
+            try:
+                fake.stats()
+                return fake
+            except OSError:
+                if time.monotonic() > deadline:
+                    fake.stop()
+                    raise RuntimeError(f"fake upstream did not answer on port {port} "
+                                       f"within {timeout} s") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+    def log_text(self) -> str:
+        """What the fake printed (its start line, aiohttp's error logs)."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode()
+        req = urllib.request.Request(self.root + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Recorded upstream requests, oldest first (last 200): path, headers, body, key."""
+        return self._call("GET", "/_fake/requests")
+
+    def last_request(self) -> dict[str, Any]:
+        recorded = self.requests()
+        if not recorded:
+            raise AssertionError("the fake upstream received no request")
+        return recorded[-1]
+
+    def set_key(self, key: str, status: int | None, retry_after: str | int | None = None) -> None:
+        """Every request with `key` fails with `status` from now on; `status=None` restores it."""
+        how = None if status is None else {"status": status, "retry_after": retry_after}
+        self._call("POST", "/_fake/keys", {key: how})
+
+    def reset(self) -> None:
+        """Forget failing keys, recorded requests and finished-stream counts."""
+        self._call("POST", "/_fake/reset", {})
+
+    def stats(self) -> dict[str, int]:
+        """{"active_streams", "completed_streams", "aborted_streams"}."""
+        return self._call("GET", "/_fake/stats")
+
+    def wait_stats(self, done: Callable[[dict[str, int]], bool],
+                   timeout: float = 10.0) -> dict[str, int]:
+        """Poll the stream stats until `done(stats)`; the last stats either way.
+
+        Streams end asynchronously (the fake notices a hang-up at its next write or pause), so
+        tests wait for the state they expect instead of reading it once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if done(stats) or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.02)

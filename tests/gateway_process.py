@@ -1,0 +1,75 @@
+"""Starting the real gateway (`opencode-gateway serve`) as a process on a free loopback port."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GatewayProcess:
+    def __init__(self, upstream_url: str, *, env: dict[str, str] | None = None,
+                 config_text: str | None = None, rules_dir: str | None = None,
+                 workers: int = 1, tmp_dir: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.environment = {key: value for key, value in os.environ.items()
+                            if not key.startswith(("OPENCODE_GO_", "GATEWAY_"))}
+        self.environment.update({"OPENCODE_GO_API_URL": upstream_url,
+                                 "OPENCODE_GO_API_KEY": "test-key", "PYTHONUNBUFFERED": "1"})
+        self.environment.update(env or {})
+        self.args = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port),
+                     "--workers", str(workers)]
+        if config_text is not None:
+            config_path = (tmp_dir or Path("/tmp")) / f"gateway-{self.port}.yaml"
+            config_path.write_text(config_text)
+            self.args += ["--config", str(config_path)]
+        if rules_dir is not None:
+            self.args += ["--rules-dir", rules_dir]
+        self.log_path = (tmp_dir or Path("/tmp")) / f"gateway-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "GatewayProcess":
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.args, cwd=REPO, env=self.environment,
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"gateway did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()

@@ -1,0 +1,135 @@
+"""The forwarder against a mocked upstream (aioresponses): headers, failover, errors, relay."""
+import email.utils
+import time
+
+import aiohttp
+import msgspec
+import pytest
+from aioresponses import aioresponses
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.errors import GatewayError
+from gateway.frontends.common import upstream_payload
+from gateway.upstream.forwarder import Forwarder, create_session, parse_retry_after
+
+UP = "http://up.test/v1"
+CHAT = UP + "/chat/completions"
+MESSAGES = UP + "/messages"
+OK = {"id": "x", "object": "chat.completion", "choices": [], "usage": {"prompt_tokens": 1}}
+
+
+@pytest.fixture
+async def gateway():
+    env = {"OPENCODE_GO_API_URL": UP, "OPENCODE_GO_API_KEY_1": "key-one", "OPENCODE_GO_API_KEY_2": "key-two"}
+    gw = Gateway(load_config(None, env), env=env)
+    session = create_session(gw.config.upstream)
+    gw.forwarder = Forwarder(session, gw.config.upstream, gw.pools, gw.observer)
+    yield gw
+    await session.close()
+
+
+async def send(gw, model, **body):
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **body}
+    ctx = await gw.router.route(model, "openai", body)
+    return ctx, await gw.forwarder.forward(ctx, upstream_payload(ctx))
+
+
+def sent(mock, url):
+    return [call for (method, u), calls in mock.requests.items() if str(u) == url for call in calls]
+
+
+async def test_upstream_gets_bare_model_and_instance_key_only(gateway):
+    with aioresponses() as mock:
+        mock.post(CHAT, payload=OK)
+        ctx, response = await send(gateway, "opencode-go/glm-5.1")
+    assert response.status_code == 200
+    [call] = sent(mock, CHAT)
+    assert msgspec.json.decode(call.kwargs["data"])["model"] == "glm-5.1"
+    assert call.kwargs["headers"]["Authorization"] == "Bearer key-one"
+
+
+async def test_anthropic_flavour_uses_x_api_key_and_version(gateway):
+    answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": "minimax-m2.7",
+              "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+              "usage": {"input_tokens": 3, "output_tokens": 1}}
+    with aioresponses() as mock:
+        mock.post(MESSAGES, payload=answer)
+        _, response = await send(gateway, "opencode-go.2:minimax-m2.7")
+    [call] = sent(mock, MESSAGES)
+    headers = call.kwargs["headers"]
+    assert headers["x-api-key"] == "key-two" and headers["anthropic-version"] == "2023-06-01"
+    assert "Authorization" not in headers
+    assert msgspec.json.decode(response.body)["choices"][0]["message"]["content"] == "hi"
+
+
+async def test_429_on_one_key_fails_over_and_rests_that_key(gateway):
+    with aioresponses() as mock:
+        mock.post(CHAT, status=429, payload={"error": {"message": "slow down"}},
+                  headers={"Retry-After": "30"})
+        mock.post(CHAT, payload=OK)
+        ctx, response = await send(gateway, "opencode-go/glm-5.1")
+    assert response.status_code == 200
+    keys = [call.kwargs["headers"]["Authorization"] for call in sent(mock, CHAT)]
+    assert keys == ["Bearer key-one", "Bearer key-two"]
+    assert ctx.instance.name == "opencode-go.2"
+    resting = gateway.pools["opencode-go"].instances[0]
+    assert resting.resting_until > time.monotonic() + 25
+
+
+async def test_pinned_request_is_never_moved_and_keeps_retry_after(gateway):
+    with aioresponses() as mock:
+        mock.post(CHAT, status=429, payload={"error": {"message": "slow down"}},
+                  headers={"Retry-After": "7"})
+        with pytest.raises(GatewayError) as error:
+            await send(gateway, "opencode-go.1:glm-5.1")
+    assert len(sent(mock, CHAT)) == 1
+    assert (error.value.status, error.value.message) == (429, "slow down")
+    assert error.value.headers["retry-after"] == "7"
+
+
+async def test_400_comes_back_at_once_with_the_upstream_message(gateway):
+    with aioresponses() as mock:
+        mock.post(CHAT, status=400, payload={"error": {"message": "bad temperature"}})
+        mock.post(CHAT, payload=OK)
+        with pytest.raises(GatewayError) as error:
+            await send(gateway, "opencode-go/glm-5.1")
+    assert len(sent(mock, CHAT)) == 1
+    assert (error.value.status, error.value.message) == (400, "bad temperature")
+
+
+async def test_unreachable_instance_fails_over(gateway):
+    with aioresponses() as mock:
+        mock.post(CHAT, exception=aiohttp.ClientConnectionError("refused"))
+        mock.post(CHAT, payload=OK)
+        _, response = await send(gateway, "opencode-go/glm-5.1")
+    assert response.status_code == 200
+
+
+async def test_all_instances_failing_gives_the_last_error(gateway):
+    with aioresponses() as mock:
+        for _ in range(3):
+            mock.post(CHAT, status=503, body="upstream overloaded")
+        with pytest.raises(GatewayError) as error:
+            await send(gateway, "opencode-go/glm-5.1")
+    assert error.value.status == 503
+    assert "upstream overloaded" in error.value.message
+    assert len(sent(mock, CHAT)) == 2  # two instances, each tried once
+
+
+async def test_stream_passes_bytes_through_untouched(gateway):
+    stream = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"h\xc3\xa9"}}]}\n\ndata: [DONE]\n\n'
+    with aioresponses() as mock:
+        mock.post(CHAT, body=stream, content_type="text/event-stream")
+        _, response = await send(gateway, "opencode-go/glm-5.1", stream=True)
+        received = b"".join([chunk async for chunk in response.body_iterator])
+    assert received == stream
+    assert response.headers["x-accel-buffering"] == "no"
+
+
+def test_retry_after_in_seconds_and_as_http_date():
+    assert parse_retry_after("12") == 12
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    later = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 < parse_retry_after(later) <= 61
