@@ -24,3 +24,30 @@ def fake(fake_upstream):
     fake_upstream.wait_stats(lambda s: s["active_streams"] == 0, timeout=5.0)
     fake_upstream.reset()
     return fake_upstream
+
+
+@pytest.fixture
+def start_gateway(fake, tmp_path):
+    """Start the real gateway (`opencode-gateway serve`) against the fake upstream.
+
+    `start_gateway(env=..., config_text=..., rules_dir=..., workers=...)` returns a running
+    GatewayProcess (`.url`, `.log()`, `.alive()`); every one started is stopped after the test.
+    """
+    from tests.gateway_process import GatewayProcess
+
+    started = []
+
+    def start(**options):
+        gateway = GatewayProcess(fake.url, tmp_dir=tmp_path, **options).start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def gateway(start_gateway):
+    """A gateway on the built-in config, one instance keyed `test-key`, pointed at the fake."""
+    return start_gateway()
