@@ -27,6 +27,9 @@ from gateway.upstream.forwarder import Forwarder, create_session
 from gateway.upstream.instances import build_pools
 
 CLIENT_KEYS_ENV = "GATEWAY_API_KEYS"
+# How `opencode-gateway serve` hands its options to the worker processes (see gateway/asgi.py).
+CONFIG_ENV = "OPENCODE_GATEWAY_CONFIG"
+RULES_DIR_ENV = "OPENCODE_GATEWAY_RULES_DIR"
 
 
 def rule_directories(config: Config, extra: str | None = None) -> list[Path]:

@@ -5,11 +5,8 @@
 """
 import os
 
-from gateway.app import Gateway, create_app
+from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
-
-CONFIG_ENV = "OPENCODE_GATEWAY_CONFIG"
-RULES_DIR_ENV = "OPENCODE_GATEWAY_RULES_DIR"
 
 app = create_app(Gateway(load_config(os.environ.get(CONFIG_ENV) or None),
                          rules_dir=os.environ.get(RULES_DIR_ENV) or None))

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 
-from gateway.app import Gateway
+from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway
 from gateway.config import ConfigError, load_config
 from gateway.errors import GatewayError
 from gateway.routing.chain import RuleLoadError
@@ -26,8 +26,7 @@ def _gateway(args) -> Gateway:
 def _serve(args) -> int:
     from hypercorn.config import Config as HypercornConfig
     from hypercorn.run import run
-
-    from gateway.asgi import CONFIG_ENV, RULES_DIR_ENV
+    # gateway.asgi builds its app when imported, from the environment set below: not before.
 
     gateway = _gateway(args)  # fail here, named, rather than in every worker
     server = gateway.config.server

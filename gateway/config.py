@@ -49,9 +49,10 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
 
 class Upstream(msgspec.Struct, forbid_unknown_fields=True):
     connect_timeout: float = 10.0
-    # Until the upstream's response headers have arrived.
+    # Longest wait for the answer to start (its response headers); for a non-streamed answer
+    # also the longest silence while it is read.
     first_byte_timeout: float = 300.0
-    # Longest silence between two reads from the upstream (a stalled stream ends after it).
+    # Longest silence between two chunks of a streamed answer (a stalled stream ends after it).
     idle_timeout: float = 300.0
     # Concurrent upstream connections per worker; more requests wait for a free one. 0 = no cap.
     max_connections: int = 1024

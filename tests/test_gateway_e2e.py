@@ -100,3 +100,13 @@ def test_broken_rule_module_stops_start_up_with_its_name(tmp_path):
                              "--port", "0"], cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "15_typo.py" in result.stderr and "undefined_name" in result.stderr
+
+
+def test_served_process_uses_the_config_file(start_gateway, fake):
+    gateway = start_gateway(config_text="backends:\n  opencode-go:\n    extra:\n"
+                                        "      model_protocol_overrides:\n        my-model: anthropic\n")
+    status, _, body = post(gateway.url + "/v1/chat/completions", {
+        "model": "my-model", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200, body
+    [seen] = fake.requests()
+    assert seen["path"].endswith("/messages") and seen["body"]["model"] == "my-model"

@@ -3,9 +3,10 @@ from parsed body to upstream answer, with errors rendered in the frontend's own 
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
+import os
 import time
-import uuid
 from typing import Callable
 
 import msgspec
@@ -17,6 +18,9 @@ from gateway.errors import GatewayError
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
 _log = logging.getLogger("gateway")
+# Request ids: a random prefix per worker and a counter — unique, and cheaper than a uuid4.
+_ID_PREFIX = os.urandom(4).hex()
+_id_counter = itertools.count(1)
 
 
 def presented_key(request: Request) -> str | None:
@@ -113,7 +117,7 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     """One request on a frontend: key, body, route, upstream; every refusal in its shape."""
     gateway = request.app.state.gateway
     started = time.monotonic()
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = request.headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
     ctx = None
     model = None
     try:

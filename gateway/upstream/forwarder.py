@@ -55,12 +55,41 @@ def parse_retry_after(value: str | None) -> float | None:
 def create_session(settings: Upstream) -> aiohttp.ClientSession:
     """The worker's one client session (call inside the running loop)."""
     connector = aiohttp.TCPConnector(limit=settings.max_connections, ttl_dns_cache=300)
-    # sock_read bounds every silence from the upstream, between stream chunks included; the
-    # first-byte deadline is applied around the request itself.
+    # Until the answer starts, any silence longer than first_byte_timeout ends the request
+    # (aiohttp's sock_read); a stream's gaps are then watched by _IdleWatch instead, because
+    # sock_read re-arms a timer on every chunk received.
     timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
-                                    sock_read=settings.idle_timeout)
+                                    sock_read=settings.first_byte_timeout)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                  skip_auto_headers=("User-Agent",))
+
+
+class _IdleWatch:
+    """Closes a stream's upstream response after `limit` seconds without a chunk.
+
+    One timer per stream that re-arms itself only when it fires; the relay just stamps the time
+    of each chunk (cheaper than a timer per chunk on a 50-event stream).
+    """
+    __slots__ = ("_loop", "_limit", "_upstream", "_handle", "last", "fired")
+
+    def __init__(self, upstream: aiohttp.ClientResponse, limit: float):
+        self._loop = asyncio.get_running_loop()
+        self._limit = limit
+        self._upstream = upstream
+        self.last = self._loop.time()
+        self.fired = False
+        self._handle = self._loop.call_at(self.last + limit, self._check)
+
+    def _check(self) -> None:
+        due = self.last + self._limit
+        if self._loop.time() >= due:
+            self.fired = True
+            self._upstream.close()  # the pending read fails, and the relay reports the timeout
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class _Unreachable(Exception):
@@ -127,13 +156,15 @@ class Forwarder:
         headers = self._headers_for(instance, protocol)
         for attempt in (1, 2):
             try:
-                async with asyncio.timeout(self._settings.first_byte_timeout):
-                    return await self._session.post(url, data=payload, headers=headers)
+                return await self._session.post(url, data=payload, headers=headers)
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection the upstream had already closed: one more try
                 # on a fresh connection is safe, nothing reached the client yet.
                 if attempt == 2:
                     raise _Unreachable(502, "closed the connection before answering") from None
+            except aiohttp.ConnectionTimeoutError:
+                raise _Unreachable(502, "no connection within connect_timeout "
+                                        f"({self._settings.connect_timeout:g}s)") from None
             except TimeoutError:
                 raise _Unreachable(504, "no response within first_byte_timeout "
                                         f"({self._settings.first_byte_timeout:g}s)") from None
@@ -183,30 +214,43 @@ class Forwarder:
         that turns a break into the frontend's error event."""
         finished = False
         status = upstream.status
+        if upstream.connection is not None:  # None when the whole answer has already arrived
+            upstream.connection.protocol.read_timeout = None  # _IdleWatch keeps time from here
+        watch = _IdleWatch(upstream, self._settings.idle_timeout)
+        clock = watch._loop.time
         try:
             if translator is None:
                 async for chunk in upstream.content.iter_any():
+                    watch.last = clock()
                     yield chunk
+                if watch.fired:  # closing may read as a clean end: it was not
+                    raise TimeoutError
             else:
                 feed = translator.feed
                 async for chunk in upstream.content.iter_any():
+                    watch.last = clock()
                     out = feed(chunk)
                     if out:
                         yield out
+                if watch.fired:
+                    raise TimeoutError
                 tail = translator.end()
                 if tail:
                     yield tail
             finished = True
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             status = 502
-            reason = ("no data within idle_timeout" if isinstance(exc, TimeoutError)
-                      else f"connection lost ({type(exc).__name__})")
+            if watch.fired:
+                reason = f"no data within idle_timeout ({self._settings.idle_timeout:g}s)"
+            else:
+                reason = f"connection lost ({type(exc).__name__})"
             message = f"upstream {ctx.instance.name}: the stream broke off: {reason}"
             if translator is not None:
                 yield translator.fail(502, message)
             else:
                 yield _stream_error(ctx.frontend)(502, message)
         finally:
+            watch.cancel()
             # A finished answer frees its connection for reuse; anything else (the client left,
             # the upstream broke) closes it so the upstream stops generating.
             if finished:
