@@ -20,6 +20,7 @@ from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
+from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.router import Router
@@ -91,6 +92,11 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        # Claude Code's connectivity check (first-run preflight, `claude doctor`, warm-up HEAD)
+        # wants 200 from `{ANTHROPIC_BASE_URL}/api/hello`.
+        Route("/api/hello", healthz, methods=["GET"]),
+        Route("/anthropic/api/hello", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
     return app

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway
 from gateway.config import ConfigError, load_config
@@ -21,6 +23,31 @@ def _gateway(args) -> Gateway:
     except (ConfigError, RuleLoadError) as exc:
         print(f"opencode-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _metrics_dir(workers: int) -> str | None:
+    """Where several workers share their metric values (prometheus-client's multiprocess mode).
+
+    A PROMETHEUS_MULTIPROC_DIR the user set is emptied of an earlier run's files, which would
+    otherwise add old counts to the new ones. Otherwise each multi-worker `serve` gets a fresh
+    temporary directory, returned so it is removed at exit; one worker keeps values in memory.
+    """
+    own = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if own:
+        os.makedirs(own, exist_ok=True)
+        for name in os.listdir(own):
+            if name.endswith(".db"):
+                os.remove(os.path.join(own, name))
+        return None
+    if workers <= 1:
+        return None
+    # Every counter update writes to these files' memory maps: on tmpfs that stays a memory
+    # write, on a disk filesystem writeback keeps turning it into page faults.
+    shm = "/dev/shm"
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    path = tempfile.mkdtemp(prefix="opencode-gateway-metrics-", dir=where)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # the spawned workers inherit it
+    return path
 
 
 def _serve(args) -> int:
@@ -52,7 +79,12 @@ def _serve(args) -> int:
     config.errorlog = "-"
     print(f"opencode-gateway: serving on http://{host}:{port} with {workers} worker(s); "
           f"models: {', '.join(gateway.router.advertised_models())}", file=sys.stderr, flush=True)
-    return run(config)
+    metrics_dir = _metrics_dir(workers)
+    try:
+        return run(config)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _routes(args) -> int:

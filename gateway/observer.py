@@ -1,17 +1,32 @@
-"""What the gateway tells about each request: the access log line (and metrics hooks).
+"""What the gateway tells about each request: the access log line and the metrics.
 
-One JSON line per request, built once when the request ends: request id, frontend, model,
-instance, flavour, status, time to first byte, duration, tokens. No bodies and no keys.
+The forwarder and the frontends call the hooks (first_byte, stream_started, failover, cooldown,
+finished, rejected); the observer turns them into one JSON access-log line per request, built
+once when the request ends, and into the Prometheus series of `gateway.metrics`.
+
+The access line holds request id, frontend, model, instance, flavour, status, time to first
+byte, duration and tokens. No bodies and no keys, ever.
+
+Tokens: a translated answer's come from its translator; a pass-through answer's are read here
+from what the upstream reported (the usage object of a whole answer, or the usage events at a
+stream's two ends), so they cost one small decode per request and nothing per chunk beyond
+keeping a reference to it. An OpenAI-flavour stream carries usage only when the client asked
+for it (`stream_options.include_usage`); without it the tokens stay unknown.
 """
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from typing import Callable
 
 import msgspec
 
+from gateway.metrics import Metrics
 from gateway.routing.context import RouteContext
+from gateway.translate.sse import SSEParser
+from gateway.translate.to_anthropic_response import OpenAIUsage, token_pair
+from gateway.translate.to_openai_response import AnthropicUsage, prompt_tokens
 from gateway.upstream.instances import Instance
 
 _log = logging.getLogger("gateway.access")
@@ -35,9 +50,110 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
 _encode = msgspec.json.Encoder().encode
 
 
+# ---- usage the upstream reported, read from bytes that pass through untouched ----
+
+class _OpenAIUsageHolder(msgspec.Struct):
+    """A chat.completion answer or chunk, reduced to its usage (every other field is skipped)."""
+    usage: OpenAIUsage | None = None
+
+
+class _AnthropicMessage(msgspec.Struct):
+    usage: AnthropicUsage | None = None
+
+
+class _AnthropicEvent(msgspec.Struct):
+    """message_start carries the input counts in `message.usage`; message_delta the running
+    output count (and, from newer upstreams, the input counts again) in `usage`."""
+    message: _AnthropicMessage | None = None
+    usage: AnthropicUsage | None = None
+
+
+_decode_openai = msgspec.json.Decoder(_OpenAIUsageHolder).decode
+_decode_anthropic_answer = msgspec.json.Decoder(_AnthropicMessage).decode
+_decode_anthropic_event = msgspec.json.Decoder(_AnthropicEvent).decode
+
+
+def _anthropic_pair(usage: AnthropicUsage | None) -> tuple[int, int] | None:
+    if usage is None:
+        return None
+    return prompt_tokens(usage), usage.output_tokens or 0
+
+
+def answer_usage(protocol: str, body: bytes) -> tuple[int, int] | None:
+    """(prompt_tokens, completion_tokens) of a whole answer in the upstream's flavour, or None."""
+    try:
+        if protocol == "openai":
+            return token_pair(_decode_openai(body).usage)
+        return _anthropic_pair(_decode_anthropic_answer(body).usage)
+    except msgspec.DecodeError:
+        return None
+
+
+def _usage_events(data: bytes) -> list[bytes]:
+    """The data of the whole events in `data` that mention usage (`data` may start mid-event)."""
+    parser = SSEParser()
+    events = parser.feed(data)
+    events += parser.feed(b"\n\n")  # a stream may end without the blank line after its last event
+    return [payload for _, payload in events if b'"usage"' in payload]
+
+
+class StreamUsage:
+    """Keeps the first and the last two chunks of a pass-through stream, which is where both
+    flavours report usage; reads them only once the stream has ended."""
+    __slots__ = ("_protocol", "_head", "_previous", "_last")
+
+    def __init__(self, protocol: str):
+        self._protocol = protocol
+        self._head: bytes | None = None
+        self._previous = b""
+        self._last = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        if self._head is None:
+            self._head = chunk
+        self._previous = self._last
+        self._last = chunk
+
+    def usage(self) -> tuple[int, int] | None:
+        if self._head is None:
+            return None
+        tail = self._previous + self._last
+        try:
+            if self._protocol == "openai":
+                found = None
+                for payload in _usage_events(tail):
+                    found = _decode_openai(payload).usage or found
+                return token_pair(found)
+            # Anthropic counts are cumulative: a later value replaces an earlier one.
+            counts = AnthropicUsage()
+            head = self._head
+            if head is self._previous or head is self._last:  # already in the tail
+                head = b""
+            for payload in _usage_events(head) + _usage_events(tail):
+                event = _decode_anthropic_event(payload)
+                reported = event.usage or (event.message.usage if event.message else None)
+                if reported is None:
+                    continue
+                for name in AnthropicUsage.__struct_fields__:
+                    value = getattr(reported, name)
+                    if value is not None:
+                        setattr(counts, name, value)
+            if counts.input_tokens is None and counts.output_tokens is None:
+                return None
+            return _anthropic_pair(counts)
+        except msgspec.DecodeError:
+            return None
+
+
+# ---- the observer ----
+
 class Observer:
-    def __init__(self, access_log: bool = True):
+    def __init__(self, access_log: bool = True, metrics: Metrics | None = None):
         self.access_log = access_log
+        self.metrics = metrics if metrics is not None else Metrics()
+        # Streams being relayed, by id(ctx): the relay holds its ctx until `finished`, so an id
+        # cannot be reused while it is in here.
+        self._streams: dict[int, StreamUsage] = {}
         if access_log and not _log.handlers:
             handler = logging.StreamHandler(sys.stdout)
             handler.setFormatter(logging.Formatter("%(message)s"))
@@ -47,23 +163,41 @@ class Observer:
 
     def first_byte(self, ctx: RouteContext, seconds: float) -> None:
         ctx.first_byte_seconds = seconds
+        self.metrics.first_byte(ctx.model_id, ctx.instance.name, seconds)
+
+    def stream_started(self, ctx: RouteContext) -> Callable[[bytes], None]:
+        """A stream's relay begins. Returns what the relay hands each pass-through chunk to."""
+        tap = self._streams[id(ctx)] = StreamUsage(ctx.protocol)
+        self.metrics.stream_started(ctx.instance.name)
+        return tap
 
     def failover(self, instance: Instance, status: int) -> None:
-        pass
+        self.metrics.failover(instance.name, status)
 
     def cooldown(self, instance: Instance) -> None:
-        pass
+        self.metrics.cooldown(instance.name)
 
     def finished(self, ctx: RouteContext, status: int, usage: tuple[int, int] | None,
                  error: str | None = None) -> None:
+        """A routed request ended: answered, refused by the upstream, or a stream that ended."""
+        duration = time.monotonic() - ctx.started
+        instance = ctx.instance.name if ctx.instance is not None else ""
+        if self._streams:
+            tap = self._streams.pop(id(ctx), None)
+            if tap is not None:
+                self.metrics.stream_ended(instance)
+                if usage is None:
+                    usage = tap.usage()
+        metrics = self.metrics
+        metrics.request(ctx.frontend, ctx.model_id, status)
+        metrics.routed(ctx.model_id, instance, duration, usage)
         if not self.access_log:
             return
         ttfb = ctx.first_byte_seconds
         record = AccessRecord(
             request_id=ctx.request_id, frontend=ctx.frontend, status=status,
-            duration_ms=round((time.monotonic() - ctx.started) * 1000, 2),
-            model=ctx.model_id, instance=ctx.instance.name if ctx.instance else None,
-            flavour=ctx.protocol, stream=ctx.stream,
+            duration_ms=round(duration * 1000, 2), model=ctx.model_id,
+            instance=instance or None, flavour=ctx.protocol, stream=ctx.stream,
             ttfb_ms=round(ttfb * 1000, 2) if ttfb is not None else None,
             prompt_tokens=usage[0] if usage else None,
             completion_tokens=usage[1] if usage else None, error=error)
@@ -72,6 +206,8 @@ class Observer:
     def rejected(self, request_id: str, frontend: str, started: float, status: int,
                  model: str | None, error: str) -> None:
         """A request refused before it had a route (bad body, unknown model, no client key)."""
+        # The model label stays empty: before routing it is whatever the client typed.
+        self.metrics.request(frontend, None, status)
         if not self.access_log:
             return
         record = AccessRecord(request_id=request_id, frontend=frontend, status=status,

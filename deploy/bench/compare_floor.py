@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+# Server start-up and the hey runner live in hey.py, shared with deploy/loadtest/run.py.
+from hey import Result, Server, run_hey
+from hey import free_port as _free_port
+from hey import http as _http
+from hey import tcp_open as _tcp_open
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FLOOR = REPO.parent / "shared" / "bench" / "floor_proxy.py"
@@ -70,89 +68,6 @@ CASES = {
 
 # ---------------------------------------------------------------------------------------------
 # Servers
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A server process this script started, in its own process group, logging to a file."""
-
-    def __init__(self, name: str, cmd: list[str], *, cwd: Path, env: dict[str, str], port: int):
-        self.name, self.port = name, port
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
-        self.process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = Path(self.log.name).read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def wait_ready(self, probe, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"{self.name} exited with code {self.process.returncode}:\n"
-                                 f"{self.log_tail()}")
-            try:
-                if probe():
-                    return
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not become ready on port {self.port} in {timeout:.0f} s "
-                         f"({last}):\n{self.log_tail()}")
-
-    def rss_mib(self) -> float | None:
-        """Resident memory of the process and its descendants (workers), in MiB."""
-        try:
-            children: dict[int, list[int]] = {}
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    try:
-                        stat = Path(f"/proc/{entry}/stat").read_text()
-                    except OSError:
-                        continue
-                    ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                    children.setdefault(ppid, []).append(int(entry))
-            total_kib, todo = 0, [self.process.pid]
-            while todo:
-                pid = todo.pop()
-                todo.extend(children.get(pid, ()))
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total_kib += int(line.split()[1])
-            return total_kib / 1024
-        except OSError:
-            return None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-            except ProcessLookupError:
-                pass
-        self.log.close()
-        os.unlink(self.log.name)
-
-
-def _http(method: str, url: str, body: str | None = None) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body.encode() if body else None, method=method,
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": "Bearer bench"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
 
 def _gateway_command(args: argparse.Namespace, port: int) -> list[str]:
     if args.gateway_cmd:
@@ -216,66 +131,8 @@ def start_servers(args: argparse.Namespace) -> tuple[dict[str, str], list[Server
     return targets, started
 
 
-def _tcp_open(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-
-
 # ---------------------------------------------------------------------------------------------
 # hey
-
-@dataclass
-class Result:
-    rps: float = 0.0                 # hey's Requests/sec: every answer and error counted
-    total_secs: float = 0.0
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    statuses: dict[int, int] = field(default_factory=dict)
-    errors: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def ok_rps(self) -> float:
-        return self.statuses.get(200, 0) / self.total_secs if self.total_secs else 0.0
-
-    @property
-    def clean(self) -> bool:
-        return not self.errors and set(self.statuses) <= {200}
-
-
-def parse_hey(output: str) -> Result:
-    result = Result()
-    if m := re.search(r"Requests/sec:\s+([\d.]+)", output):
-        result.rps = float(m.group(1))
-    if m := re.search(r"Total:\s+([\d.]+) secs", output):
-        result.total_secs = float(m.group(1))
-    if m := re.search(r"50%+ in ([\d.]+) secs", output):
-        result.p50_ms = float(m.group(1)) * 1000
-    if m := re.search(r"99%+ in ([\d.]+) secs", output):
-        result.p99_ms = float(m.group(1)) * 1000
-    section = None
-    for line in output.splitlines():
-        if line.startswith("Status code distribution:"):
-            section = "status"
-        elif line.startswith("Error distribution:"):
-            section = "error"
-        elif section and (m := re.match(r"\s+\[(\d+)\]\s+(.*)", line)):
-            if section == "status":
-                result.statuses[int(m.group(1))] = int(m.group(2).split()[0])
-            else:
-                result.errors.append((int(m.group(1)), m.group(2).strip()))
-        elif line.strip() and not line.startswith(" "):
-            section = None
-    return result
-
-
-def run_hey(url: str, body: str, duration: str, concurrency: int) -> Result:
-    cmd = ["hey", "-z", duration, "-c", str(concurrency), "-m", "POST",
-           "-T", "application/json", "-H", "Authorization: Bearer bench", "-d", body, url]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"hey failed ({done.returncode}): {done.stderr or done.stdout}")
-    return parse_hey(done.stdout)
-
 
 def smoke(name: str, url: str, body: str) -> None:
     """One request before the load, so a target that cannot answer the case says why."""

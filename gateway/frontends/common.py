@@ -2,6 +2,7 @@
 from parsed body to upstream answer, with errors rendered in the frontend's own shape."""
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import logging
@@ -76,6 +77,9 @@ async def read_json_object(request: Request, limit: int) -> dict:
         body = _decode(raw)
     except msgspec.DecodeError as exc:
         raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # msgspec's guard against a stack overflow on deep nesting
+        raise GatewayError(400, "the request body is nested too deeply to be a chat "
+                                "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
     return body
@@ -112,6 +116,34 @@ def upstream_payload(ctx) -> bytes:
     return _encode(body)
 
 
+async def _forward_while_client_waits(request: Request, forwarder, ctx,
+                                      payload: bytes) -> Response:
+    """The forwarder's answer, unless the client hangs up first: then the upstream request is
+    cancelled, not left generating (a whole answer can take minutes) for nobody."""
+    task = asyncio.current_task()
+    client_left = False
+
+    async def watch() -> None:
+        nonlocal client_left
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        client_left = True
+        task.cancel()
+
+    # Once the answer is back the watcher stops, so a streamed answer's own disconnect
+    # listener (Starlette's) is the only reader of the connection from then on.
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await forwarder.forward(ctx, payload)
+    except asyncio.CancelledError:
+        if client_left and task.uncancel() == 0:
+            raise GatewayError(499, "the client closed the connection before the answer "
+                                    "came") from None
+        raise
+    finally:
+        watcher.cancel()
+
+
 async def serve(request: Request, frontend: str, validate: Callable[[dict], str],
                 render_error: Callable[[GatewayError], Response]) -> Response:
     """One request on a frontend: key, body, route, upstream; every refusal in its shape."""
@@ -127,7 +159,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         ctx = await gateway.router.route(model, frontend, body)
         ctx.request_id = request_id
         ctx.started = started
-        response = await gateway.forwarder.forward(ctx, upstream_payload(ctx))
+        response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
+                                                     upstream_payload(ctx))
     except GatewayError as exc:
         error = exc
     except Exception:  # a bug must still answer in the client's shape, and be logged

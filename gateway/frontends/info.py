@@ -10,6 +10,7 @@ from starlette.responses import Response
 from gateway.errors import GatewayError
 from gateway.frontends.anthropic_messages import anthropic_error
 from gateway.frontends.common import check_client_key, read_json_object
+from gateway.frontends.openai_chat import openai_error
 
 _encode = msgspec.json.Encoder().encode
 _STARTED = int(time.time())
@@ -48,8 +49,13 @@ def _json(body: bytes, status: int = 200) -> Response:
 async def list_models(request: Request) -> Response:
     """OpenAI's list shape, or Anthropic's when the client sends `anthropic-version` (its SDKs do)."""
     gateway = request.app.state.gateway
+    anthropic = "anthropic-version" in request.headers
+    try:
+        check_client_key(request, gateway.client_keys)
+    except GatewayError as exc:
+        return anthropic_error(exc) if anthropic else openai_error(exc)
     ids = gateway.router.advertised_models()
-    if "anthropic-version" in request.headers:
+    if anthropic:
         models = [_AnthropicModel(id=model, display_name=model) for model in ids]
         return _json(_encode(_AnthropicModelList(models, False, ids[0] if ids else None,
                                                  ids[-1] if ids else None)))
@@ -57,6 +63,7 @@ async def list_models(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Open even when client keys lock the gateway: probes carry no key, and it tells nothing."""
     return _json(b'{"status":"ok"}')
 
 

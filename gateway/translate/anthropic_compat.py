@@ -16,7 +16,8 @@ classic API can express it and loses only what it cannot:
   turn). Folding it into the top-level `system` would move it out of its place in the
   conversation and change the prompt prefix every time one appears, which throws away the
   upstream's prompt cache for the whole conversation; in place, the earlier turns stay
-  byte-identical from one request to the next.
+  byte-identical from one request to the next. A `cache_control` on the system message moves
+  to the folded text block.
 - Empty (or whitespace-only) text blocks are dropped, in `system` too; a message left with no
   content is dropped.
 - Consecutive messages of the same role are merged so roles alternate; in a merged user turn
@@ -104,16 +105,24 @@ def _normalize_messages(messages: list) -> list:
 
 
 def _system_reminder(content: Any) -> list[dict] | None:
+    cache_control = None
     if isinstance(content, str):
         text = content
     elif isinstance(content, list):
-        text = "\n\n".join(block["text"] for block in content
-                           if isinstance(block, dict) and isinstance(block.get("text"), str))
+        blocks = [block for block in content if isinstance(block, dict)]
+        text = "\n\n".join(block["text"] for block in blocks if isinstance(block.get("text"), str))
+        # Claude Code puts its conversation cache breakpoint on this message: keep it on the
+        # folded text, or the upstream caches nothing past the system prompt.
+        marks = [block["cache_control"] for block in blocks if block.get("cache_control")]
+        cache_control = marks[-1] if marks else None
     else:
         return None
     if not text.strip():
         return None
-    return [{"type": "text", "text": f"<system-reminder>\n{text}\n</system-reminder>"}]
+    folded = {"type": "text", "text": f"<system-reminder>\n{text}\n</system-reminder>"}
+    if cache_control is not None:
+        folded["cache_control"] = cache_control
+    return [folded]
 
 
 def _drop_empty_text(content: Any) -> Any:

@@ -21,8 +21,8 @@ from gateway.config import Upstream
 from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_error,
                             upstream_error_message)
 from gateway.routing.context import RouteContext
-from gateway.upstream.instances import Instance, InstancePool
-from gateway.observer import Observer
+from gateway.upstream.instances import Instance, InstancePool, mask_key
+from gateway.observer import Observer, answer_usage
 
 ANTHROPIC_VERSION = "2023-06-01"
 _PATHS = {"openai": "/chat/completions", "anthropic": "/messages"}
@@ -58,7 +58,11 @@ def create_session(settings: Upstream) -> aiohttp.ClientSession:
     # Until the answer starts, any silence longer than first_byte_timeout ends the request
     # (aiohttp's sock_read); a stream's gaps are then watched by _IdleWatch instead, because
     # sock_read re-arms a timer on every chunk received.
-    timeout = aiohttp.ClientTimeout(total=None, connect=settings.connect_timeout,
+    # connect_timeout bounds opening a connection; a request queued behind max_connections
+    # waits for a free one as long as it would wait for its answer to start.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout,
+                                    connect=max(settings.first_byte_timeout,
+                                                settings.connect_timeout),
                                     sock_read=settings.first_byte_timeout)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                  skip_auto_headers=("User-Agent",))
@@ -113,7 +117,9 @@ class Forwarder:
         key = (instance.name, protocol)
         headers = self._headers.get(key)
         if headers is None:
-            headers = {"Content-Type": "application/json"}
+            # Answers are relayed (or translated) as the bytes arrive, never decompressed, so
+            # the upstream must not compress them (aiohttp would offer gzip by default).
+            headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
             if protocol == "openai":
                 headers["Authorization"] = "Bearer " + instance.api_key
             else:
@@ -139,7 +145,7 @@ class Forwarder:
                     pool.succeeded(instance)
                     self._observer.first_byte(ctx, time.monotonic() - started)
                     return await self._answer(ctx, upstream)
-                failure, retry_after = await self._read_error(upstream)
+                failure, retry_after = await self._read_error(upstream, instance)
                 if not _moves_on(upstream.status):
                     raise failure
             pool.failed(instance, retry_after)
@@ -163,8 +169,12 @@ class Forwarder:
                 if attempt == 2:
                     raise _Unreachable(502, "closed the connection before answering") from None
             except aiohttp.ConnectionTimeoutError:
+                settings = self._settings
                 raise _Unreachable(502, "no connection within connect_timeout "
-                                        f"({self._settings.connect_timeout:g}s)") from None
+                                        f"({settings.connect_timeout:g}s), or none of the "
+                                        f"{settings.max_connections} (upstream.max_connections) "
+                                        "free within first_byte_timeout "
+                                        f"({settings.first_byte_timeout:g}s)") from None
             except TimeoutError:
                 raise _Unreachable(504, "no response within first_byte_timeout "
                                         f"({self._settings.first_byte_timeout:g}s)") from None
@@ -173,19 +183,28 @@ class Forwarder:
             except (aiohttp.ClientError, OSError) as exc:
                 raise _Unreachable(502, f"request failed: {type(exc).__name__}") from None
 
-    async def _read_error(self, upstream: aiohttp.ClientResponse) -> tuple[GatewayError, float | None]:
+    async def _read_error(self, upstream: aiohttp.ClientResponse,
+                          instance: Instance) -> tuple[GatewayError, float | None]:
+        body = b""
         try:
-            body = await upstream.content.read(_ERROR_BODY_LIMIT)
+            while len(body) < _ERROR_BODY_LIMIT:  # read(n) returns what has arrived so far
+                chunk = await upstream.content.read(_ERROR_BODY_LIMIT - len(body))
+                if not chunk:
+                    break
+                body += chunk
         except (aiohttp.ClientError, TimeoutError, OSError):
-            body = b""
+            pass  # what arrived before the break is still worth quoting
         finally:
             upstream.close()
         headers = {}
         retry_after_header = upstream.headers.get("retry-after")
         if retry_after_header:
             headers["retry-after"] = retry_after_header
-        error = GatewayError(upstream.status, upstream_error_message(body, upstream.status),
-                             headers=headers)
+        message = upstream_error_message(body, upstream.status)
+        if instance.api_key and instance.api_key in message:
+            # Some upstreams quote the key they refused; the client must never see it.
+            message = message.replace(instance.api_key, mask_key(instance.api_key))
+        error = GatewayError(upstream.status, message, headers=headers)
         return error, parse_retry_after(retry_after_header)
 
     async def _answer(self, ctx: RouteContext, upstream: aiohttp.ClientResponse) -> Response:
@@ -201,10 +220,14 @@ class Forwarder:
             upstream.close()
             raise GatewayError(502, f"upstream {ctx.instance.name}: the answer broke off "
                                     f"({type(exc).__name__})") from None
+        except asyncio.CancelledError:  # the client left: the upstream stops generating too
+            upstream.close()
+            raise
         upstream.release()
-        usage = None
         if translation.response is not None:
             body, usage = translation.response(body)
+        else:
+            usage = answer_usage(ctx.protocol, body)
         self._observer.finished(ctx, upstream.status, usage)
         return Response(body, status_code=upstream.status,
                         media_type=upstream.content_type or "application/json")
@@ -219,9 +242,11 @@ class Forwarder:
         watch = _IdleWatch(upstream, self._settings.idle_timeout)
         clock = watch._loop.time
         try:
+            seen = self._observer.stream_started(ctx)  # in-flight gauge; reads pass-through usage
             if translator is None:
                 async for chunk in upstream.content.iter_any():
                     watch.last = clock()
+                    seen(chunk)
                     yield chunk
                 if watch.fired:  # closing may read as a clean end: it was not
                     raise TimeoutError
