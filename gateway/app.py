@@ -82,6 +82,7 @@ def create_app(gateway: Gateway) -> Starlette:
             yield
         finally:
             await session.close()
+            gateway.observer.close()
 
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),

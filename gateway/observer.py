@@ -15,7 +15,7 @@ for it (`stream_options.include_usage`); without it the tokens stay unknown.
 """
 from __future__ import annotations
 
-import logging
+import asyncio
 import sys
 import time
 from typing import Callable
@@ -24,12 +24,44 @@ import msgspec
 
 from gateway.metrics import Metrics
 from gateway.routing.context import RouteContext
-from gateway.translate.sse import SSEParser
 from gateway.translate.to_anthropic_response import OpenAIUsage, token_pair
 from gateway.translate.to_openai_response import AnthropicUsage, prompt_tokens
 from gateway.upstream.instances import Instance
 
-_log = logging.getLogger("gateway.access")
+FLUSH_SECONDS = 0.2
+
+
+class AccessLog:
+    """Access lines, written to the stream in batches at most FLUSH_SECONDS after they were made.
+
+    A write and a flush per request through `logging` cost about 7% of a pass-through request;
+    batching keeps one line per request while the system call is shared.
+    """
+    __slots__ = ("_stream", "_pending", "_scheduled")
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._pending: list[bytes] = []
+        self._scheduled = False
+
+    def write(self, line: bytes) -> None:
+        self._pending.append(line)
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # outside the server (a script, a test): no batching
+                self.flush()
+                return
+            self._scheduled = True
+            loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if self._pending:
+            self._pending.append(b"")
+            self._stream.write(b"\n".join(self._pending))
+            self._stream.flush()
+            self._pending.clear()
 
 
 class AccessRecord(msgspec.Struct, omit_defaults=True):
@@ -89,12 +121,20 @@ def answer_usage(protocol: str, body: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _usage_events(data: bytes) -> list[bytes]:
-    """The data of the whole events in `data` that mention usage (`data` may start mid-event)."""
-    parser = SSEParser()
-    events = parser.feed(data)
-    events += parser.feed(b"\n\n")  # a stream may end without the blank line after its last event
-    return [payload for _, payload in events if b'"usage"' in payload]
+def _usage_event(data: bytes, last: bool) -> bytes | None:
+    """The data line of the first (or last) event in `data` that mentions usage.
+
+    Found by byte search rather than by parsing the chunks: both flavours put an event's JSON on
+    one `data:` line, and this runs once per stream over chunks that may hold the whole answer.
+    """
+    at = data.rfind(b'"usage"') if last else data.find(b'"usage"')
+    if at < 0:
+        return None
+    start = data.rfind(b"data:", 0, at)
+    if start < 0:
+        return None
+    end = data.find(b"\n", at)
+    return data[start + 5:end if end >= 0 else len(data)]
 
 
 class StreamUsage:
@@ -120,16 +160,14 @@ class StreamUsage:
         tail = self._previous + self._last
         try:
             if self._protocol == "openai":
-                found = None
-                for payload in _usage_events(tail):
-                    found = _decode_openai(payload).usage or found
-                return token_pair(found)
-            # Anthropic counts are cumulative: a later value replaces an earlier one.
+                found = _usage_event(tail, last=True)
+                return token_pair(_decode_openai(found).usage) if found else None
+            # Anthropic: message_start (first) has the input counts, message_delta (last) the
+            # cumulative output count; a later value replaces an earlier one.
             counts = AnthropicUsage()
-            head = self._head
-            if head is self._previous or head is self._last:  # already in the tail
-                head = b""
-            for payload in _usage_events(head) + _usage_events(tail):
+            for payload in (_usage_event(self._head, last=False), _usage_event(tail, last=True)):
+                if payload is None:
+                    continue
                 event = _decode_anthropic_event(payload)
                 reported = event.usage or (event.message.usage if event.message else None)
                 if reported is None:
@@ -141,7 +179,7 @@ class StreamUsage:
             if counts.input_tokens is None and counts.output_tokens is None:
                 return None
             return _anthropic_pair(counts)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, msgspec.ValidationError):
             return None
 
 
@@ -154,12 +192,7 @@ class Observer:
         # Streams being relayed, by id(ctx): the relay holds its ctx until `finished`, so an id
         # cannot be reused while it is in here.
         self._streams: dict[int, StreamUsage] = {}
-        if access_log and not _log.handlers:
-            handler = logging.StreamHandler(sys.stdout)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            _log.addHandler(handler)
-            _log.setLevel(logging.INFO)
-            _log.propagate = False
+        self._access = AccessLog(sys.stdout.buffer) if access_log else None
 
     def first_byte(self, ctx: RouteContext, seconds: float) -> None:
         ctx.first_byte_seconds = seconds
@@ -201,7 +234,7 @@ class Observer:
             ttfb_ms=round(ttfb * 1000, 2) if ttfb is not None else None,
             prompt_tokens=usage[0] if usage else None,
             completion_tokens=usage[1] if usage else None, error=error)
-        _log.info(_encode(record).decode())
+        self._access.write(_encode(record))
 
     def rejected(self, request_id: str, frontend: str, started: float, status: int,
                  model: str | None, error: str) -> None:
@@ -213,4 +246,9 @@ class Observer:
         record = AccessRecord(request_id=request_id, frontend=frontend, status=status,
                               duration_ms=round((time.monotonic() - started) * 1000, 2),
                               model=model, error=error)
-        _log.info(_encode(record).decode())
+        self._access.write(_encode(record))
+
+    def close(self) -> None:
+        """Write out what is still buffered (the worker is stopping)."""
+        if self._access is not None:
+            self._access.flush()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
+from gateway.observer import FLUSH_SECONDS
 from tests.fake_upstream_client import free_port
 from tests.gateway_process import REPO
 
@@ -188,6 +189,7 @@ def chat(text: str, stream: bool = False) -> dict:
 
 
 def request_ids_logged(gateway) -> list[str]:
+    time.sleep(FLUSH_SECONDS + 0.3)  # access lines are written out in batches
     return [json.loads(line)["request_id"] for line in gateway.log().splitlines()
             if line.startswith("{")]
 

@@ -1,12 +1,13 @@
 """The access log (one JSON line per request, no bodies, no keys) and the token counts the
 observer reads from answers that pass through untouched."""
 import json
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from gateway.observer import StreamUsage, answer_usage
+from gateway.observer import FLUSH_SECONDS, StreamUsage, answer_usage
 
 SECRET_TEXT = "the-private-prompt-text"
 
@@ -24,7 +25,9 @@ def post(url: str, body: dict, path: str = "/v1/chat/completions",
 
 
 def access_lines(gateway) -> list[dict]:
-    """The gateway's JSON access-log lines (its other output is hypercorn's start-up text)."""
+    """The gateway's JSON access-log lines (its other output is hypercorn's start-up text),
+    once the lines of the requests made so far have been written out (they go in batches)."""
+    time.sleep(FLUSH_SECONDS + 0.3)
     return [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
 
 
