@@ -279,8 +279,8 @@ class AnthropicToOpenAIStream:
         delta = event.delta
         kind = type(delta)
         if kind is _TextDelta:
-            if delta.text:
-                out.append(head + _encode(_ChoiceDelta(content=delta.text)) + _OPEN_CHOICE_END)
+            if delta.text:  # the hottest path: the delta object spelled out, no struct built
+                out.append(head + b'{"content":' + _encode(delta.text) + b"}" + _OPEN_CHOICE_END)
         elif kind is _InputJsonDelta:
             call = self._tool_calls.get(event.index)
             if call is not None and delta.partial_json:
@@ -288,7 +288,7 @@ class AnthropicToOpenAIStream:
                 out.append(self._tool_chunk(head, call.index, delta.partial_json))
         elif kind is _ThinkingDelta:
             if delta.thinking:
-                out.append(head + _encode(_ChoiceDelta(reasoning_content=delta.thinking))
+                out.append(head + b'{"reasoning_content":' + _encode(delta.thinking) + b"}"
                            + _OPEN_CHOICE_END)
 
     def _on_block_start(self, event: _ContentBlockStart, out: list[bytes]) -> None:

@@ -212,7 +212,8 @@ class Forwarder:
         if ctx.stream and upstream.content_type == "text/event-stream":
             translator = translation.stream(ctx) if translation.stream is not None else None
             return StreamingResponse(self._relay(ctx, upstream, translator),
-                                     status_code=upstream.status, headers=_SSE_HEADERS,
+                                     status_code=upstream.status,
+                                     headers={**_SSE_HEADERS, "x-request-id": ctx.request_id},
                                      media_type="text/event-stream")
         try:
             body = await upstream.read()
@@ -229,7 +230,7 @@ class Forwarder:
         else:
             usage = answer_usage(ctx.protocol, body)
         self._observer.finished(ctx, upstream.status, usage)
-        return Response(body, status_code=upstream.status,
+        return Response(body, status_code=upstream.status, headers={"x-request-id": ctx.request_id},
                         media_type=upstream.content_type or "application/json")
 
     async def _relay(self, ctx: RouteContext, upstream: aiohttp.ClientResponse, translator):
