@@ -20,27 +20,16 @@ import pytest
 
 from tests.fake_upstream import (anthropic_tool_id, answer_text, completion_tokens,
                                  openai_tool_id, tool_name)
-from tests.gateway_process import REPO
+from tests.node_clients import installed_client
 
-CLAUDE = REPO / "tests" / "node" / "node_modules" / ".bin" / "claude"
 MODELS = ["opencode-go/minimax-m2.7", "opencode-go/glm-5.1"]
 # Generous: a cold start of the 400 MB binary on a busy CI machine, and a second turn after tools.
 TIMEOUT = 240
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def claude() -> Path:
-    if not CLAUDE.exists():
-        message = (f"Claude Code is not installed at {CLAUDE}: run "
-                   "`cd tests/node && npm install` (.ci/run does)")
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return CLAUDE
+    return installed_client("claude", "Claude Code")
 
 
 def run_claude(claude: Path, gateway_url: str, model: str, prompt: str, tmp_path: Path,

@@ -15,26 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.fake_upstream import anthropic_tool_id, answer_text, openai_tool_id
-from tests.gateway_process import REPO
+from tests.node_clients import installed_client
 
-OPENCODE = REPO / "tests" / "node" / "node_modules" / ".bin" / "opencode"
 MODELS = ["opencode-go/glm-5.1", "opencode-go/minimax-m2.7"]
 TIMEOUT = 240
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
 @pytest.fixture(scope="module")
 def opencode() -> Path:
-    if not OPENCODE.exists():
-        message = (f"opencode is not installed at {OPENCODE}: run "
-                   "`cd tests/node && npm install` (.ci/run does)")
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    return OPENCODE
+    return installed_client("opencode", "opencode")
 
 
 def run_opencode(opencode: Path, gateway_url: str, model: str, prompt: str,
