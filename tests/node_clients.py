@@ -3,6 +3,7 @@ tests/node/package.json and installed by .ci/run. Missing ones skip a local run 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,9 @@ def installed_client(name: str, what: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def explain(name: str, result: subprocess.CompletedProcess, gateway) -> str:
+    """What a failed client run printed, with the end of the gateway's log beside it."""
+    return (f"{name} exited {result.returncode}\nstdout:\n{result.stdout}\n"
+            f"stderr:\n{result.stderr}\ngateway log:\n{gateway.log()[-4000:]}")

@@ -20,7 +20,7 @@ import pytest
 
 from tests.fake_upstream import (anthropic_tool_id, answer_text, completion_tokens,
                                  openai_tool_id, tool_name)
-from tests.node_clients import installed_client
+from tests.node_clients import explain, installed_client
 
 MODELS = ["opencode-go/minimax-m2.7", "opencode-go/glm-5.1"]
 # Generous: a cold start of the 400 MB binary on a busy CI machine, and a second turn after tools.
@@ -65,17 +65,12 @@ def run_claude_command(claude: Path, gateway_url: str, model: str, tmp_path: Pat
                           timeout=TIMEOUT)
 
 
-def _explain(result: subprocess.CompletedProcess, gateway) -> str:
-    return (f"claude exited {result.returncode}\nstdout:\n{result.stdout}\n"
-            f"stderr:\n{result.stderr}\ngateway log:\n{gateway.log()[-4000:]}")
-
-
 @pytest.mark.parametrize("model", MODELS)
 def test_claude_code_prints_the_answer(claude, gateway, fake, tmp_path, model):
     result = run_claude(claude, gateway.url, model, "say hi", tmp_path)
 
-    assert result.returncode == 0, _explain(result, gateway)
-    assert answer_text() in result.stdout, _explain(result, gateway)
+    assert result.returncode == 0, explain("claude", result, gateway)
+    assert answer_text() in result.stdout, explain("claude", result, gateway)
     [sent] = fake.requests()
     if model.endswith("minimax-m2.7"):
         assert sent["path"] == "/v1/messages"
@@ -96,8 +91,8 @@ def test_claude_code_with_only_base_url_key_and_model_set(claude, gateway, tmp_p
     # own telemetry hosts (unreachable here), which must not get in the way.
     result = run_claude_command(claude, gateway.url, model, tmp_path, "-p", "say hi",
                                 minimal_env=True)
-    assert result.returncode == 0, _explain(result, gateway)
-    assert answer_text() in result.stdout, _explain(result, gateway)
+    assert result.returncode == 0, explain("claude", result, gateway)
+    assert answer_text() in result.stdout, explain("claude", result, gateway)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -105,7 +100,7 @@ def test_claude_code_reports_the_answer_and_usage_as_json(claude, gateway, tmp_p
     result = run_claude(claude, gateway.url, model, "[[fake: reasoning deltas=4]] say hi",
                         tmp_path, "--output-format", "json")
 
-    assert result.returncode == 0, _explain(result, gateway)
+    assert result.returncode == 0, explain("claude", result, gateway)
     report = json.loads(result.stdout)
     assert report["is_error"] is False
     assert report["result"] == answer_text(4)
@@ -120,7 +115,7 @@ def test_claude_code_tool_round_trip(claude, gateway, fake, tmp_path, model):
     result = run_claude(claude, gateway.url, model,
                         "[[fake: reasoning tools=2 text]] what is the weather", tmp_path)
 
-    assert result.returncode == 0, _explain(result, gateway)
+    assert result.returncode == 0, explain("claude", result, gateway)
     assert answer_text() in result.stdout
     first, second = fake.requests()
     messages = second["body"]["messages"]
@@ -141,7 +136,7 @@ def test_claude_code_tool_round_trip(claude, gateway, fake, tmp_path, model):
 def test_claude_code_on_a_locked_gateway_sends_its_key(claude, start_gateway, fake, tmp_path):
     gateway = start_gateway(env={"GATEWAY_API_KEYS": "client-key"})
     result = run_claude(claude, gateway.url, MODELS[0], "say hi", tmp_path, api_key="client-key")
-    assert result.returncode == 0, _explain(result, gateway)
+    assert result.returncode == 0, explain("claude", result, gateway)
     assert answer_text() in result.stdout
     # The client's key is the gateway's business only; the upstream gets the instance key.
     assert fake.last_request()["key"] == "test-key"
@@ -152,5 +147,5 @@ def test_claude_doctor_finds_the_gateway_reachable(claude, gateway, tmp_path):
     # /api/hello and wants a 200; it is skipped when non-essential traffic is off.
     result = run_claude_command(claude, gateway.url, MODELS[0], tmp_path, "doctor",
                                 essential_only=False)
-    assert result.returncode == 0, _explain(result, gateway)
-    assert "answered HTTP 200" in result.stdout, _explain(result, gateway)
+    assert result.returncode == 0, explain("claude", result, gateway)
+    assert "answered HTTP 200" in result.stdout, explain("claude", result, gateway)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.fake_upstream import anthropic_tool_id, answer_text, openai_tool_id
-from tests.node_clients import installed_client
+from tests.node_clients import explain, installed_client
 
 MODELS = ["opencode-go/glm-5.1", "opencode-go/minimax-m2.7"]
 TIMEOUT = 240
@@ -44,17 +44,12 @@ def run_opencode(opencode: Path, gateway_url: str, model: str, prompt: str,
                           timeout=TIMEOUT)
 
 
-def _explain(result: subprocess.CompletedProcess, gateway) -> str:
-    return (f"opencode exited {result.returncode}\nstdout:\n{result.stdout}\n"
-            f"stderr:\n{result.stderr}\ngateway log:\n{gateway.log()[-4000:]}")
-
-
 @pytest.mark.parametrize("model", MODELS)
 def test_opencode_prints_the_answer(opencode, gateway, fake, tmp_path, model):
     result = run_opencode(opencode, gateway.url, model, "say hi", tmp_path)
 
-    assert result.returncode == 0, _explain(result, gateway)
-    assert answer_text() in result.stdout, _explain(result, gateway)
+    assert result.returncode == 0, explain("opencode", result, gateway)
+    assert answer_text() in result.stdout, explain("opencode", result, gateway)
     paths = {sent["path"] for sent in fake.requests()}
     assert paths == {"/v1/messages" if "minimax" in model else "/v1/chat/completions"}
 
@@ -66,7 +61,7 @@ def test_opencode_tool_round_trip(opencode, gateway, fake, tmp_path, model):
     result = run_opencode(opencode, gateway.url, model, "[[fake: tools=2 text]] weather?",
                           tmp_path)
 
-    assert result.returncode == 0, _explain(result, gateway)
+    assert result.returncode == 0, explain("opencode", result, gateway)
     assert result.stdout.count(answer_text()) >= 2  # before the tool calls, and after them
     # opencode also asks for a session title, in parallel: pick the agent's follow-up turn.
     [messages] = [sent["body"]["messages"] for sent in fake.requests()

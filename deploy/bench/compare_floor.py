@@ -39,12 +39,15 @@ DEFAULT_FLOOR = REPO.parent / "shared" / "bench" / "floor_proxy.py"
 STREAM_DELTAS = 50
 
 
-def _body(model: str, stream: bool) -> str:
-    content = f"benchmark [[fake: deltas={STREAM_DELTAS}]]" if stream else "benchmark"
+def chat_body(model: str, stream: bool, text: str = "benchmark",
+              include_usage: bool = True) -> str:
+    """A chat request for hey; streamed ones ask the fake for STREAM_DELTAS deltas."""
+    content = f"{text} [[fake: deltas={STREAM_DELTAS}]]" if stream else text
     body: dict = {"model": model, "messages": [{"role": "user", "content": content}]}
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -57,12 +60,12 @@ class Case:
 
 
 CASES = {
-    "non-stream": Case("non-stream", _body("opencode-go/glm-5.1", False),
-                       _body("glm-5.1", False), 0.9),
-    "stream": Case(f"stream {STREAM_DELTAS} deltas", _body("opencode-go/glm-5.1", True),
-                   _body("glm-5.1", True), 0.9),
-    "translated": Case(f"translated stream {STREAM_DELTAS}", _body("opencode-go/minimax-m2.7", True),
-                       _body("glm-5.1", True), 0.75),
+    "non-stream": Case("non-stream", chat_body("opencode-go/glm-5.1", False),
+                       chat_body("glm-5.1", False), 0.9),
+    "stream": Case(f"stream {STREAM_DELTAS} deltas", chat_body("opencode-go/glm-5.1", True),
+                   chat_body("glm-5.1", True), 0.9),
+    "translated": Case(f"translated stream {STREAM_DELTAS}", chat_body("opencode-go/minimax-m2.7", True),
+                       chat_body("glm-5.1", True), 0.75),
 }
 
 

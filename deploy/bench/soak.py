@@ -18,25 +18,18 @@ Run from the repository root (needs `hey`: apt-get install -y hey):
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_floor import start_servers  # noqa: E402
+from compare_floor import chat_body, start_servers  # noqa: E402
 from hey import Result, Server, http, run_hey  # noqa: E402
-
-STREAM_DELTAS = 50
 
 
 def _body(model: str, stream: bool) -> str:
-    content = f"soak [[fake: deltas={STREAM_DELTAS}]]" if stream else "soak"
-    body: dict = {"model": model, "messages": [{"role": "user", "content": content}]}
-    if stream:
-        body["stream"] = True
-    return json.dumps(body, separators=(",", ":"))
+    return chat_body(model, stream, text="soak", include_usage=False)
 
 
 CASES = {
