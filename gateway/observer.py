@@ -1,8 +1,9 @@
 """What the gateway tells about each request: the access log line and the metrics.
 
-The forwarder and the frontends call the hooks (first_byte, stream_started, failover, cooldown,
-finished, rejected); the observer turns them into one JSON access-log line per request, built
-once when the request ends, and into the Prometheus series of `gateway.metrics`.
+The forwarder and the frontends call the hooks (first_byte, stream_started, stream_finished,
+failover, cooldown, finished, rejected); the observer turns them into one JSON access-log line
+per request, built once when the request ends, and into the Prometheus series of
+`gateway.metrics`.
 
 The access line holds request id, frontend, model, instance, flavour, status, time to first
 byte, duration and tokens. No bodies and no keys, ever.
@@ -189,9 +190,6 @@ class Observer:
     def __init__(self, access_log: bool = True, metrics: Metrics | None = None):
         self.access_log = access_log
         self.metrics = metrics if metrics is not None else Metrics()
-        # Streams being relayed, by id(ctx): the relay holds its ctx until `finished`, so an id
-        # cannot be reused while it is in here.
-        self._streams: dict[int, StreamUsage] = {}
         self._access = AccessLog(sys.stdout.buffer) if access_log else None
 
     def first_byte(self, ctx: RouteContext, seconds: float) -> None:
@@ -200,9 +198,14 @@ class Observer:
 
     def stream_started(self, ctx: RouteContext) -> Callable[[bytes], None]:
         """A stream's relay begins. Returns what the relay hands each pass-through chunk to."""
-        tap = self._streams[id(ctx)] = StreamUsage(ctx.protocol)
         self.metrics.stream_started(ctx.instance.name)
-        return tap
+        return StreamUsage(ctx.protocol)
+
+    def stream_finished(self, ctx: RouteContext, status: int,
+                        usage: tuple[int, int] | None) -> None:
+        """A relayed stream ended (completed, broke off, or the client left)."""
+        self.metrics.stream_ended(ctx.instance.name)
+        self.finished(ctx, status, usage)
 
     def failover(self, instance: Instance, status: int) -> None:
         self.metrics.failover(instance.name, status)
@@ -215,12 +218,6 @@ class Observer:
         """A routed request ended: answered, refused by the upstream, or a stream that ended."""
         duration = time.monotonic() - ctx.started
         instance = ctx.instance.name if ctx.instance is not None else ""
-        if self._streams:
-            tap = self._streams.pop(id(ctx), None)
-            if tap is not None:
-                self.metrics.stream_ended(instance)
-                if usage is None:
-                    usage = tap.usage()
         metrics = self.metrics
         metrics.request(ctx.frontend, ctx.model_id, status)
         metrics.routed(ctx.model_id, instance, duration, usage)

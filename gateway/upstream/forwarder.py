@@ -242,8 +242,8 @@ class Forwarder:
             upstream.connection.protocol.read_timeout = None  # _IdleWatch keeps time from here
         watch = _IdleWatch(upstream, self._settings.idle_timeout)
         clock = watch._loop.time
+        seen = self._observer.stream_started(ctx)  # in-flight gauge; reads pass-through usage
         try:
-            seen = self._observer.stream_started(ctx)  # in-flight gauge; reads pass-through usage
             if translator is None:
                 async for chunk in upstream.content.iter_any():
                     watch.last = clock()
@@ -285,7 +285,8 @@ class Forwarder:
                 upstream.close()
                 if status == 200:
                     status = 499  # the client went away mid-stream
-            self._observer.finished(ctx, status, translator.usage if translator else None)
+            usage = translator.usage if translator is not None else seen.usage()
+            self._observer.stream_finished(ctx, status, usage)
 
 
 def _stream_error(frontend: str) -> Callable[[int, str], bytes]:
