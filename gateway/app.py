@@ -1,10 +1,12 @@
 """The Starlette app and the per-worker objects its lifespan owns.
 
-Request path: frontends/ (parse, validate) → routing/ (rule chain) → upstream/forwarder.py
-(pooled aiohttp session, failover, relay) → translate/ (when the two protocols differ).
+Request path: frontends/ (parse, check at the door) → routing/ (session, rule chain) →
+upstream/forwarder.py (pooled aiohttp session, failover, relay) → translate/ (when the client's
+protocol and the upstream's wire differ).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from pathlib import Path
@@ -20,12 +22,16 @@ from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
+from gateway.frontends.openai_responses import responses
 from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
-from gateway.routing.router import Router
+from gateway.routing.router import Router, build_catalogues
+from gateway.routing.session import Sessions, session_secret
+from gateway.upstream.catalogue_refresh import keep_fresh
 from gateway.upstream.forwarder import Forwarder, create_session
 from gateway.upstream.instances import build_pools
+from gateway.upstream.redact import Redactor
 
 CLIENT_KEYS_ENV = "GATEWAY_API_KEYS"
 # How `opencode-gateway serve` hands its options to the worker processes (see gateway/asgi.py).
@@ -49,20 +55,32 @@ class Gateway:
         env = dict(os.environ) if env is None else env
         self.config = config
         self.pools = build_pools(config, env)
-        self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)))
+        self.catalogues = build_catalogues(config)
+        self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
+                             self.catalogues)
         keys = list(config.server.api_keys)
         keys += [key.strip() for key in env.get(CLIENT_KEYS_ENV, "").split(",") if key.strip()]
         self.client_keys = [key.encode() for key in keys if key]
+        upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
+        self.redactor = Redactor(upstream_keys)
+        self.sessions = Sessions(session_secret(upstream_keys))
         self.observer = Observer(access_log=config.server.access_log)
         for pool in self.pools.values():
-            pool.on_cooldown = self.observer.cooldown
+            pool.on_rest = self.observer.rest
         self.forwarder: Forwarder | None = None
+
+    def attach(self, session) -> Forwarder:
+        """The worker's forwarder over its pooled client `session` (made inside the loop)."""
+        self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
+                                   self.redactor)
+        return self.forwarder
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
     message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
-              "/v1/chat/completions, POST /v1/messages, GET /v1/models, GET /healthz, GET /metrics"
+              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, " \
+              "GET /healthz, GET /metrics"
     if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
             "anthropic-version" in request.headers:
         body = anthropic_error_body(exc.status_code, message)
@@ -75,12 +93,19 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        session = create_session(gateway.config.upstream)
-        gateway.forwarder = Forwarder(session, gateway.config.upstream, gateway.pools,
-                                      gateway.observer)
+        settings = gateway.config.upstream
+        session = create_session(settings)
+        gateway.attach(session)
+        background = []
+        if settings.models_refresh_seconds > 0:
+            background.append(asyncio.create_task(keep_fresh(
+                session, gateway.pools, gateway.catalogues, settings.models_refresh_seconds)))
         try:
             yield
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await session.close()
             gateway.observer.close()
 
@@ -88,6 +113,9 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/anthropic/v1/messages", messages, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
+        Route("/openai/v1/responses", responses, methods=["POST"]),
+        Route("/openai/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""`opencode-gateway serve | routes | check-config`."""
+"""`opencode-gateway serve | routes | models | check-config`."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,8 @@ from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway
 from gateway.config import ConfigError, load_config
 from gateway.errors import GatewayError
 from gateway.routing.chain import RuleLoadError
-from gateway.upstream.forwarder import ANTHROPIC_VERSION
+from gateway.upstream.catalogue_refresh import refresh_once
+from gateway.upstream.forwarder import ANTHROPIC_VERSION, PATHS, create_session
 from gateway.upstream.instances import mask_key
 
 
@@ -99,9 +100,9 @@ def _routes(args) -> int:
     except GatewayError as exc:
         print(f"no route: {exc.message}", file=sys.stderr)
         return 1
-    path = "/chat/completions" if ctx.protocol == "openai" else "/messages"
-    auth = ("Authorization: Bearer <key>" if ctx.protocol == "openai"
-            else f"x-api-key: <key>, anthropic-version: {ANTHROPIC_VERSION}")
+    path = PATHS[ctx.protocol]
+    auth = (f"x-api-key: <key>, anthropic-version: {ANTHROPIC_VERSION}"
+            if ctx.protocol == "anthropic" else "Authorization: Bearer <key>")
     instance = ctx.instance
     print(f"model string : {ctx.requested}")
     print(f"frontend     : {args.frontend}")
@@ -109,10 +110,38 @@ def _routes(args) -> int:
     print(f"instance     : {instance.name} (instance {instance.number}, key {mask_key(instance.api_key)})"
           + (", pinned" if ctx.pinned else ", unpinned: may fail over"))
     print(f"model id     : {ctx.model_id}")
-    print(f"flavour      : {ctx.protocol}")
+    print(f"wire         : {ctx.protocol} "
+          f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
     print(f"upstream URL : POST {instance.api_url}{path}")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
+    return 0
+
+
+def _models(args) -> int:
+    """Every model id the backends list, with its wire and where that came from."""
+    gateway = _gateway(args)
+
+    async def read_upstream_lists():
+        session = create_session(gateway.config.upstream)
+        try:
+            await refresh_once(session, gateway.pools, gateway.catalogues)
+        finally:
+            await session.close()
+
+    if not args.offline:
+        asyncio.run(read_upstream_lists())
+    for name, catalogue in gateway.catalogues.items():
+        if catalogue.upstream_ids is None:
+            note = "not read (--offline)" if args.offline else "unavailable, see the warning above"
+        else:
+            note = f"{len(catalogue.upstream_ids)} ids"
+        print(f"backend {name}: upstream model list {note}")
+        rows = [("model id", "wire", "wire from", "listed by")] + catalogue.rows()
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        for row in rows:
+            print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+                  + "  " + row[3])
     return 0
 
 
@@ -154,6 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     routes.add_argument("--frontend", choices=("openai", "anthropic"), default="openai",
                         help="the protocol the client speaks (default openai)")
     routes.set_defaults(run=_routes)
+
+    models = commands.add_parser("models", help="list every model id with its wire and source")
+    models.add_argument("--config")
+    models.add_argument("--rules-dir")
+    models.add_argument("--offline", action="store_true",
+                        help="do not read the upstream's model list")
+    models.set_defaults(run=_models)
 
     check = commands.add_parser("check-config", help="validate a config and exit")
     check.add_argument("--config")

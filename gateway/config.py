@@ -16,11 +16,11 @@ import msgspec
 DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
 DEFAULT_BACKEND = "opencode-go"
 
-Protocol = Literal["openai", "anthropic"]
+Protocol = Literal["openai", "anthropic", "responses"]
 
 
 class BackendExtra(msgspec.Struct, forbid_unknown_fields=True):
-    # model id -> upstream flavour; an id named here becomes routable as a bare id too.
+    # model id -> upstream wire; an id named here becomes routable as a bare id too.
     model_protocol_overrides: dict[str, Protocol] = {}
 
 
@@ -61,6 +61,12 @@ class Upstream(msgspec.Struct, forbid_unknown_fields=True):
     # Consecutive failures that take an instance out, and for how long.
     cooldown_after_failures: int = 3
     cooldown_seconds: float = 10.0
+    # How often the upstream's model list (GET {api_url}/models) is read; 0 = never.
+    models_refresh_seconds: float = 300.0
+    # Bounds on what the gateway holds of an answer: a whole (non-streamed) answer, and one
+    # event of a stream it translates (a line without an end would otherwise grow forever).
+    max_answer_bytes: int = 64 * 1024 * 1024
+    max_event_bytes: int = 8 * 1024 * 1024
 
 
 class Translation(msgspec.Struct, forbid_unknown_fields=True):

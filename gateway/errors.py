@@ -95,31 +95,65 @@ def anthropic_stream_error(status: int, message: str) -> bytes:
 class _AnyErrorDetail(msgspec.Struct):
     message: str | None = None
     type: str | None = None
+    code: str | int | None = None
+
+
+class _AnyResponse(msgspec.Struct):
+    error: _AnyErrorDetail | None = None
+
+
+class _AnyMetadata(msgspec.Struct):
+    limitName: str | None = None
 
 
 class _AnyError(msgspec.Struct):
     error: _AnyErrorDetail | str | None = None
     message: str | None = None
+    response: _AnyResponse | None = None  # a Responses `response.failed` event
+    metadata: _AnyMetadata | None = None  # OpenCode Go's GoUsageLimitError names its limit here
 
 
 _decode_any_error = msgspec.json.Decoder(_AnyError).decode
+_STATUS_BY_TYPE = {name: status for status, name in _TYPE_BY_STATUS.items()}
 
 
-def upstream_error_message(body: bytes, status: int) -> str:
-    """The message an upstream error body carries, whichever of the two shapes it is in.
+class UpstreamError(msgspec.Struct):
+    """What an upstream error body says, whichever protocol's shape it is in."""
+    message: str
+    type: str | None = None
+    limit_name: str | None = None
 
-    A body in neither shape (an HTML page from a proxy, plain text) is quoted, shortened, so the
+
+def read_upstream_error(body: bytes, status: int) -> UpstreamError:
+    """The error an upstream body carries (OpenAI, Anthropic or Responses shape).
+
+    A body in none of them (an HTML page from a proxy, plain text) is quoted, shortened, so the
     user still sees what the upstream said.
     """
     try:
         parsed = _decode_any_error(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         text = body.decode("utf-8", "replace").strip()
-        return text[:500] if text else f"upstream answered HTTP {status} with an empty body"
-    if isinstance(parsed.error, _AnyErrorDetail) and parsed.error.message:
-        return parsed.error.message
+        return UpstreamError(text[:500] if text else
+                             f"upstream answered HTTP {status} with an empty body")
+    detail = parsed.error if isinstance(parsed.error, _AnyErrorDetail) else \
+        (parsed.response.error if parsed.response is not None else None)
+    limit = parsed.metadata.limitName if parsed.metadata is not None else None
+    if detail is not None and detail.message:
+        return UpstreamError(detail.message, detail.type, limit)
     if isinstance(parsed.error, str) and parsed.error:
-        return parsed.error
+        return UpstreamError(parsed.error, None, limit)
     if parsed.message:
-        return parsed.message
-    return f"upstream answered HTTP {status}"
+        return UpstreamError(parsed.message, None, limit)
+    return UpstreamError(f"upstream answered HTTP {status}", None, limit)
+
+
+def upstream_error_message(body: bytes, status: int) -> str:
+    return read_upstream_error(body, status).message
+
+
+def upstream_error(body: bytes, status: int) -> tuple[int, str]:
+    """(status, message) of an error reported inside a 200 answer or stream: the status its
+    type names (Anthropic's `overloaded_error` is 529), else `status`."""
+    error = read_upstream_error(body, status)
+    return _STATUS_BY_TYPE.get(error.type or "", status), error.message

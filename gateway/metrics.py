@@ -36,6 +36,7 @@ class _RouteSeries(NamedTuple):
     ttfb: Histogram
     input_tokens: Counter
     output_tokens: Counter
+    cost: Counter
 
 
 def multiprocess_mode() -> bool:
@@ -86,6 +87,13 @@ class Metrics:
         self._output_tokens = Counter(
             prefix + "output_tokens", "Completion tokens the upstream reported.",
             ("model", "instance"), registry=registry)
+        self._cost = Counter(
+            prefix + "cost_usd", "Dollars the upstream reported it charged (OpenCode Go's "
+            "`cost`), by instance and model.", ("instance", "model"), registry=registry)
+        self._limits = Counter(
+            prefix + "usage_limits", "Times an instance answered that a usage limit was reached "
+            "(GoUsageLimitError), by the limit: 5 hour, weekly, monthly.",
+            ("instance", "limit"), registry=registry)
         if self.multiprocess:
             MultiProcessCollector(self.registry)
         self._models: set[str] = set()
@@ -115,7 +123,8 @@ class Metrics:
                 series = _RouteSeries(self._duration.labels(label, instance),
                                       self._ttfb.labels(label, instance),
                                       self._input_tokens.labels(label, instance),
-                                      self._output_tokens.labels(label, instance))
+                                      self._output_tokens.labels(label, instance),
+                                      self._cost.labels(instance, label))
                 self._route_children[(label, instance)] = series
             if label == key[0]:  # an id over the cap is not remembered: it would grow the dict
                 self._route_children[key] = series
@@ -140,13 +149,16 @@ class Metrics:
                 self._request_children[key] = child
         child.inc()
 
-    def routed(self, model: str | None, instance: str, seconds: float,
-               usage: tuple[int, int] | None) -> None:
+    def routed(self, model: str | None, instance: str, seconds: float, usage,
+               cost: float | None = None) -> None:
+        """`usage` is the hub's Usage (input tokens include cached ones), or None."""
         series = self._route(model, instance)
         series.duration.observe(seconds)
         if usage is not None:
-            series.input_tokens.inc(usage[0])
-            series.output_tokens.inc(usage[1])
+            series.input_tokens.inc(usage.input_tokens)
+            series.output_tokens.inc(usage.output_tokens)
+        if cost:
+            series.cost.inc(cost)
 
     def first_byte(self, model: str | None, instance: str, seconds: float) -> None:
         self._route(model, instance).ttfb.observe(seconds)
@@ -162,6 +174,9 @@ class Metrics:
 
     def cooldown(self, instance: str) -> None:
         self._for_instance(self._cooldowns, instance).inc()
+
+    def limit_reached(self, instance: str, limit: str) -> None:
+        self._for_instance(self._limits, instance, limit).inc()
 
     def exposition(self) -> bytes:
         """Every series in the Prometheus text format (all workers' in multiprocess mode)."""

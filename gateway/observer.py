@@ -1,32 +1,29 @@
-"""What the gateway tells about each request: the access log line and the metrics.
+"""What the gateway tells about each request: the access log line, the metrics, the ledger.
 
 The forwarder and the frontends call the hooks (first_byte, stream_started, stream_finished,
-failover, cooldown, finished, rejected); the observer turns them into one JSON access-log line
-per request, built once when the request ends, and into the Prometheus series of
-`gateway.metrics`.
+failover, rest, limit_reached, finished, rejected); the observer turns them into one JSON
+access-log line per request, built once when the request ends, into the Prometheus series of
+`gateway.metrics`, and into the usage ledger's record of what each key spent.
 
-The access line holds request id, frontend, model, instance, flavour, status, time to first
-byte, duration and tokens. No bodies and no keys, ever.
+The access line holds request id, frontend, model, instance, wire, session, status, time to
+first byte, duration, tokens and the dollar cost the upstream reported. No bodies and no keys,
+ever.
 
-Tokens: a translated answer's come from its translator; a pass-through answer's are read here
-from what the upstream reported (the usage object of a whole answer, or the usage events at a
-stream's two ends), so they cost one small decode per request and nothing per chunk beyond
-keeping a reference to it. An OpenAI-flavour stream carries usage only when the client asked
-for it (`stream_options.include_usage`); without it the tokens stay unknown.
+Tokens and cost: a translated answer's come from its translation; a pass-through answer's from
+what the relay read of it (`upstream/passthrough.py`). An OpenAI-wire stream carries usage only
+when asked (`stream_options.include_usage`); without it the tokens stay unknown, the cost not.
 """
 from __future__ import annotations
 
 import asyncio
 import sys
 import time
-from typing import Callable
 
 import msgspec
 
 from gateway.metrics import Metrics
 from gateway.routing.context import RouteContext
-from gateway.translate.to_anthropic_response import OpenAIUsage, token_pair
-from gateway.translate.to_openai_response import AnthropicUsage, prompt_tokens
+from gateway.translate.hub import Usage
 from gateway.upstream.instances import Instance
 
 FLUSH_SECONDS = 0.2
@@ -73,115 +70,19 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
     model: str | None = None
     instance: str | None = None
     flavour: str | None = None
+    session: str | None = None
     stream: bool = False
     ttfb_ms: float | None = None
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None
     completion_tokens: int | None = None
+    cost_usd: float | None = None
+    limit: str | None = None
+    dropped_tools: list[str] | None = None
     error: str | None = None
 
 
 _encode = msgspec.json.Encoder().encode
-
-
-# ---- usage the upstream reported, read from bytes that pass through untouched ----
-
-class _OpenAIUsageHolder(msgspec.Struct):
-    """A chat.completion answer or chunk, reduced to its usage (every other field is skipped)."""
-    usage: OpenAIUsage | None = None
-
-
-class _AnthropicMessage(msgspec.Struct):
-    usage: AnthropicUsage | None = None
-
-
-class _AnthropicEvent(msgspec.Struct):
-    """message_start carries the input counts in `message.usage`; message_delta the running
-    output count (and, from newer upstreams, the input counts again) in `usage`."""
-    message: _AnthropicMessage | None = None
-    usage: AnthropicUsage | None = None
-
-
-_decode_openai = msgspec.json.Decoder(_OpenAIUsageHolder).decode
-_decode_anthropic_answer = msgspec.json.Decoder(_AnthropicMessage).decode
-_decode_anthropic_event = msgspec.json.Decoder(_AnthropicEvent).decode
-
-
-def _anthropic_pair(usage: AnthropicUsage | None) -> tuple[int, int] | None:
-    if usage is None:
-        return None
-    return prompt_tokens(usage), usage.output_tokens or 0
-
-
-def answer_usage(protocol: str, body: bytes) -> tuple[int, int] | None:
-    """(prompt_tokens, completion_tokens) of a whole answer in the upstream's flavour, or None."""
-    try:
-        if protocol == "openai":
-            return token_pair(_decode_openai(body).usage)
-        return _anthropic_pair(_decode_anthropic_answer(body).usage)
-    except msgspec.DecodeError:
-        return None
-
-
-def _usage_event(data: bytes, last: bool) -> bytes | None:
-    """The data line of the first (or last) event in `data` that mentions usage.
-
-    Found by byte search rather than by parsing the chunks: both flavours put an event's JSON on
-    one `data:` line, and this runs once per stream over chunks that may hold the whole answer.
-    """
-    at = data.rfind(b'"usage"') if last else data.find(b'"usage"')
-    if at < 0:
-        return None
-    start = data.rfind(b"data:", 0, at)
-    if start < 0:
-        return None
-    end = data.find(b"\n", at)
-    return data[start + 5:end if end >= 0 else len(data)]
-
-
-class StreamUsage:
-    """Keeps the first and the last two chunks of a pass-through stream, which is where both
-    flavours report usage; reads them only once the stream has ended."""
-    __slots__ = ("_protocol", "_head", "_previous", "_last")
-
-    def __init__(self, protocol: str):
-        self._protocol = protocol
-        self._head: bytes | None = None
-        self._previous = b""
-        self._last = b""
-
-    def __call__(self, chunk: bytes) -> None:
-        if self._head is None:
-            self._head = chunk
-        self._previous = self._last
-        self._last = chunk
-
-    def usage(self) -> tuple[int, int] | None:
-        if self._head is None:
-            return None
-        tail = self._previous + self._last
-        try:
-            if self._protocol == "openai":
-                found = _usage_event(tail, last=True)
-                return token_pair(_decode_openai(found).usage) if found else None
-            # Anthropic: message_start (first) has the input counts, message_delta (last) the
-            # cumulative output count; a later value replaces an earlier one.
-            counts = AnthropicUsage()
-            for payload in (_usage_event(self._head, last=False), _usage_event(tail, last=True)):
-                if payload is None:
-                    continue
-                event = _decode_anthropic_event(payload)
-                reported = event.usage or (event.message.usage if event.message else None)
-                if reported is None:
-                    continue
-                for name in AnthropicUsage.__struct_fields__:
-                    value = getattr(reported, name)
-                    if value is not None:
-                        setattr(counts, name, value)
-            if counts.input_tokens is None and counts.output_tokens is None:
-                return None
-            return _anthropic_pair(counts)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
 
 
 # ---- the observer ----
@@ -191,46 +92,53 @@ class Observer:
         self.access_log = access_log
         self.metrics = metrics if metrics is not None else Metrics()
         self._access = AccessLog(sys.stdout.buffer) if access_log else None
+        # Set by the app: record(instance, model, usage, cost) of the usage ledger.
+        self.ledger = None
 
     def first_byte(self, ctx: RouteContext, seconds: float) -> None:
         ctx.first_byte_seconds = seconds
         self.metrics.first_byte(ctx.model_id, ctx.instance.name, seconds)
 
-    def stream_started(self, ctx: RouteContext) -> Callable[[bytes], None]:
-        """A stream's relay begins. Returns what the relay hands each pass-through chunk to."""
+    def stream_started(self, ctx: RouteContext) -> None:
         self.metrics.stream_started(ctx.instance.name)
-        return StreamUsage(ctx.protocol)
 
-    def stream_finished(self, ctx: RouteContext, status: int,
-                        usage: tuple[int, int] | None) -> None:
+    def stream_finished(self, ctx: RouteContext, status: int, usage: Usage | None,
+                        cost: float | None, error: str | None) -> None:
         """A relayed stream ended (completed, broke off, or the client left)."""
         self.metrics.stream_ended(ctx.instance.name)
-        self.finished(ctx, status, usage)
+        self.finished(ctx, status, usage, cost, error)
 
     def failover(self, instance: Instance, status: int) -> None:
         self.metrics.failover(instance.name, status)
 
-    def cooldown(self, instance: Instance) -> None:
+    def rest(self, instance: Instance) -> None:
         self.metrics.cooldown(instance.name)
 
-    def finished(self, ctx: RouteContext, status: int, usage: tuple[int, int] | None,
-                 error: str | None = None) -> None:
+    def limit_reached(self, instance: Instance, limit: str) -> None:
+        self.metrics.limit_reached(instance.name, limit)
+
+    def finished(self, ctx: RouteContext, status: int, usage: Usage | None,
+                 cost: float | None = None, error: str | None = None) -> None:
         """A routed request ended: answered, refused by the upstream, or a stream that ended."""
         duration = time.monotonic() - ctx.started
         instance = ctx.instance.name if ctx.instance is not None else ""
         metrics = self.metrics
         metrics.request(ctx.frontend, ctx.model_id, status)
-        metrics.routed(ctx.model_id, instance, duration, usage)
+        metrics.routed(ctx.model_id, instance, duration, usage, cost)
+        if self.ledger is not None and ctx.instance is not None and (usage or cost):
+            self.ledger(ctx.instance, ctx.model_id, usage, cost)
         if not self.access_log:
             return
         ttfb = ctx.first_byte_seconds
         record = AccessRecord(
             request_id=ctx.request_id, frontend=ctx.frontend, status=status,
             duration_ms=round(duration * 1000, 2), model=ctx.model_id,
-            instance=instance or None, flavour=ctx.protocol, stream=ctx.stream,
-            ttfb_ms=round(ttfb * 1000, 2) if ttfb is not None else None,
-            prompt_tokens=usage[0] if usage else None,
-            completion_tokens=usage[1] if usage else None, error=error)
+            instance=instance or None, flavour=ctx.protocol, session=ctx.session or None,
+            stream=ctx.stream, ttfb_ms=round(ttfb * 1000, 2) if ttfb is not None else None,
+            prompt_tokens=usage.input_tokens if usage else None,
+            cached_tokens=usage.cached_tokens if usage and usage.cached_tokens else None,
+            completion_tokens=usage.output_tokens if usage else None,
+            cost_usd=cost, limit=ctx.limit_hit, dropped_tools=ctx.dropped_tools, error=error)
         self._access.write(_encode(record))
 
     def rejected(self, request_id: str, frontend: str, started: float, status: int,

@@ -1,17 +1,20 @@
-"""Built-in rule: the upstream flavour for the model — the built-in table, then the config's
-`extra.model_protocol_overrides`. An id outside both goes to the OpenAI flavour when the client
-named the backend (OpenCode Go adds models often; the upstream judges the id)."""
-from gateway.routing.model_table import known_protocol
+"""Built-in rule: the upstream wire for the model — the config's
+`extra.model_protocol_overrides`, what the upstream taught the gateway, the built-in table of
+today's ids, then the family rules (`minimax-*`, `qwen*` → Anthropic; `gpt-*` → Responses;
+anything else → OpenAI). See gateway/routing/catalogue.py.
+
+A bare id must be one the backend lists (its upstream's model list, or the table) or an
+override; any id routes when the client names the backend (`opencode-go/<id>`)."""
 
 
 class ChooseProtocol:
     def apply(self, ctx):
-        if ctx.protocol is not None or ctx.backend not in ctx.config.backends:
+        if ctx.protocol is not None or ctx.backend not in ctx.catalogues:
             return
-        protocol = known_protocol(ctx.config.backends[ctx.backend], ctx.model_id)
-        if protocol is None and ctx.requested != ctx.model_id:
-            protocol = "openai"
-        ctx.protocol = protocol
+        catalogue = ctx.catalogues[ctx.backend]
+        if ctx.requested == ctx.model_id and not catalogue.listed(ctx.model_id):
+            return  # an unknown bare id: the 404 that lists what is served
+        ctx.protocol = catalogue.wire(ctx.model_id).wire
 
 
 RULE = ChooseProtocol()

@@ -3,7 +3,7 @@ import copy
 import json
 
 from gateway.translate.anthropic_compat import normalize_for_opencode
-from gateway.translate.to_openai_request import to_openai_request
+from gateway.translate.anthropic_request import to_hub as to_openai_request
 
 _EPHEMERAL = {"type": "ephemeral"}
 

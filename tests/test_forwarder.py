@@ -11,7 +11,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.frontends.common import upstream_payload
-from gateway.upstream.forwarder import Forwarder, create_session, parse_retry_after
+from gateway.upstream.forwarder import create_session, parse_retry_after
 
 UP = "http://up.test/v1"
 CHAT = UP + "/chat/completions"
@@ -24,7 +24,7 @@ async def gateway():
     env = {"OPENCODE_GO_API_URL": UP, "OPENCODE_GO_API_KEY_1": "key-one", "OPENCODE_GO_API_KEY_2": "key-two"}
     gw = Gateway(load_config(None, env), env=env)
     session = create_session(gw.config.upstream)
-    gw.forwarder = Forwarder(session, gw.config.upstream, gw.pools, gw.observer)
+    gw.attach(session)
     yield gw
     await session.close()
 

@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.translate.hub import Usage
 from gateway.metrics import MAX_MODELS, OTHER_MODEL, Metrics
 
 PREFIX = "opencode_gateway_"
@@ -184,7 +185,7 @@ def test_model_ids_past_the_cap_share_the_other_series():
     metrics = Metrics()
     for number in range(MAX_MODELS + 5):
         metrics.request("openai", f"model-{number}", 200)
-        metrics.routed(f"model-{number}", "opencode-go", 0.1, (1, 1))
+        metrics.routed(f"model-{number}", "opencode-go", 0.1, Usage(1, 1))
     samples = scrape_text(metrics.exposition().decode())
     models = {dict(labels)["model"] for name, labels in samples
               if name == PREFIX + "requests_total"}

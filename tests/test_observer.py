@@ -7,7 +7,8 @@ import urllib.request
 
 import pytest
 
-from gateway.observer import FLUSH_SECONDS, StreamUsage, answer_usage
+from gateway.observer import FLUSH_SECONDS
+from gateway.upstream import passthrough
 
 SECRET_TEXT = "the-private-prompt-text"
 
@@ -117,10 +118,16 @@ def events(stream: bytes) -> list[bytes]:
 
 
 def tapped(protocol: str, chunks: list[bytes]):
-    tap = StreamUsage(protocol)
+    tap = passthrough.StreamTap(protocol)
     for chunk in chunks:
         tap(chunk)
-    return tap.usage()
+    usage = tap.usage()
+    return usage.pair() if usage is not None else None
+
+
+def answer_usage(protocol: str, body: bytes):
+    usage, _cost = passthrough.answer_usage(protocol, body)
+    return usage.pair() if usage is not None else None
 
 
 @pytest.mark.parametrize("protocol, stream, expected", [

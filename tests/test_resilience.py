@@ -19,7 +19,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.frontends.common import upstream_payload
-from gateway.upstream.forwarder import Forwarder, create_session
+from gateway.upstream.forwarder import create_session
 from tests.fake_upstream_client import free_port
 
 TWO_KEYS = {"OPENCODE_GO_API_KEY_1": "k1", "OPENCODE_GO_API_KEY_2": "k2"}
@@ -189,7 +189,7 @@ async def test_an_unreachable_instance_fails_over_to_the_next(fake):
     dead_instance = gateway.pools["opencode-go"].instances[0]
     dead_instance.api_url = f"http://127.0.0.1:{free_port()}/v1"
     session = create_session(gateway.config.upstream)
-    forwarder = Forwarder(session, gateway.config.upstream, gateway.pools, gateway.observer)
+    forwarder = gateway.attach(session)
     try:
         async def send(model):
             body = request_body("openai", model)

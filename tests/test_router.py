@@ -37,7 +37,7 @@ async def test_pinned_forms_pick_that_instance(model):
 async def test_minimax_goes_to_the_anthropic_flavour_with_translation_for_openai_clients():
     ctx = await route(gateway(), "opencode-go/minimax-m2.7")
     assert ctx.protocol == "anthropic"
-    assert ctx.translation.name == "OpenAI -> Anthropic"
+    assert ctx.translation.name == "OpenAI Chat -> Anthropic"
     same = await route(gateway(), "opencode-go/minimax-m2.7", frontend="anthropic")
     assert same.translation.stream is None  # bytes pass through for Anthropic clients
 

@@ -13,7 +13,7 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.frontends.common import upstream_payload
-from gateway.upstream.forwarder import Forwarder, create_session
+from gateway.upstream.forwarder import create_session
 from tests.fake_upstream_client import free_port
 from tests.gateway_process import REPO
 
@@ -176,7 +176,7 @@ async def test_an_upstream_error_quoting_the_key_reaches_the_client_masked():
     env = {"OPENCODE_GO_API_URL": "http://up.test/v1", **SECRET_KEYS}
     gateway = Gateway(load_config(None, env), env=env)
     session = create_session(gateway.config.upstream)
-    forwarder = Forwarder(session, gateway.config.upstream, gateway.pools, gateway.observer)
+    forwarder = gateway.attach(session)
     body = request_body("openai", "opencode-go.1:glm-5.1")
     try:
         ctx = await gateway.router.route(body["model"], "openai", body)

@@ -1,34 +1,49 @@
 """`POST /v1/messages` (also `/anthropic/v1/messages`): the Anthropic Messages frontend."""
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, anthropic_error_body
-from gateway.frontends.common import expect, serve
+from gateway.frontends.common import check_at_door, serve
+
+_Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _Message(msgspec.Struct):
+    role: str
+    content: str | list[dict[str, Any]]
+
+
+class _Tool(msgspec.Struct):
+    name: str
+    type: str | None = None
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+
+
+class MessagesRequest(msgspec.Struct):
+    """The Messages fields the gateway knows, with the JSON types the API gives them."""
+    model: str
+    messages: list[_Message]
+    max_tokens: _Positive | None = None
+    system: str | list[dict[str, Any]] | None = None
+    stream: bool | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
 
 
 def _validate(body: dict) -> str:
-    model = expect(body, "model", str, "a model string such as \"opencode-go/minimax-m2.7\"",
-                   required=True)
-    if not model:
-        raise GatewayError(400, "`model` is empty; send a model string such as "
-                                "\"opencode-go/minimax-m2.7\"", param="model")
-    messages = expect(body, "messages", list, "a list of message objects", required=True)
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise GatewayError(400, f"messages.{index}: must be an object with `role` and `content`")
-        if not isinstance(message.get("role"), str):
-            raise GatewayError(400, f"messages.{index}.role: must be a string")
-        content = message.get("content")
-        if not isinstance(content, (str, list)):
-            raise GatewayError(400, f"messages.{index}.content: must be a string or a list of "
-                                    "content blocks")
-    expect(body, "max_tokens", int, "a positive integer")
-    expect(body, "stream", bool, "true or false")
-    expect(body, "system", (str, list), "a string or a list of text blocks")
-    expect(body, "tools", list, "a list of tool objects")
-    return model
+    return check_at_door(body, MessagesRequest, "opencode-go/minimax-m2.7").model
 
 
 def anthropic_error(exc: GatewayError) -> Response:

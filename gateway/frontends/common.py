@@ -1,5 +1,6 @@
-"""What both frontends do the same way: client keys, the bounded body, and one request's run
-from parsed body to upstream answer, with errors rendered in the frontend's own shape."""
+"""What every frontend does the same way: client keys, the bounded body, the typed check at the
+door, and one request's run from parsed body to upstream answer, with errors rendered in the
+frontend's own shape."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +16,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError
+from gateway.routing.catalogue import WIRES
+from gateway.upstream.forwarder import WrongWire
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
@@ -34,9 +37,10 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def check_client_key(request: Request, keys: list[bytes]) -> None:
+def check_client_key(request: Request, keys: list[bytes]) -> str | None:
+    """The client's key once it is one of `keys` (None for an open gateway); 401 otherwise."""
     if not keys:
-        return
+        return None
     presented = presented_key(request)
     if presented is None:
         raise GatewayError(401, "this gateway requires a client key: send it as "
@@ -48,6 +52,7 @@ def check_client_key(request: Request, keys: list[bytes]) -> None:
         matched |= hmac.compare_digest(candidate, key)
     if not matched:
         raise GatewayError(401, "the client key is not valid for this gateway")
+    return presented
 
 
 async def read_json_object(request: Request, limit: int) -> dict:
@@ -95,24 +100,38 @@ def _json_type(value) -> str:
     return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def expect(body: dict, field: str, kind: type | tuple, what: str, required: bool = False):
-    """The field's value when it has the right JSON type; a 400 naming the field otherwise."""
-    value = body.get(field)
-    if value is None:
-        if required:
-            raise GatewayError(400, f"`{field}` is required: {what}", param=field)
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise GatewayError(400, f"`{field}` must be {what}, got {_json_type(value)}", param=field)
-    return value
+def check_at_door(body: dict, shape: type, example_model: str):
+    """The body as the frontend's typed request `shape`; a 400 naming the first field whose JSON
+    type is wrong (`max_tokens: "lots"` -> "`max_tokens`: Expected `int | null`, got `str`").
+
+    Only the fields the protocol defines are checked; unknown fields pass on untouched to a
+    same-protocol upstream. `msgspec.convert` on the decoded dict is a walk of the known fields,
+    a few microseconds even for a large agent request.
+    """
+    try:
+        checked = msgspec.convert(body, shape)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).rpartition(" - at `$")
+        if not _:
+            raise GatewayError(400, f"the request body is not a valid request: {exc}") from None
+        field = where.rstrip("`").lstrip(".")
+        if message.startswith("Object missing required field"):
+            missing = message.rpartition("`")[0].rpartition("`")[2]
+            field = f"{field}.{missing}" if field else missing
+            raise GatewayError(400, f"`{field}` is required", param=field) from None
+        raise GatewayError(400, f"`{field}`: {message}", param=field) from None
+    if not checked.model:
+        raise GatewayError(400, f"`model` is empty; send a model string such as "
+                                f"\"{example_model}\"", param="model")
+    return checked
 
 
 def upstream_payload(ctx) -> bytes:
-    """The body the upstream receives: the bare model id, translated for its flavour, encoded once."""
+    """The body the upstream receives: the bare model id, translated for its wire, encoded once."""
     body = ctx.body
     body["model"] = ctx.model_id
     if ctx.translation.request is not None:
-        body = ctx.translation.request(body, ctx.config)
+        body = ctx.translation.request(body, ctx)
     return _encode(body)
 
 
@@ -158,6 +177,33 @@ async def _forward_while_client_waits(request: Request, forwarder, ctx,
             watcher.cancel()
 
 
+async def _forward_on_its_wire(request: Request, gateway, ctx) -> Response:
+    """Forward; when the upstream says the model is not served on this wire ("not supported for
+    format …"), try the model's other wires, and remember the one that answers."""
+    tried = [ctx.protocol]
+    while True:
+        try:
+            response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
+                                                         upstream_payload(ctx))
+        except WrongWire as refused:
+            following = next((wire for wire in WIRES if wire not in tried), None)
+            if following is None:
+                raise GatewayError(refused.status, refused.message, headers=refused.headers,
+                                   param="model") from None
+            _log.warning("%s: the upstream refused %s on the %s wire (%s); trying the %s wire",
+                         ctx.request_id, ctx.model_id, ctx.protocol, refused.message, following)
+            tried.append(following)
+            ctx.protocol, ctx.translation = following, None
+            await gateway.router.chain.run(ctx)  # the translation for the other wire
+            continue
+        if len(tried) > 1:
+            gateway.router.catalogues[ctx.backend].learn(ctx.model_id, ctx.protocol)
+            _log.warning("%s: %s is served on the %s wire; routing it there from now on "
+                         "(set extra.model_protocol_overrides to make it permanent)",
+                         ctx.request_id, ctx.model_id, ctx.protocol)
+        return response
+
+
 async def serve(request: Request, frontend: str, validate: Callable[[dict], str],
                 render_error: Callable[[GatewayError], Response]) -> Response:
     """One request on a frontend: key, body, route, upstream; every refusal in its shape."""
@@ -167,14 +213,14 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     ctx = None
     model = None
     try:
-        check_client_key(request, gateway.client_keys)
+        client_key = check_client_key(request, gateway.client_keys)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         model = validate(body)
-        ctx = await gateway.router.route(model, frontend, body)
+        session = gateway.sessions.session(request.headers, body, frontend, client_key)
+        ctx = await gateway.router.route(model, frontend, body, session)
         ctx.request_id = request_id
         ctx.started = started
-        response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
-                                                     upstream_payload(ctx))
+        response = await _forward_on_its_wire(request, gateway, ctx)
     except GatewayError as exc:
         error = exc
     except Exception:  # a bug must still answer in the client's shape, and be logged

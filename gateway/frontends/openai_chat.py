@@ -1,31 +1,81 @@
 """`POST /v1/chat/completions`: the OpenAI Chat Completions frontend."""
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import GatewayError, openai_error_body
-from gateway.frontends.common import expect, serve
+from gateway.frontends.common import check_at_door, serve
+
+_Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class _FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    function: _FunctionCall
+    id: str | None = None
+    type: str | None = None
+
+
+class _Message(msgspec.Struct):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+
+
+class _Function(msgspec.Struct):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class _Tool(msgspec.Struct):
+    type: str = "function"
+    function: _Function | None = None
+
+
+class _StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class ChatRequest(msgspec.Struct):
+    """The Chat Completions fields the gateway knows, with the JSON types the API gives them."""
+    model: str
+    messages: list[_Message]
+    stream: bool | None = None
+    stream_options: _StreamOptions | None = None
+    max_tokens: _Positive | None = None
+    max_completion_tokens: _Positive | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    user: str | None = None
+    reasoning_effort: str | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    prompt_cache_key: str | None = None
 
 
 def _validate(body: dict) -> str:
-    """The model string, once the fields the gateway itself relies on have the right types."""
-    model = expect(body, "model", str, "a model string such as \"opencode-go/glm-5.1\"", required=True)
-    if not model:
-        raise GatewayError(400, "`model` is empty; send a model string such as "
-                                "\"opencode-go/glm-5.1\"", param="model")
-    messages = expect(body, "messages", list, "a list of message objects", required=True)
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise GatewayError(400, f"`messages[{index}]` must be an object with `role` and "
-                                    "`content`", param=f"messages[{index}]")
-        if not isinstance(message.get("role"), str):
-            raise GatewayError(400, f"`messages[{index}].role` must be a string",
-                               param=f"messages[{index}].role")
-    expect(body, "stream", bool, "true or false")
-    expect(body, "stream_options", dict, "an object such as {\"include_usage\": true}")
-    expect(body, "tools", list, "a list of tool objects")
-    return model
+    return check_at_door(body, ChatRequest, "opencode-go/glm-5.1").model
 
 
 def openai_error(exc: GatewayError) -> Response:

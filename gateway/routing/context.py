@@ -5,20 +5,21 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 if TYPE_CHECKING:
     from gateway.config import Config
+    from gateway.routing.catalogue import Catalogue
     from gateway.upstream.instances import Instance, InstancePool
 
 
 class Translation(NamedTuple):
-    """The translators a route needs; None where bytes pass through unchanged.
+    """What a route does to requests and answers; None where bytes pass through unchanged.
 
-    `request(body, config) -> body` rewrites the request for the upstream flavour;
-    `response(raw) -> (raw, (prompt_tokens, completion_tokens) | None)` rewrites a whole answer;
-    `stream(ctx)` makes a stream translator with `feed(bytes) -> bytes`, `end() -> bytes`,
-    `fail(status, message) -> bytes` and a `usage` attribute.
+    `request(body, ctx) -> body` rewrites the request for the upstream wire (on a pass-through
+    route only what the wire itself needs); `response(raw, ctx) -> (raw, Answer)` rewrites a
+    whole answer; `stream(ctx)` makes a stream translation with `feed(bytes) -> bytes`,
+    `end() -> bytes`, `fail(status, message) -> bytes`, `usage`, `cost` and `failure`.
     """
     name: str
-    request: Callable[[dict, "Config"], dict] | None = None
-    response: Callable[[bytes], tuple[bytes, Any]] | None = None
+    request: Callable[[dict, "RouteContext"], dict] | None = None
+    response: Callable[[bytes, "RouteContext"], tuple[bytes, Any]] | None = None
     stream: Callable[["RouteContext"], Any] | None = None
 
 
@@ -26,27 +27,37 @@ class RouteContext:
     """One request's route, filled in by the rule chain.
 
     `requested` is the model string as the client sent it; `frontend` the protocol the client
-    speaks ("openai" or "anthropic"); `backend`, `instance`, `model_id` (the bare id the upstream
-    receives) and `protocol` (the upstream flavour) are the route; `pin` is the instance number
-    the client pinned, if any; `body` is the request as a dict. `config` and `pools` give rules
-    the configuration and the instance pools.
+    speaks ("openai", "anthropic" or "responses"); `backend`, `instance`, `model_id` (the bare id
+    the upstream receives) and `protocol` (the upstream wire: "openai", "anthropic" or
+    "responses") are the route; `pin` is the instance number the client pinned, if any; `body`
+    is the request as a dict; `fallbacks` the instances an unpinned request may move to if
+    `instance` fails, best first; `session` is the conversation's id (the `x-opencode-session` the
+    upstream receives, see `routing/session.py`). `config`, `pools` and `catalogues` give rules
+    the configuration, the instance pools and the model catalogues, `quota` the key usage view.
     """
     __slots__ = ("requested", "frontend", "backend", "instance", "model_id", "protocol", "pin",
-                 "body", "translation", "config", "pools", "stream", "request_id", "started",
-                 "first_byte_seconds")
+                 "body", "translation", "config", "pools", "catalogues", "quota", "session",
+                 "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
+                 "limit_hit", "fallbacks")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
-                 pools: dict[str, "InstancePool"], backend: str | None, pin: int | None,
-                 model_id: str):
+                 pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
+                 backend: str | None, pin: int | None, model_id: str, session: str = "",
+                 quota: Any = None):
         self.requested = requested
         self.frontend = frontend
         self.body = body
         self.config = config
         self.pools = pools
+        self.catalogues = catalogues
+        self.quota = quota
         self.backend = backend
         self.pin = pin
         self.model_id = model_id
+        self.session = session
         self.instance: Instance | None = None
+        # Instances to move to, in order, if `instance` fails before the answer starts.
+        self.fallbacks: list[Instance] = []
         self.protocol: str | None = None
         self.translation: Translation | None = None
         self.stream = body.get("stream") is True
@@ -54,6 +65,8 @@ class RouteContext:
         self.request_id = ""
         self.started = 0.0
         self.first_byte_seconds: float | None = None
+        self.dropped_tools: list[str] | None = None  # tools the upstream wire cannot run
+        self.limit_hit: str | None = None  # a usage limit an instance reported on the way
 
     @property
     def pinned(self) -> bool:

@@ -1,16 +1,16 @@
 """From the model string a client sent to a judged route: parse, run the rule chain, judge.
 
 Model strings (SPEC): `opencode-go/glm-5.1`, `opencode-go:glm-5.1`, `opencode-go.2:glm-5.1`,
-`opencode-go.2/glm-5.1`, and a bare `glm-5.1` when exactly one backend serves it. Parsing only
+`opencode-go.2/glm-5.1`, and a bare `glm-5.1` when exactly one backend lists it. Parsing only
 fills in the context; the rules decide, and only after the whole chain has run is a route judged.
 """
 from __future__ import annotations
 
 from gateway.config import Config
 from gateway.errors import GatewayError
+from gateway.routing.catalogue import Catalogue
 from gateway.routing.chain import RuleChain
 from gateway.routing.context import RouteContext
-from gateway.routing.model_table import known_models, known_protocol
 from gateway.upstream.instances import InstancePool
 
 
@@ -25,25 +25,35 @@ def parse_model_string(requested: str, backends) -> tuple[str | None, int | None
     return None, None, requested
 
 
+def build_catalogues(config: Config) -> dict[str, Catalogue]:
+    return {name: Catalogue(backend.extra.model_protocol_overrides)
+            for name, backend in config.backends.items()}
+
+
 class Router:
-    def __init__(self, config: Config, pools: dict[str, InstancePool], chain: RuleChain):
+    def __init__(self, config: Config, pools: dict[str, InstancePool], chain: RuleChain,
+                 catalogues: dict[str, Catalogue] | None = None, quota=None):
         self.config = config
         self.pools = pools
         self.chain = chain
+        self.catalogues = catalogues if catalogues is not None else build_catalogues(config)
+        self.quota = quota
 
     def advertised_models(self) -> list[str]:
-        return [f"{name}/{model}" for name, backend in self.config.backends.items()
-                for model in known_models(backend)]
+        return [f"{name}/{model}" for name, catalogue in self.catalogues.items()
+                for model in catalogue.advertised()]
 
-    async def route(self, requested: str, frontend: str, body: dict) -> RouteContext:
+    async def route(self, requested: str, frontend: str, body: dict,
+                    session: str = "") -> RouteContext:
         backend, pin, model_id = parse_model_string(requested, self.config.backends)
         if backend is None:
-            serving = [name for name, settings in self.config.backends.items()
-                       if known_protocol(settings, requested) is not None]
+            serving = [name for name, catalogue in self.catalogues.items()
+                       if catalogue.listed(requested)]
             if len(serving) == 1:
                 backend = serving[0]
         ctx = RouteContext(requested=requested, frontend=frontend, body=body, config=self.config,
-                           pools=self.pools, backend=backend, pin=pin, model_id=model_id)
+                           pools=self.pools, catalogues=self.catalogues, backend=backend,
+                           pin=pin, model_id=model_id, session=session, quota=self.quota)
         await self.chain.run(ctx)
         self._judge(ctx)
         return ctx
@@ -57,12 +67,14 @@ class Router:
                 param="model", code="model_not_found")
         if ctx.instance is None:
             pool = self.pools[ctx.backend]
-            numbers = ", ".join(instance.name for instance in pool.instances)
-            raise GatewayError(
-                404, f"model {ctx.requested!r} names instance {ctx.pin} of {ctx.backend}, "
-                     f"which does not exist; its instances are: {numbers}",
-                param="model", code="model_not_found")
+            if ctx.pinned:
+                numbers = ", ".join(instance.name for instance in pool.instances)
+                raise GatewayError(
+                    404, f"model {ctx.requested!r} names instance {ctx.pin} of {ctx.backend}, "
+                         f"which does not exist; its instances are: {numbers}",
+                    param="model", code="model_not_found")
+            raise pool.all_resting_error()
         if ctx.translation is None:
             raise GatewayError(
                 500, f"no rule chose a translation for {ctx.frontend} clients to the "
-                     f"{ctx.protocol} flavour; check the rules directory", param="model")
+                     f"{ctx.protocol} wire; check the rules directory", param="model")

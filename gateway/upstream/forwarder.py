@@ -1,34 +1,48 @@
-"""The upstream call: one pooled aiohttp session per worker, failover, and the byte relay.
+"""The upstream call: one pooled aiohttp session per worker, failover, and the relay.
 
 An unpinned request that fails before any byte reached the client (unreachable, timed out, or
-answered 401/403/429/5xx) moves to the next healthy instance, up to `failover_hops` times; any
-other error status goes back at once with the upstream's message. Once the answer streams, bytes
-go to the client as they arrive: untouched on same-protocol routes, through the route's stream
-translator otherwise. A failure after that point ends the stream with an error event in the
-frontend's shape. When the client leaves, the upstream response is closed at once.
+answered 401/403/408/429/5xx) moves to the next instance the key choice ranked for it, up to
+`failover_hops` times; any other error status goes back at once with the upstream's message.
+OpenCode Go's `GoUsageLimitError` rests that key until its reset for every request; a model sent
+to the wrong wire ("not supported for format …") is reported as `WrongWire`, so the caller can
+try the model's other wires.
+
+Once the answer streams, bytes go to the client as they arrive: untouched on same-protocol
+routes (up to the protocol's end: OpenCode Go's cost frame after it is read, not relayed),
+through the route's stream translation otherwise. A failure after that point ends the stream
+with an error event in the frontend's shape. When the client leaves, the upstream response is
+closed at once. Every byte that leaves passes the key redactor.
 """
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
-from typing import Callable
 
 import aiohttp
 from starlette.responses import Response, StreamingResponse
 
 from gateway.config import Upstream
 from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_error,
-                            upstream_error_message)
+                            read_upstream_error)
+from gateway.observer import Observer
 from gateway.routing.context import RouteContext
-from gateway.upstream.instances import Instance, InstancePool, mask_key
-from gateway.observer import Observer, answer_usage
+from gateway.translate.responses_answer import stream_failure as responses_stream_error
+from gateway.translate.sse import SSELimitError
+from gateway.upstream.instances import Instance, InstancePool
+from gateway.upstream.passthrough import (END_MARKERS, TRAILER_LIMIT, EndFinder, StreamTap,
+                                          answer_usage, stream_error, trailer_cost)
+from gateway.upstream.redact import Redactor
 
 ANTHROPIC_VERSION = "2023-06-01"
-_PATHS = {"openai": "/chat/completions", "anthropic": "/messages"}
+SESSION_HEADER = "x-opencode-session"
+PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "responses": "/responses"}
 # No proxy between the gateway and a client may hold back a stream (nginx reads X-Accel-Buffering).
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _ERROR_BODY_LIMIT = 64 * 1024
+USAGE_LIMIT_ERROR = "GoUsageLimitError"
+_WRONG_WIRE = re.compile(r"not supported for format", re.IGNORECASE)
 
 
 def _moves_on(status: int) -> bool:
@@ -68,6 +82,19 @@ def create_session(settings: Upstream) -> aiohttp.ClientSession:
                                  skip_auto_headers=("User-Agent",))
 
 
+def auth_headers(instance: Instance, protocol: str) -> dict[str, str]:
+    """The upstream headers of a wire: the instance's own key, nothing of the client's."""
+    # Answers are relayed (or translated) as the bytes arrive, never decompressed, so the
+    # upstream must not compress them (aiohttp would offer gzip by default).
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+    if protocol == "anthropic":  # OpenCode Go's /messages takes x-api-key only
+        headers["x-api-key"] = instance.api_key
+        headers["anthropic-version"] = ANTHROPIC_VERSION
+    else:
+        headers["Authorization"] = "Bearer " + instance.api_key
+    return headers
+
+
 class _IdleWatch:
     """Closes a stream's upstream response after `limit` seconds without a chunk.
 
@@ -103,30 +130,26 @@ class _Unreachable(Exception):
         self.message = message
 
 
+class WrongWire(GatewayError):
+    """The upstream refused the model on this wire ("Model X is not supported for format …")."""
+
+
 class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, settings: Upstream,
-                 pools: dict[str, InstancePool], observer: Observer):
+                 pools: dict[str, InstancePool], observer: Observer, redactor: Redactor):
         self._session = session
         self._settings = settings
         self._pools = pools
         self._observer = observer
+        self._redactor = redactor
         self._headers: dict[tuple[str, str], dict[str, str]] = {}
 
-    def _headers_for(self, instance: Instance, protocol: str) -> dict[str, str]:
-        """The upstream headers: the instance's own key, nothing of the client's."""
+    def _headers_for(self, instance: Instance, protocol: str, session: str) -> dict[str, str]:
         key = (instance.name, protocol)
         headers = self._headers.get(key)
         if headers is None:
-            # Answers are relayed (or translated) as the bytes arrive, never decompressed, so
-            # the upstream must not compress them (aiohttp would offer gzip by default).
-            headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-            if protocol == "openai":
-                headers["Authorization"] = "Bearer " + instance.api_key
-            else:
-                headers["x-api-key"] = instance.api_key
-                headers["anthropic-version"] = ANTHROPIC_VERSION
-            self._headers[key] = headers
-        return headers
+            headers = self._headers[key] = auth_headers(instance, protocol)
+        return {**headers, SESSION_HEADER: session} if session else headers
 
     async def forward(self, ctx: RouteContext, payload: bytes) -> Response:
         pool = self._pools[ctx.backend]
@@ -135,31 +158,44 @@ class Forwarder:
         hops_left = 0 if ctx.pinned else self._settings.failover_hops
         started = time.monotonic()
         while True:
-            retry_after = None
             try:
-                upstream = await self._open(instance, ctx.protocol, payload)
+                upstream = await self._open(instance, ctx, payload)
             except _Unreachable as exc:
                 failure = GatewayError(exc.status, f"upstream {instance.name}: {exc.message}")
+                pool.failed(instance)
             else:
                 if upstream.status < 400:
                     pool.succeeded(instance)
                     self._observer.first_byte(ctx, time.monotonic() - started)
                     return await self._answer(ctx, upstream)
-                failure, retry_after = await self._read_error(upstream, instance)
+                failure = await self._refused(upstream, instance, pool, ctx)
                 if not _moves_on(upstream.status):
                     raise failure
-            pool.failed(instance, retry_after)
             tried.append(instance)
-            following = pool.choose(avoid=tuple(tried)) if hops_left > 0 else None
+            following = self._next_instance(ctx, pool, tried) if hops_left > 0 else None
             if following is None:
+                if ctx.limit_hit is not None and not ctx.pinned:
+                    candidates = [i for i in pool.instances if i not in tried] + tried
+                    if all(i.limited(time.time()) for i in candidates):
+                        raise pool.all_resting_error()
                 raise failure
             self._observer.failover(instance, failure.status)
             hops_left -= 1
             instance = ctx.instance = following
 
-    async def _open(self, instance: Instance, protocol: str, payload: bytes):
-        url = instance.api_url + _PATHS[protocol]
-        headers = self._headers_for(instance, protocol)
+    @staticmethod
+    def _next_instance(ctx: RouteContext, pool: InstancePool,
+                       tried: list[Instance]) -> Instance | None:
+        """The next of the instances the key choice ranked for this request, else any other."""
+        now = time.time()
+        for candidate in ctx.fallbacks:
+            if candidate not in tried and candidate.available(now):
+                return candidate
+        return pool.choose(avoid=tuple(tried))
+
+    async def _open(self, instance: Instance, ctx: RouteContext, payload: bytes):
+        url = instance.api_url + PATHS[ctx.protocol]
+        headers = self._headers_for(instance, ctx.protocol, ctx.session)
         for attempt in (1, 2):
             try:
                 return await self._session.post(url, data=payload, headers=headers)
@@ -183,8 +219,9 @@ class Forwarder:
             except (aiohttp.ClientError, OSError) as exc:
                 raise _Unreachable(502, f"request failed: {type(exc).__name__}") from None
 
-    async def _read_error(self, upstream: aiohttp.ClientResponse,
-                          instance: Instance) -> tuple[GatewayError, float | None]:
+    async def _refused(self, upstream: aiohttp.ClientResponse, instance: Instance,
+                       pool: InstancePool, ctx: RouteContext) -> GatewayError:
+        """The error an upstream answered with; rests the instance when the error says to."""
         body = b""
         try:
             while len(body) < _ERROR_BODY_LIMIT:  # read(n) returns what has arrived so far
@@ -196,98 +233,191 @@ class Forwarder:
             pass  # what arrived before the break is still worth quoting
         finally:
             upstream.close()
+        status = upstream.status
         headers = {}
         retry_after_header = upstream.headers.get("retry-after")
         if retry_after_header:
             headers["retry-after"] = retry_after_header
-        message = upstream_error_message(body, upstream.status)
-        if instance.api_key and instance.api_key in message:
-            # Some upstreams quote the key they refused; the client must never see it.
-            message = message.replace(instance.api_key, mask_key(instance.api_key))
-        error = GatewayError(upstream.status, message, headers=headers)
-        return error, parse_retry_after(retry_after_header)
+        said = read_upstream_error(body, status)
+        # Some upstreams quote the key they refused; the client must never see it.
+        message = self._redactor.text(said.message)
+        retry_after = parse_retry_after(retry_after_header)
+        if status == 429 and said.type == USAGE_LIMIT_ERROR:
+            limit = said.limit_name or "usage"
+            # Without a Retry-After the 5-hour window is the shortest a limit can last.
+            pool.limit_reached(instance, retry_after if retry_after else 3600.0, limit)
+            ctx.limit_hit = limit
+            self._observer.limit_reached(instance, limit)
+            return GatewayError(429, message, headers=headers, code="usage_limit_reached")
+        if _moves_on(status):
+            pool.failed(instance, retry_after)
+        if status in (400, 404) and _WRONG_WIRE.search(message):
+            return WrongWire(status, message, headers=headers)
+        return GatewayError(status, message, headers=headers)
 
     async def _answer(self, ctx: RouteContext, upstream: aiohttp.ClientResponse) -> Response:
         translation = ctx.translation
         if ctx.stream and upstream.content_type == "text/event-stream":
-            translator = translation.stream(ctx) if translation.stream is not None else None
-            return StreamingResponse(self._relay(ctx, upstream, translator),
-                                     status_code=upstream.status,
+            if translation.stream is not None:
+                relay = self._relay_translated(ctx, upstream, translation.stream(ctx))
+            else:
+                relay = self._relay_bytes(ctx, upstream)
+            return StreamingResponse(relay, status_code=upstream.status,
                                      headers={**_SSE_HEADERS, "x-request-id": ctx.request_id},
                                      media_type="text/event-stream")
+        body = await self._read_whole(ctx, upstream)
+        if translation.response is not None:
+            body, answer = translation.response(body, ctx)
+            usage, cost = answer.usage, answer.cost
+        else:
+            usage, cost = answer_usage(ctx.protocol, body)
+        body = self._redactor.bytes(body)
+        self._observer.finished(ctx, upstream.status, usage, cost)
+        return Response(body, status_code=upstream.status, headers={"x-request-id": ctx.request_id},
+                        media_type=upstream.content_type or "application/json")
+
+    async def _read_whole(self, ctx: RouteContext, upstream: aiohttp.ClientResponse) -> bytes:
+        limit = self._settings.max_answer_bytes
+        chunks: list[bytes] = []
+        size = 0
         try:
-            body = await upstream.read()
+            async for chunk in upstream.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise GatewayError(502, f"upstream {ctx.instance.name}: the answer is over "
+                                            f"this gateway's limit of {limit} bytes "
+                                            "(upstream.max_answer_bytes)")
+                chunks.append(chunk)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             upstream.close()
             raise GatewayError(502, f"upstream {ctx.instance.name}: the answer broke off "
                                     f"({type(exc).__name__})") from None
-        except asyncio.CancelledError:  # the client left: the upstream stops generating too
+        except BaseException:  # over the limit, or the client left: the upstream stops too
             upstream.close()
             raise
         upstream.release()
-        if translation.response is not None:
-            body, usage = translation.response(body)
-        else:
-            usage = answer_usage(ctx.protocol, body)
-        self._observer.finished(ctx, upstream.status, usage)
-        return Response(body, status_code=upstream.status, headers={"x-request-id": ctx.request_id},
-                        media_type=upstream.content_type or "application/json")
+        return b"".join(chunks)
 
-    async def _relay(self, ctx: RouteContext, upstream: aiohttp.ClientResponse, translator):
-        """Yield the answer as it arrives; the one place a stream can break, so the one place
-        that turns a break into the frontend's error event."""
-        finished = False
-        status = upstream.status
+    def _broken(self, ctx: RouteContext, watch: _IdleWatch, exc: BaseException) -> str:
+        if watch.fired:
+            reason = f"no data within idle_timeout ({self._settings.idle_timeout:g}s)"
+        elif isinstance(exc, SSELimitError):
+            reason = str(exc)
+        else:
+            reason = f"connection lost ({type(exc).__name__})"
+        return f"upstream {ctx.instance.name}: the stream broke off: {reason}"
+
+    def _start_relay(self, upstream: aiohttp.ClientResponse) -> _IdleWatch:
         if upstream.connection is not None:  # None when the whole answer has already arrived
             upstream.connection.protocol.read_timeout = None  # _IdleWatch keeps time from here
-        watch = _IdleWatch(upstream, self._settings.idle_timeout)
+        return _IdleWatch(upstream, self._settings.idle_timeout)
+
+    async def _relay_bytes(self, ctx: RouteContext, upstream: aiohttp.ClientResponse):
+        """A same-protocol stream: the upstream's bytes up to its protocol's end."""
+        status = upstream.status
+        failure: tuple[int, str] | None = None
+        finished = False
+        watch = self._start_relay(upstream)
         clock = watch._loop.time
-        seen = self._observer.stream_started(ctx)  # in-flight gauge; reads pass-through usage
+        tap = StreamTap(ctx.protocol)
+        ends = EndFinder(END_MARKERS[ctx.protocol])
+        redact = self._redactor.stream()
+        trailer = b""
+        relaying = True
+        self._observer.stream_started(ctx)
         try:
-            if translator is None:
-                async for chunk in upstream.content.iter_any():
-                    watch.last = clock()
-                    seen(chunk)
-                    yield chunk
-                if watch.fired:  # closing may read as a clean end: it was not
-                    raise TimeoutError
-            else:
-                feed = translator.feed
-                async for chunk in upstream.content.iter_any():
-                    watch.last = clock()
-                    out = feed(chunk)
+            async for chunk in upstream.content.iter_any():
+                watch.last = clock()
+                if relaying:
+                    end = ends.find(chunk)
+                    if end >= 0:
+                        relaying = False
+                        trailer = chunk[end:]
+                        chunk = chunk[:end]
+                    tap(chunk)
+                    if failure is None:
+                        failure = stream_error(ctx.protocol, chunk)
+                    out = redact.feed(chunk)
+                    if not relaying:
+                        out += redact.flush()
                     if out:
                         yield out
-                if watch.fired:
-                    raise TimeoutError
-                tail = translator.end()
-                if tail:
-                    yield tail
+                elif len(trailer) < TRAILER_LIMIT:
+                    trailer += chunk
+                else:
+                    break  # nothing a client gets; the cost frame is not that long
+            if watch.fired:  # closing may read as a clean end: it was not
+                raise TimeoutError
+            out = redact.flush()
+            if out:
+                yield out
             finished = True
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             status = 502
-            if watch.fired:
-                reason = f"no data within idle_timeout ({self._settings.idle_timeout:g}s)"
-            else:
-                reason = f"connection lost ({type(exc).__name__})"
-            message = f"upstream {ctx.instance.name}: the stream broke off: {reason}"
-            if translator is not None:
-                yield translator.fail(502, message)
-            else:
-                yield _stream_error(ctx.frontend)(502, message)
+            message = self._broken(ctx, watch, exc)
+            failure = (502, message)
+            yield _stream_error(ctx.frontend)(502, message)
         finally:
             watch.cancel()
             # A finished answer frees its connection for reuse; anything else (the client left,
             # the upstream broke) closes it so the upstream stops generating.
+            if finished and not relaying and len(trailer) <= TRAILER_LIMIT:
+                upstream.release()
+            else:
+                upstream.close()
+                if status == 200 and not finished and failure is None:
+                    status = 499  # the client went away mid-stream
+            if failure is not None and status == 200:
+                status = failure[0]
+            self._observer.stream_finished(ctx, status, tap.usage(), trailer_cost(trailer),
+                                           self._redactor.text(failure[1]) if failure else None)
+
+    async def _relay_translated(self, ctx: RouteContext, upstream: aiohttp.ClientResponse,
+                                translation):
+        """A stream in another protocol: each upstream chunk through the route's translation."""
+        status = upstream.status
+        finished = False
+        watch = self._start_relay(upstream)
+        clock = watch._loop.time
+        redact = self._redactor.bytes
+        self._observer.stream_started(ctx)
+        try:
+            feed = translation.feed
+            async for chunk in upstream.content.iter_any():
+                watch.last = clock()
+                out = feed(chunk)
+                if out:
+                    yield redact(out)
+            if watch.fired:
+                raise TimeoutError
+            tail = translation.end()
+            if tail:
+                yield redact(tail)
+            finished = True
+        except (aiohttp.ClientError, TimeoutError, OSError, SSELimitError) as exc:
+            status = 502
+            out = translation.fail(502, self._broken(ctx, watch, exc))
+            if out:
+                yield redact(out)
+        finally:
+            watch.cancel()
             if finished:
                 upstream.release()
             else:
                 upstream.close()
                 if status == 200:
                     status = 499  # the client went away mid-stream
-            usage = translator.usage if translator is not None else seen.usage()
-            self._observer.stream_finished(ctx, status, usage)
+            failure = translation.failure
+            if failure is not None and status in (200, 502):
+                status = failure[0] if status == 200 else status
+            self._observer.stream_finished(ctx, status, translation.full_usage, translation.cost,
+                                           self._redactor.text(failure[1]) if failure else None)
 
 
-def _stream_error(frontend: str) -> Callable[[int, str], bytes]:
-    return openai_stream_error if frontend == "openai" else anthropic_stream_error
+def _stream_error(frontend: str):
+    if frontend == "anthropic":
+        return anthropic_stream_error
+    if frontend == "responses":
+        return responses_stream_error
+    return openai_stream_error
+

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.translate.to_openai_request import to_openai_request
+from gateway.translate.anthropic_request import to_hub as to_openai_request
 
 
 def _request(**fields):

@@ -5,7 +5,12 @@ import pytest
 from anthropic.types import Message
 
 from gateway.errors import GatewayError
-from gateway.translate.to_anthropic_response import to_anthropic_response
+from tests import translations
+
+
+def to_anthropic_response(raw):
+    body, answer = translations.answer("openai", "anthropic", raw)
+    return body, answer.usage.pair() if answer.usage else None
 
 
 def _completion(message=None, finish_reason="stop", usage=None, **fields):

@@ -10,7 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.translate.sse import SSEParser
-from gateway.translate.to_anthropic_stream import OpenAIToAnthropicStream
+from tests import translations
+
+
+def OpenAIToAnthropicStream(model):
+    return translations.stream("openai", "anthropic", model=model)
 
 _validate_event = pydantic.TypeAdapter(RawMessageStreamEvent).validate_python
 

@@ -4,10 +4,8 @@ import copy
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.translate.to_anthropic_request import (
-    THINKING_BUDGET_BY_EFFORT,
-    to_anthropic_request,
-)
+from gateway.translate.anthropic_request import THINKING_BUDGET_BY_EFFORT
+from gateway.translate.anthropic_request import from_hub as to_anthropic_request
 
 DEFAULT_MAX_TOKENS = 4096
 

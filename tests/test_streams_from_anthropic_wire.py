@@ -7,7 +7,12 @@ from hypothesis import strategies as st
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from gateway.translate.to_openai_stream import AnthropicToOpenAIStream
+from tests import translations
+
+
+def AnthropicToOpenAIStream(include_usage):
+    body = {"stream_options": {"include_usage": True}} if include_usage else {}
+    return translations.stream("anthropic", "openai", body)
 
 
 def ev(name, newline="\n", **payload):

@@ -5,7 +5,12 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from gateway.errors import GatewayError
-from gateway.translate.to_openai_response import to_openai_response
+from tests import translations
+
+
+def to_openai_response(raw):
+    body, answer = translations.answer("anthropic", "openai", raw)
+    return body, answer.usage.pair() if answer.usage else None
 
 
 def anthropic_message(content, stop_reason="end_turn", usage=None, **extra):

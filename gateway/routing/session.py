@@ -1,0 +1,123 @@
+"""The conversation a request belongs to: the `x-opencode-session` every upstream request carries.
+
+OpenCode Go refuses a request without that header, and routes one session to one provider
+replica, where the conversation's prompt prefix is already cached: cached input costs 5-100×
+less than fresh input, and the subscription's limits are in dollars. So the id must be the same
+for every turn of one conversation, and differ between conversations.
+
+The client's own id wins when it sends one, in this order: the headers `x-opencode-session`
+(opencode), `session-id` (Codex), `session_id`, `x-session-id`, `x-claude-code-session-id`; then
+the body's `prompt_cache_key` (Codex, OpenAI SDKs) and Claude Code's `metadata.user_id`
+(`user_<hash>_account_<uuid>_session_<uuid>`, or a JSON string holding `session_id`). An id
+made only of letters, digits and `._:-`, at most 128 characters, passes as it is; any other is
+replaced by its keyed hash.
+
+Otherwise the id is derived: a keyed BLAKE2b hash of the client key (so two teams' identical
+prompts stay apart), the protocol, and the conversation's opening — its system prompt and first
+user message, which do not change from turn to turn. The hash key is secret to the gateway
+(derived from its upstream keys), so an id in a log cannot be tested against guessed prompts.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import msgspec
+
+MAX_LENGTH = 128
+_SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+CLIENT_HEADERS = ("x-opencode-session", "session-id", "session_id", "x-session-id",
+                  "x-claude-code-session-id")
+_CLAUDE_USER_ID = re.compile(r"_session_([0-9A-Za-z-]{8,})$")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.decode
+
+
+def session_secret(upstream_keys: list[str]) -> bytes:
+    """The hash key: stable across restarts, workers and machines that share the same keys."""
+    material = b"\0".join(sorted(key.encode() for key in upstream_keys if key))
+    return hashlib.blake2b(b"opencode-gateway session\0" + material, digest_size=32).digest()
+
+
+class Sessions:
+    """Finds or derives the session id of one request (see the module docstring)."""
+
+    def __init__(self, secret: bytes):
+        self._secret = secret
+
+    def _hash(self, *parts: bytes) -> str:
+        digest = hashlib.blake2b(digest_size=16, key=self._secret)
+        for part in parts:
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
+        return digest.hexdigest()
+
+    def _safe(self, value: str) -> str:
+        if _SAFE.fullmatch(value):
+            return value
+        return "h-" + self._hash(b"client", value.encode("utf-8", "surrogatepass"))
+
+    def session(self, headers, body: dict, frontend: str, client_key: str | None) -> str:
+        for name in CLIENT_HEADERS:
+            value = headers.get(name)
+            if value:
+                return self._safe(value.strip())
+        own = _from_body(body)
+        if own:
+            return self._safe(own)
+        opening = _opening(body, frontend)
+        return "gw-" + self._hash(b"derived", (client_key or "").encode(), frontend.encode(),
+                                  _encode(opening))
+
+
+def _from_body(body: dict) -> str | None:
+    key = body.get("prompt_cache_key")
+    if isinstance(key, str) and key.strip():
+        return key.strip()
+    metadata = body.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    if not isinstance(user_id, str) or not user_id:
+        return None
+    if user_id.startswith("{"):
+        try:
+            parsed = _decode(user_id)
+        except msgspec.DecodeError:
+            return None
+        found = parsed.get("session_id") if isinstance(parsed, dict) else None
+        return found if isinstance(found, str) and found else None
+    match = _CLAUDE_USER_ID.search(user_id)
+    return match.group(1) if match else None
+
+
+def _first_user(messages: list) -> object:
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message.get("content")
+    return None
+
+
+def _leading_system(messages: list) -> list:
+    """The system/developer messages before the first other one (later ones may come and go)."""
+    system = []
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer"):
+            break
+        system.append(message.get("content"))
+    return system
+
+
+def _opening(body: dict, frontend: str) -> object:
+    """What stays the same on every turn of one conversation: system prompt, first user turn."""
+    if frontend == "anthropic":
+        messages = body.get("messages")
+        return [body.get("system"),
+                _first_user(messages) if isinstance(messages, list) else None]
+    if frontend == "responses":
+        items = body.get("input")
+        if not isinstance(items, list):
+            return [body.get("instructions"), items]
+        return [body.get("instructions"), _leading_system(items), _first_user(items)]
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    return [_leading_system(messages), _first_user(messages)]

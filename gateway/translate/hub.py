@@ -1,0 +1,184 @@
+"""The middle form every protocol is translated to and from.
+
+Three protocols (Chat Completions, Anthropic Messages, Responses) never meet pairwise: each has a
+request codec and an answer codec around this small form, and a route that crosses protocols
+composes the client's codec with the upstream's (`compose.py`). Adding a protocol is one codec
+pair, not a translator per pair. Same-protocol routes do not come here at all: their bytes pass.
+
+The form speaks Chat Completions' vocabulary, because it is the widest-understood of the three:
+
+- A **request** is a Chat Completions body (a dict): `messages` with `system`/`user`/`assistant`/
+  `tool` roles, `reasoning_content` on assistant turns, `tool_calls`, function `tools`,
+  `tool_choice`, `max_tokens`, `stop`, `reasoning_effort`, `response_format`, `stream`, …
+  A request codec turns its protocol's body into one (`to_hub`) and one into its protocol's body
+  (`from_hub`).
+- A whole **answer** is an `Answer`; finish reasons are Chat's (`stop`, `length`, `tool_calls`,
+  `content_filter`).
+- A **stream** is a sequence of calls on a `StreamWriter`: a reader decodes the upstream's
+  events and calls the client protocol's writer, which encodes bytes. No event objects are built
+  between the two: one method call per upstream event.
+"""
+from __future__ import annotations
+
+import os
+
+import msgspec
+
+# Chat Completions' finish reasons: the hub's vocabulary.
+STOP, LENGTH, TOOL_CALLS, CONTENT_FILTER = "stop", "length", "tool_calls", "content_filter"
+
+CUT_MESSAGE = ("the upstream closed the stream before the answer was complete; the answer is cut "
+               "short, retry the request")
+
+
+class Usage(msgspec.Struct):
+    """Every count the three protocols report, in one place.
+
+    `input_tokens` counts every prompt token the model read, cached ones included (Chat's
+    `prompt_tokens`); `cached_tokens` are the cache reads among them and
+    `cache_creation_tokens` the cache writes (Anthropic reports both outside its input count).
+    """
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int | None = None
+
+    def pair(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens): what the access log and the metrics count."""
+        return self.input_tokens, self.output_tokens
+
+
+class ToolCall(msgspec.Struct):
+    id: str
+    name: str
+    arguments: str  # the JSON text as the model wrote it
+
+
+class Answer(msgspec.Struct):
+    """A whole (non-streamed) answer."""
+    id: str
+    model: str
+    reasoning: str = ""
+    text: str = ""
+    tool_calls: list[ToolCall] = []
+    finish: str = STOP
+    usage: Usage | None = None
+    cost: float | None = None  # dollars the upstream says it charged
+
+
+class StreamWriter:
+    """What a stream reader calls, and what a client protocol's writer implements.
+
+    Calls come in answer order: `start` once, then any mix of `reasoning`, `text`, `tool_call`
+    and `tool_arguments` (a call's fragments follow its `tool_call`; `index` counts calls from
+    0), then `finish` and `usage` (either order, each at most once), then `end`. `error` may
+    come at any point and ends the stream instead of `end`. The writer appends the bytes for
+    the client to `out`; the translation hands them on after each upstream chunk.
+    """
+    __slots__ = ("out", "done", "failure")
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.done = False  # the client's stream has ended (its protocol's end, or an error)
+        # (status, message) when it ended in an error event: the access log records it.
+        self.failure: tuple[int, str] | None = None
+
+    def start(self, id: str, model: str) -> None: ...
+    def reasoning(self, text: str) -> None: ...
+    def text(self, text: str) -> None: ...
+    def tool_call(self, index: int, id: str, name: str) -> None: ...
+    def tool_arguments(self, index: int, fragment: str) -> None: ...
+    def finish(self, reason: str) -> None: ...
+    def usage(self, usage: Usage) -> None: ...
+    def end(self) -> None: ...
+    def error(self, status: int, message: str) -> None: ...
+
+    def take(self) -> bytes:
+        out = self.out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+
+class StreamReader:
+    """Decodes one upstream protocol's stream and drives a `StreamWriter`.
+
+    `feed(chunk)` takes the upstream's bytes split anywhere; `end()` says the upstream body
+    ended cleanly (a reader that has not seen its protocol's end reports the cut); `usage` and
+    `cost` are what the upstream reported, for the access log and the ledger. A reader keeps
+    reading after the answer's end, for the cost frame OpenCode Go sends there, but the writer
+    hears nothing more.
+    """
+    __slots__ = ("writer", "usage", "cost", "complete")
+
+    def __init__(self, writer: StreamWriter) -> None:
+        self.writer = writer
+        self.usage: Usage | None = None
+        self.cost: float | None = None
+        self.complete = False  # the answer ended (or broke): the writer hears nothing more
+
+    def feed(self, chunk: bytes) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        raise NotImplementedError
+
+
+class StreamTranslation:
+    """An upstream reader wired to a client writer: what the forwarder's relay drives."""
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: StreamReader, writer: StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def feed(self, chunk: bytes) -> bytes:
+        self.reader.feed(chunk)
+        return self.writer.take()
+
+    def end(self) -> bytes:
+        self.reader.end()
+        return self.writer.take()
+
+    def fail(self, status: int, message: str) -> bytes:
+        """The upstream failed mid-stream (timeout, connection lost): the client's error event."""
+        self.reader.complete = True
+        if not self.writer.done:
+            self.writer.error(status, message)
+        return self.writer.take()
+
+    @property
+    def usage(self) -> tuple[int, int] | None:
+        usage = self.reader.usage
+        return usage.pair() if usage is not None else None
+
+    @property
+    def full_usage(self) -> Usage | None:
+        return self.reader.usage
+
+    @property
+    def cost(self) -> float | None:
+        return self.reader.cost
+
+    @property
+    def failure(self) -> tuple[int, str] | None:
+        """(status, message) when the client's stream ended in an error event."""
+        return self.writer.failure
+
+
+def parse_cost(value: object) -> float | None:
+    """OpenCode Go's `cost` (a decimal string such as "0.000123", or a number) in dollars."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        cost = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return cost if cost >= 0 else None
+
+
+def new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()

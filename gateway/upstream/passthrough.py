@@ -1,0 +1,239 @@
+"""What the relay reads from answers whose bytes pass through untouched.
+
+Same-protocol routes never parse an answer event by event. The relay still has to know four
+things, found by byte search so the per-chunk cost stays a few `bytes.find` calls:
+
+- where the answer ends (`data: [DONE]`, `event: message_stop`, `event: response.completed` …):
+  the client gets nothing after it, because OpenCode Go sends one more frame there (the cost),
+  which breaks strict clients;
+- the `cost` in that trailing frame (or in a whole answer's top-level `cost`);
+- the usage, from the events at the stream's two ends (`StreamTap` keeps the first chunk and
+  the last two and reads them once the stream has ended);
+- whether the upstream reported an error inside the 200 stream, for the access log.
+"""
+from __future__ import annotations
+
+import msgspec
+
+from gateway.errors import upstream_error
+from gateway.translate import anthropic_answer, chat_answer, responses_answer
+from gateway.translate.hub import Usage, parse_cost
+
+# The event that ends an answer, per wire; each marker starts a line.
+END_MARKERS: dict[str, tuple[bytes, ...]] = {
+    "openai": (b"data: [DONE]", b"data:[DONE]"),
+    "anthropic": (b"event: message_stop", b"event:message_stop"),
+    "responses": (b"event: response.completed", b"event: response.incomplete",
+                  b"event: response.failed"),
+}
+# What an error inside a 200 stream looks like, per wire.
+ERROR_MARKERS: dict[str, tuple[bytes, ...]] = {
+    "openai": (b'"error":',),
+    "anthropic": (b"event: error",),
+    "responses": (b"event: response.failed", b"event: error"),
+}
+TRAILER_LIMIT = 64 * 1024
+
+
+class EndFinder:
+    """Finds where the answer's last event ends, across chunk boundaries."""
+    __slots__ = ("_markers", "_tail", "_seen", "_longest")
+
+    def __init__(self, markers: tuple[bytes, ...]):
+        self._markers = markers
+        self._longest = max(len(marker) for marker in markers)
+        self._tail = b""      # the end of the previous chunk, for a marker split in two
+        self._seen = False    # the marker is out; waiting for the blank line that ends its event
+
+    def find(self, chunk: bytes) -> int:
+        """The offset in `chunk` just past the answer's end, or -1 while it goes on."""
+        start = 0
+        if not self._seen:
+            at = -1
+            for marker in self._markers:
+                at = chunk.find(marker)
+                if at >= 0 and (at == 0 or chunk[at - 1] == 10):  # at a line start
+                    break
+                at = -1
+            if at < 0:
+                # A marker split between two chunks: look across the seam (a few bytes).
+                seam = self._tail + chunk[:self._longest]
+                for marker in self._markers:
+                    found = seam.find(marker)
+                    if found >= 0 and (found == 0 or seam[found - 1] == 10):
+                        at = max(0, found - len(self._tail))
+                        break
+            self._tail = chunk[-self._longest:]
+            if at < 0:
+                return -1
+            self._seen = True
+            start = at
+        for blank in (b"\n\n", b"\r\n\r\n"):
+            end = chunk.find(blank, start)
+            if end >= 0:
+                return end + len(blank)
+        if start == 0 and chunk[:1] == b"\n":  # the blank line's second half opens this chunk
+            return 1
+        return -1
+
+
+class _CostOnly(msgspec.Struct):
+    cost: str | float | None = None
+
+
+_decode_cost = msgspec.json.Decoder(_CostOnly).decode
+
+
+def trailer_cost(trailer: bytes) -> float | None:
+    """The `cost` OpenCode Go sends after the answer's end (a chunk, or a final ping)."""
+    at = trailer.rfind(b'"cost"')
+    if at < 0:
+        return None
+    line = _data_line(trailer, at)
+    if line is None:
+        return None
+    try:
+        return parse_cost(_decode_cost(line).cost)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def _data_line(data: bytes, at: int) -> bytes | None:
+    """The payload of the `data:` line that holds offset `at`."""
+    start = data.rfind(b"data:", 0, at)
+    if start < 0:
+        return None
+    end = data.find(b"\n", at)
+    return data[start + 5:end if end >= 0 else len(data)].strip()
+
+
+# ---- usage ----
+
+class _ChatHolder(msgspec.Struct):
+    usage: chat_answer.WireUsage | None = None
+    cost: str | float | None = None
+
+
+class _AnthropicMessage(msgspec.Struct):
+    usage: anthropic_answer.WireUsage | None = None
+
+
+class _AnthropicHolder(msgspec.Struct):
+    """A whole message (`usage` at the top), message_start (`message.usage`) or message_delta."""
+    usage: anthropic_answer.WireUsage | None = None
+    message: _AnthropicMessage | None = None
+    cost: str | float | None = None
+
+
+class _ResponsesResponse(msgspec.Struct):
+    usage: responses_answer.WireUsage | None = None
+    cost: str | float | None = None
+
+
+class _ResponsesHolder(msgspec.Struct):
+    """A whole response (`usage` at the top) or a lifecycle event (`response.usage`)."""
+    usage: responses_answer.WireUsage | None = None
+    response: _ResponsesResponse | None = None
+    cost: str | float | None = None
+
+
+_decode_chat = msgspec.json.Decoder(_ChatHolder).decode
+_decode_anthropic = msgspec.json.Decoder(_AnthropicHolder).decode
+_decode_responses = msgspec.json.Decoder(_ResponsesHolder).decode
+
+
+def answer_usage(protocol: str, body: bytes) -> tuple[Usage | None, float | None]:
+    """(usage, cost) of a whole answer in the upstream's own protocol."""
+    try:
+        if protocol == "openai":
+            held = _decode_chat(body)
+            usage = chat_answer.hub_usage(held.usage) if held.usage else None
+            return usage, parse_cost(held.cost)
+        if protocol == "anthropic":
+            held = _decode_anthropic(body)
+            return _anthropic_usage([held.usage]), parse_cost(held.cost)
+        held = _decode_responses(body)
+        usage = _responses_usage(held)
+        return usage, parse_cost(held.cost)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None
+
+
+def _anthropic_usage(reports: list) -> Usage | None:
+    counts = anthropic_answer.WireUsage()
+    seen = False
+    for reported in reports:
+        if reported is None:
+            continue
+        seen = True
+        for name in anthropic_answer.WireUsage.__struct_fields__:
+            value = getattr(reported, name)
+            if value is not None:  # cumulative counts: a later value replaces an earlier one
+                setattr(counts, name, value)
+    if not seen:
+        return None
+    return anthropic_answer.hub_usage(counts)
+
+
+def _responses_usage(held: _ResponsesHolder) -> Usage | None:
+    usage = held.usage or (held.response.usage if held.response else None)
+    return responses_answer.hub_usage(usage) if usage is not None else None
+
+
+def _usage_line(data: bytes, last: bool) -> bytes | None:
+    at = data.rfind(b'"usage"') if last else data.find(b'"usage"')
+    if at < 0:
+        return None
+    return _data_line(data, at)
+
+
+class StreamTap:
+    """Keeps the first chunk and the last two of a pass-through stream, which is where every
+    wire reports usage, and reads them once the stream has ended."""
+    __slots__ = ("_protocol", "_head", "_previous", "_last")
+
+    def __init__(self, protocol: str):
+        self._protocol = protocol
+        self._head: bytes | None = None
+        self._previous = b""
+        self._last = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        if self._head is None:
+            self._head = chunk
+        self._previous = self._last
+        self._last = chunk
+
+    def usage(self) -> Usage | None:
+        if self._head is None:
+            return None
+        tail = self._previous + self._last
+        try:
+            if self._protocol == "openai":
+                line = _usage_line(tail, last=True)
+                held = _decode_chat(line) if line else None
+                return chat_answer.hub_usage(held.usage) if held and held.usage else None
+            if self._protocol == "anthropic":
+                # message_start (first) has the input counts, message_delta (last) the output.
+                reports = []
+                for line in (_usage_line(self._head, last=False), _usage_line(tail, last=True)):
+                    if line is not None:
+                        held = _decode_anthropic(line)
+                        reports.append(held.usage or (held.message.usage if held.message else None))
+                return _anthropic_usage(reports)
+            line = _usage_line(tail, last=True)
+            return _responses_usage(_decode_responses(line)) if line else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+
+def stream_error(protocol: str, chunk: bytes) -> tuple[int, str] | None:
+    """(status, message) when `chunk` holds an upstream error event; None otherwise."""
+    for marker in ERROR_MARKERS[protocol]:
+        at = chunk.find(marker)
+        if at >= 0:
+            if protocol == "openai" and chunk.rfind(b"data:", 0, at) < 0:
+                return None
+            line = _data_line(chunk, at if protocol == "openai" else chunk.find(b"data:", at))
+            return upstream_error(line or b"", 502)
+    return None
