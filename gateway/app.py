@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import time
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -23,8 +25,11 @@ from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
+from gateway.frontends.usage import dashboard, usage
 from gateway.metrics import metrics
 from gateway.observer import Observer
+from gateway.quota.book import KeyBook
+from gateway.quota.upstream_usage import poll_forever
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
@@ -32,6 +37,9 @@ from gateway.upstream.catalogue_refresh import keep_fresh
 from gateway.upstream.forwarder import Forwarder, create_session
 from gateway.upstream.instances import build_pools
 from gateway.upstream.redact import Redactor
+from gateway.state.store import make_store
+
+_log = logging.getLogger("gateway")
 
 CLIENT_KEYS_ENV = "GATEWAY_API_KEYS"
 # How `opencode-gateway serve` hands its options to the worker processes (see gateway/asgi.py).
@@ -64,10 +72,27 @@ class Gateway:
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.redactor = Redactor(upstream_keys)
         self.sessions = Sessions(session_secret(upstream_keys))
+        self.store = make_store(config.state, env)
+        self.book = KeyBook(config, self.pools, self.store)
+        self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
+        self.observer.quota = self.book
         for pool in self.pools.values():
-            pool.on_rest = self.observer.rest
+            pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
+
+    def _rested(self, instance) -> None:
+        self.observer.rest(instance)
+        self.book.key_changed(instance)
+
+    async def keep_in_step(self) -> None:
+        """The worker's background sync with the state store (see quota/book.py)."""
+        every = self.config.state.sync_seconds
+        metrics = self.observer.metrics
+        while True:
+            await asyncio.sleep(every)
+            await self.book.sync()
+            metrics.quota(self.book.used_ratios(time.time()), self.book.store_up)
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
@@ -94,18 +119,25 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         settings = gateway.config.upstream
+        await gateway.store.open()
+        await gateway.book.sync()  # start from what the other workers (and the last run) know
         session = create_session(settings)
         gateway.attach(session)
-        background = []
+        background = [asyncio.create_task(gateway.keep_in_step())]
         if settings.models_refresh_seconds > 0:
             background.append(asyncio.create_task(keep_fresh(
                 session, gateway.pools, gateway.catalogues, settings.models_refresh_seconds)))
+        if gateway.config.quota.usage_poll_seconds > 0:
+            background.append(asyncio.create_task(poll_forever(
+                session, gateway.pools, gateway.book, gateway.config.quota.usage_poll_seconds)))
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await gateway.book.sync()  # what this worker gathered since the last sync
+            await gateway.store.close()
             await session.close()
             gateway.observer.close()
 
@@ -119,6 +151,8 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/usage", usage, methods=["GET"]),
+        Route("/dashboard", dashboard, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         # Claude Code's connectivity check (first-run preflight, `claude doctor`, warm-up HEAD)

@@ -1,8 +1,9 @@
-"""`opencode-gateway serve | routes | models | check-config`."""
+"""`opencode-gateway serve | routes | models | usage | check-config`."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -11,7 +12,9 @@ import tempfile
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway
 from gateway.config import ConfigError, load_config
 from gateway.errors import GatewayError
+from gateway.quota.report import usage_report
 from gateway.routing.chain import RuleLoadError
+from gateway.state.store import StoreError
 from gateway.upstream.catalogue_refresh import refresh_once
 from gateway.upstream.forwarder import ANTHROPIC_VERSION, PATHS, create_session
 from gateway.upstream.instances import mask_key
@@ -24,6 +27,23 @@ def _gateway(args) -> Gateway:
     except (ConfigError, RuleLoadError) as exc:
         print(f"opencode-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _open_state(gateway: Gateway) -> None:
+    """Open the state store once before any worker starts, so a broken or unwritable ledger
+    stops start-up with its reason instead of failing in every worker."""
+    async def open_and_close():
+        await gateway.store.open()
+        await gateway.store.close()
+
+    try:
+        asyncio.run(open_and_close())
+    except StoreError as exc:
+        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as exc:  # a Redis that is down now: the workers serve and keep trying
+        print(f"opencode-gateway: warning: state store {gateway.store!r} is unreachable "
+              f"({exc}); serving on each worker's own view until it is back", file=sys.stderr)
 
 
 def _metrics_dir(workers: int) -> str | None:
@@ -57,6 +77,7 @@ def _serve(args) -> int:
     # gateway.asgi builds its app when imported, from the environment set below: not before.
 
     gateway = _gateway(args)  # fail here, named, rather than in every worker
+    _open_state(gateway)
     server = gateway.config.server
     host = args.host or server.host
     port = server.port if args.port is None else args.port
@@ -145,6 +166,46 @@ def _models(args) -> int:
     return 0
 
 
+def _usage(args) -> int:
+    """Where every key stands, read from the state store (no running gateway needed)."""
+    gateway = _gateway(args)
+
+    async def read():
+        await gateway.store.open()
+        try:
+            await gateway.book.sync()
+            return await usage_report(gateway.book, gateway.pools)
+        finally:
+            await gateway.store.close()
+
+    try:
+        report = asyncio.run(read())
+    except StoreError as exc:
+        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"state: {report['state']['where']}   (at {report['generated_at']})")
+    for key in report["keys"]:
+        status = key["status"] + (f" ({key['limit']} limit until {key['until']})"
+                                  if key["status"] == "limited" else "")
+        print(f"\n{key['instance']}  key {key['key']}  {status}")
+        for window in key["windows"].values():
+            hours, rest = divmod(window["resets_in_seconds"], 3600)
+            print(f"  {window['label']:<8} ${window['spent_usd']:>9.4f} of ${window['limit_usd']:<6g}"
+                  f" {window['used_percent']:>6.1f}%   resets in {hours}h{rest // 60:02d}m"
+                  f"   ({window['source']})")
+    print("\ntoday, by model:")
+    if not report["models_today"]:
+        print("  (nothing yet)")
+    for model in report["models_today"]:
+        print(f"  {model['model']:<20} {model['requests']:>6} requests  "
+              f"{model['input_tokens']:>9} in ({model['cached_tokens']} cached)  "
+              f"{model['output_tokens']:>8} out  ${model['cost_usd']:.4f}")
+    return 0
+
+
 def _check_config(args) -> int:
     gateway = _gateway(args)
     config = gateway.config
@@ -180,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     routes.add_argument("model", metavar="MODEL")
     routes.add_argument("--config")
     routes.add_argument("--rules-dir")
-    routes.add_argument("--frontend", choices=("openai", "anthropic"), default="openai",
+    routes.add_argument("--frontend", choices=("openai", "anthropic", "responses"),
+                        default="openai",
                         help="the protocol the client speaks (default openai)")
     routes.set_defaults(run=_routes)
 
@@ -190,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     models.add_argument("--offline", action="store_true",
                         help="do not read the upstream's model list")
     models.set_defaults(run=_models)
+
+    usage = commands.add_parser("usage", help="where every key stands in its usage windows")
+    usage.add_argument("--config")
+    usage.add_argument("--json", action="store_true", help="the same as GET /v1/usage")
+    usage.set_defaults(run=_usage)
 
     check = commands.add_parser("check-config", help="validate a config and exit")
     check.add_argument("--config")

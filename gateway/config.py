@@ -74,12 +74,63 @@ class Translation(msgspec.Struct, forbid_unknown_fields=True):
     default_max_tokens: int = 8192
 
 
+class State(msgspec.Struct, forbid_unknown_fields=True):
+    # memory: one process, nothing kept; sqlite: one machine, any number of workers; redis:
+    # many machines.
+    backend: Literal["memory", "sqlite", "redis"] = "sqlite"
+    # The SQLite file; empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME or
+    # ~/.local/state, under opencode-gateway/state.sqlite3.
+    path: str = ""
+    url: str = "redis://127.0.0.1:6379/0"
+    # How often a worker writes what it gathered and reads what the others wrote.
+    sync_seconds: float = 1.0
+    # How long a conversation is remembered on its key after its last turn.
+    session_ttl_hours: float = 6.0
+    # Reasoning remembered for models that need it back on tool-call turns.
+    reasoning_ttl_hours: float = 24.0
+    max_reasoning: int = 100_000
+
+
+class WindowLimits(msgspec.Struct, forbid_unknown_fields=True):
+    """Dollars a key may spend per window (OpenCode Go's subscription limits)."""
+    rolling: float = 12.0   # the rolling 5 hours
+    weekly: float = 30.0    # the calendar week, UTC, from Monday
+    monthly: float = 60.0   # the month from the key's anchor day
+
+
+class KeyQuota(msgspec.Struct, forbid_unknown_fields=True):
+    limits: WindowLimits | None = None
+    anchor_day: int = 1     # the day of the month the subscription started
+
+
+class Price(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per million tokens; `multiplier` is the model's usage multiplier."""
+    input: float
+    output: float
+    cache_read: float = 0.0
+    multiplier: float = 1.0
+
+
+class Quota(msgspec.Struct, forbid_unknown_fields=True):
+    # A key past this share of any window takes no new conversations.
+    threshold: float = 0.95
+    limits: WindowLimits = msgspec.field(default_factory=WindowLimits)
+    # Per instance (`opencode-go.2`): its own limits and month anchor.
+    keys: dict[str, KeyQuota] = {}
+    # How often each key's `GET {api_url}/usage` is read; 0 = never.
+    usage_poll_seconds: float = 300.0
+    # Model id -> price, over the built-in table (used when the upstream reports no cost).
+    prices: dict[str, Price] = {}
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     backends: dict[str, Backend] = msgspec.field(
         default_factory=lambda: {DEFAULT_BACKEND: Backend()})
     server: Server = msgspec.field(default_factory=Server)
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     translation: Translation = msgspec.field(default_factory=Translation)
+    state: State = msgspec.field(default_factory=State)
+    quota: Quota = msgspec.field(default_factory=Quota)
     rules_dir: str | None = None
 
 

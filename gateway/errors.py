@@ -11,6 +11,10 @@ import msgspec
 
 _encode = msgspec.json.Encoder().encode
 
+# What decoding bytes someone else sent can raise: not JSON, not the expected shape, or not
+# UTF-8 at all (msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string).
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
 # Anthropic's documented error types by HTTP status; OpenAI clients only read `type` loosely, so
 # the same names serve both shapes (OpenAI's own 400 type is the same string).
 _TYPE_BY_STATUS = {
@@ -132,7 +136,7 @@ def read_upstream_error(body: bytes, status: int) -> UpstreamError:
     """
     try:
         parsed = _decode_any_error(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         text = body.decode("utf-8", "replace").strip()
         return UpstreamError(text[:500] if text else
                              f"upstream answered HTTP {status} with an empty body")

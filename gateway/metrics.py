@@ -94,6 +94,17 @@ class Metrics:
             prefix + "usage_limits", "Times an instance answered that a usage limit was reached "
             "(GoUsageLimitError), by the limit: 5 hour, weekly, monthly.",
             ("instance", "limit"), registry=registry)
+        self._window_used = Gauge(
+            prefix + "key_window_used_ratio", "Share of a key's dollar limit spent in a window "
+            "(rolling = 5 hours, weekly, monthly); 1 is the limit.", ("instance", "window"),
+            registry=registry, multiprocess_mode="max")
+        self._store_up = Gauge(
+            prefix + "state_store_up", "1 while the state store (sqlite/redis) takes writes and "
+            "answers reads; 0 while workers serve on their own view.", registry=registry,
+            multiprocess_mode="min")
+        self._store_failures = Counter(
+            prefix + "state_store_failures", "Syncs with the state store that failed (the "
+            "worker kept serving on its own view).", registry=registry)
         if self.multiprocess:
             MultiProcessCollector(self.registry)
         self._models: set[str] = set()
@@ -177,6 +188,15 @@ class Metrics:
 
     def limit_reached(self, instance: str, limit: str) -> None:
         self._for_instance(self._limits, instance, limit).inc()
+
+    def quota(self, used: dict[str, dict[str, float]], store_up: bool) -> None:
+        """After each sync with the state store: every key's window use, and the store's health."""
+        for instance, windows in used.items():
+            for window, ratio in windows.items():
+                self._for_instance(self._window_used, instance, window).set(ratio)
+        self._store_up.set(1 if store_up else 0)
+        if not store_up:
+            self._store_failures.inc()
 
     def exposition(self) -> bytes:
         """Every series in the Prometheus text format (all workers' in multiprocess mode)."""

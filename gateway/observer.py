@@ -16,6 +16,7 @@ when asked (`stream_options.include_usage`); without it the tokens stay unknown,
 from __future__ import annotations
 
 import asyncio
+import collections
 import sys
 import time
 
@@ -92,8 +93,16 @@ class Observer:
         self.access_log = access_log
         self.metrics = metrics if metrics is not None else Metrics()
         self._access = AccessLog(sys.stdout.buffer) if access_log else None
-        # Set by the app: record(instance, model, usage, cost) of the usage ledger.
-        self.ledger = None
+        # Set by the app: the key book, whose `finished` keeps the ledger and the stickiness.
+        self.quota = None
+        # The last errors this worker answered or saw, for the usage view and the dashboard.
+        self.recent_errors: collections.deque[dict] = collections.deque(maxlen=20)
+
+    def _remember_error(self, status: int, model: str | None, instance: str | None,
+                        error: str | None) -> None:
+        self.recent_errors.appendleft({
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "status": status,
+            "model": model, "instance": instance, "error": error})
 
     def first_byte(self, ctx: RouteContext, seconds: float) -> None:
         ctx.first_byte_seconds = seconds
@@ -125,8 +134,10 @@ class Observer:
         metrics = self.metrics
         metrics.request(ctx.frontend, ctx.model_id, status)
         metrics.routed(ctx.model_id, instance, duration, usage, cost)
-        if self.ledger is not None and ctx.instance is not None and (usage or cost):
-            self.ledger(ctx.instance, ctx.model_id, usage, cost)
+        if self.quota is not None:
+            self.quota.finished(ctx, status, usage, cost)
+        if status >= 400 or error:
+            self._remember_error(status, ctx.model_id, instance or None, error)
         if not self.access_log:
             return
         ttfb = ctx.first_byte_seconds
@@ -146,6 +157,7 @@ class Observer:
         """A request refused before it had a route (bad body, unknown model, no client key)."""
         # The model label stays empty: before routing it is whatever the client typed.
         self.metrics.request(frontend, None, status)
+        self._remember_error(status, model, None, error)
         if not self.access_log:
             return
         record = AccessRecord(request_id=request_id, frontend=frontend, status=status,

@@ -1,9 +1,16 @@
 """Shared fixtures: the fake OpenCode Go upstream, running as a real server for the session."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from tests.fake_upstream_client import FakeUpstream
+
+# Gateways built inside the test process keep their state under a scratch directory, never in
+# the user's own ~/.local/state.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="opencode-gateway-tests-")
 
 
 @pytest.fixture(scope="session")

@@ -1,37 +1,146 @@
-"""A scripted stand-in for OpenCode Go, served over real sockets.
+"""A scripted stand-in for OpenCode Go as it is today, served over real sockets.
 
-The tests point the gateway at it, and the benchmarks use it as the upstream. It speaks both
-OpenCode Go flavours under one base URL (`http://HOST:PORT/v1`):
+The tests point the gateway at it, and the benchmarks use it as the upstream. It is written from
+OpenCode Go's observed behaviour (/work/shared/UPSTREAM.md), never from the gateway's code, so
+the two cannot share a bug. Base URL `http://HOST:PORT/v1`; three wires and two read endpoints:
 
-- `POST /v1/chat/completions`: OpenAI Chat Completions, `Authorization: Bearer <key>`;
-- `POST /v1/messages`: Anthropic Messages, `x-api-key` + `anthropic-version`; it rejects with a
-  400 what OpenCode Go's Anthropic-compatible endpoint is known (or must be assumed) to reject.
+    POST /v1/chat/completions  OpenAI Chat Completions     Authorization: Bearer <key>
+    POST /v1/messages          Anthropic Messages          x-api-key + anthropic-version (a
+                               Bearer-only request is a 401); it rejects with a 400 what OpenCode
+                               Go's Anthropic-compatible endpoint rejects (thinking,
+                               anthropic-beta, context_management, output_config, system-role
+                               messages, non-alternating roles, empty text, orphan tool_result)
+    POST /v1/responses         OpenAI Responses            Authorization: Bearer <key>
+    GET  /v1/models            the catalogue               Authorization: Bearer <key>
+    GET  /v1/usage             the key's usage windows     Authorization: Bearer <key> only
+                                                           (x-api-key is not read: 401)
 
-What it answers is scripted by a directive in the text of the final user turn (the user
-messages after the last assistant message): `[[fake: key=value key ...]]`.
+Order of the checks on every /v1 request: the request is recorded; then the session rule;
+then auth; then a failing key (`/_fake/keys`); then, on the three model calls only, the key's
+usage limits; then the body (decode, model id, wire, conversation checks); then the directive.
+
+Session rule. A /v1 request without a non-empty `x-opencode-session` header is a 400:
+`{"type":"error","error":{"type":"MissingSessionID","message":"Error from provider (Console Go):
+Request is missing x-opencode-session and cannot be routed efficiently"}}`. (/_fake/ is exempt.)
+
+Catalogue and wires. `CATALOGUE` maps today's 25 ids to the wire that serves them ("chat",
+"messages", "responses"). A catalogue id on another endpoint is a 400 in OpenCode's shape,
+`{"type":"error","error":{"type":"invalid_request_error","message":"Error from provider
+(Console Go): Model <id> is not supported for format <fmt>"}}`, fmt `oa-compat` (chat),
+`anthropic` (messages) or `openai` (responses). Ids outside the catalogue: `minimax-*` and
+`qwen*` are served on /messages only, `gpt-*` on /responses only; any other unknown id is
+accepted on /chat/completions and /messages (new ids keep working) and refused on /responses.
+Prefixed ids (`opencode-go/glm-5.1`) are a 400 that asks for the bare id. `wire_of(model)`
+says what the built-in catalogue decides. GET /v1/models lists the catalogue, sorted:
+`{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"opencode"}]}`.
+
+What an answer holds is scripted by a directive in the text of the final user turn (chat: the
+user messages after the last assistant message; messages: the same; responses: the user message
+items after the last assistant message / function_call / reasoning item):
+`[[fake: key=value key ...]]`.
 
     deltas=N         text answer in N deltas (default 5)
-    reasoning        a reasoning part first (reasoning_content / a signed thinking block)
-    tools=N          N parallel tool calls (get_weather, get_time, ...); finish tool_calls / tool_use
+    reasoning        a reasoning part first (chat: reasoning_content; messages: a signed thinking
+                     block; responses: a `reasoning` item with one summary_text)
+    tools=N          N parallel tool calls (get_weather, get_time, ...); finish tool_calls /
+                     tool_use / function_call items (call ids call_fake_<k>, item ids fc_fake_<k>)
     text             with tools=N: a text answer before the tool calls
-    length           finish_reason length / stop_reason max_tokens instead of stop / end_turn
+    length           finish_reason length / stop_reason max_tokens / status "incomplete" with
+                     incomplete_details.reason "max_output_tokens" (stream ends response.incomplete)
     error=STATUS     answer that HTTP status in the flavour's error shape
     retry_after=S    with error=: a Retry-After header
-    stream_error     200, the first 3 text deltas, then an in-stream error, then the stream ends
+    stream_error     200, the first 3 text deltas, then an in-stream error (chat: an error frame;
+                     messages: an overloaded_error event; responses: response.failed with
+                     error.code "server_error"), then the stream ends
     cut              200, the first 3 text deltas (half the body when not streaming), then the
-                     TCP connection is aborted
+                     TCP connection is aborted (a failing stream sends no reasoning part, on
+                     deepseek-* either)
     slow=SECONDS     sleep between stream events
     ttfb=SECONDS     sleep before the response headers
 
 An unknown key is a 400, so a typo in a test fails loudly. Everything is deterministic: the
-answer text is `answer_text(deltas)`, prompt tokens are 10 per message, completion tokens count
-the content deltas (`completion_tokens`). Answers are rendered once per shape and then served as
-pre-encoded bytes, so the default path costs little more than aiohttp itself.
+answer text is `answer_text(deltas)`, prompt tokens are 10 per message (per input item on
+/responses, a string input being one item), completion tokens count the content deltas
+(`completion_tokens`). Answers are rendered once per shape and then served as pre-encoded bytes,
+so the default path costs little more than aiohttp itself.
 
-Test control:
-    POST /_fake/keys      {"KEY": {"status": 429, "retry_after": "2"}}: every request with that
-                          key (Bearer or x-api-key) fails so; {"KEY": null} restores the key
-    POST /_fake/reset     forget failing keys, recorded requests and finished-stream counts
+DeepSeek's thinking mode. deepseek-* answers always carry reasoning (as if `reasoning` were
+given), and a chat request whose messages hold an assistant message with `tool_calls` but no
+`reasoning_content` (missing or null; "" is accepted) is a 400: `{"error":{"message":"The
+`reasoning_content` in the thinking mode must be passed back to the API.","type":
+"invalid_request_error","param":null,"code":"invalid_request_error"}}`.
+
+The Responses wire. Input: a string or a list of items: message items (role user / assistant /
+system / developer; content a string or input_text / output_text / input_image / input_file /
+refusal parts; `type` may be left out), function_call {call_id, name, arguments},
+function_call_output {call_id, output}, reasoning items; item ids are allowed, unknown item types
+and fields are ignored. 400s: `previous_response_id` (nothing is stored), an empty input, a
+message item with another role or no content, a function_call without call_id or name, a
+function_call_output that answers no earlier function_call ("No tool call found for function call
+output with call_id X."), a function_call no function_call_output answers ("No tool output found
+for function call X."). Answer: a `response` object (id "resp_fake", item ids "rs_fake",
+"msg_fake", "fc_fake_<k>"); usage {input_tokens, input_tokens_details.cached_tokens 0,
+output_tokens, output_tokens_details.reasoning_tokens, total_tokens}. Stream: `event: <type>` /
+`data: {"type", "sequence_number" (0, 1, ...), ...}`: response.created, response.in_progress,
+then per output item output_item.added, its events (reasoning_summary_part.added,
+reasoning_summary_text.delta x3, .done, reasoning_summary_part.done | content_part.added,
+output_text.delta xN, output_text.done, content_part.done | function_call_arguments.delta x3,
+.done), output_item.done; then response.completed (response.incomplete with `length`).
+
+Cost. Every answer carries what it was charged, as a decimal string (`cost_string`): chat
+streams send one more frame after `data: [DONE]`, `data: {"id":"chatcmpl-fake","object":
+"chat.completion.chunk","created","model","choices":[],"cost":"0.000036"}` (whether or not the
+client asked for usage); messages streams end, after message_stop, with `event: ping` /
+`{"type":"ping","cost":"..."}`; responses streams carry `"cost"` in the final event's `response`
+(completed or incomplete); non-streamed answers of all three have a top-level `"cost"`. The
+figure is `fake_cost(model, input, cached, cache_creation, output)`: USD per million tokens from
+`PRICES` (input / output / cache read; `DEFAULT_PRICE` for any other model), cache creation at
+the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x3, minimax-m3 x2). The messages flavour has
+CACHE_READ_TOKENS cached and CACHE_CREATION_TOKENS cache-creation tokens besides its input
+tokens; the other flavours have none. A key is charged when its answer starts (after `ttfb`; a
+client that hung up during ttfb is not charged), `error=` answers are not charged, and a failing
+answer (stream_error, cut) is charged for what was generated before the failure: its input and
+the text deltas it sent (min(deltas, 3) output tokens), though no cost frame reaches the client.
+
+Usage limits. Per key the fake keeps its charges with their times; when the charges of the
+rolling 5 hours reach $12 (`DEFAULT_LIMITS`; calendar week, from Monday 00:00 UTC: $30; calendar
+month: $60) the key's model calls get 429 until the window lets them through again:
+`retry-after: <seconds>` (honest, at least 1; when several windows are full, the longest wait)
+and `{"type":"error","error":{"type":"GoUsageLimitError","message":"5-hour usage limit reached.
+Resets in 3hr 56min. Upgrade or wait for the reset."},"metadata":{"workspace":"wrk_fake",
+"limitName":"5 hour"}}` (`usage_limit_message`; limitName `5 hour`, `weekly` or `monthly`). The
+request that crosses a limit is still answered. Limits block only the three model calls, never
+GET /v1/models or /v1/usage. GET /v1/usage answers `{"workspaceID":"wrk_fake","userID":
+"usr_fake","usage":{"rolling"|"weekly"|"monthly":{"status":"ok"|"rate-limited","percent":<int>,
+"resetsAt":"<ISO 8601 UTC, ms, Z>"}}}`: percent = floor(charges in the window / limit x 100)
+(not capped), rate-limited from 100; resetsAt: rolling when the window's oldest charge leaves it
+(now + 5 h when it holds none), weekly next Monday 00:00 UTC, monthly the 1st of next month
+00:00 UTC. A manual limit (`/_fake/keys`) shows as that window rate-limited (percent at least
+100, resetsAt now + its retry_after).
+
+Test control (never needs a session header or a key):
+    POST /_fake/keys      {"KEY": {"status": 429, "retry_after": "2"}}: every /v1 request with
+                          that key (Bearer or x-api-key) fails so, with the message "fake
+                          upstream error STATUS"; {"KEY": {"limit": "5 hour" | "weekly" |
+                          "monthly", "retry_after": 14160}}: the key's model calls get the usage-
+                          limit 429 (retry_after in seconds, default 3600); {"KEY": null} restores
+                          the key
+    POST /_fake/limits    {"KEY": {"rolling": 12, "weekly": 30, "monthly": 60}}: the key's dollar
+                          limits (a missing field: its default; each > 0); {"KEY": null}: defaults
+    POST /_fake/usage     {"KEY": {"rolling": 90, "weekly": 10, "monthly": 5}}: /v1/usage shows
+                          these percents for the key (a missing or null field: the real figure);
+                          {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
+                          upstream without the endpoint); {"KEY": null} clears; each call replaces
+                          the key's overrides
+    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses"}, "remove": ["id"],
+                          "list_status": 500 | null}: edit the catalogue (added ids are strict
+                          about their wire; a removed id is judged as an unknown id) and make GET
+                          /v1/models fail with that status (null: answer again); answers
+                          {"models": {id: wire}, "list_status"}
+    POST /_fake/reset     forget failing keys, limits and usage overrides, charges, recorded
+                          requests and finished-stream counts; restore the built-in catalogue
+    GET  /_fake/charges   {"by_key": {"KEY": dollars}, "by_key_model": {"KEY": {"model":
+                          dollars}}, "requests": {"KEY": answers charged}}, since the last reset
     GET  /_fake/requests  the last 200 requests: path, headers (lower-case names), body, key
     GET  /_fake/stats     active_streams; completed_streams (ended by the fake: normally, after
                           stream_error, or cut); aborted_streams (the client hung up first, seen
@@ -44,8 +153,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import datetime
 import json
-from typing import Any, NamedTuple
+import math
+import time
+from typing import Any, Callable, NamedTuple
 
 import msgspec
 from aiohttp import web
@@ -64,6 +176,7 @@ TOOL_ARGUMENT_FRAGMENTS = 3    # argument deltas per tool call
 _WORDS = ("héllo", "wörld", "🎉")
 _TOOL_NAMES = ("get_weather", "get_time")
 CREATED = 1700000000
+STREAM_ERROR_MESSAGE = "fake upstream stream error"
 
 
 def answer_deltas(deltas: int = 5) -> list[str]:
@@ -88,11 +201,17 @@ def tool_arguments(k: int) -> dict[str, Any]:
 
 
 def openai_tool_id(k: int) -> str:
+    """The call id of tool call `k` on the chat and responses wires."""
     return f"call_fake_{k}"
 
 
 def anthropic_tool_id(k: int) -> str:
     return f"toolu_fake_{k}"
+
+
+def responses_call_item_id(k: int) -> str:
+    """The item id of the k-th function_call output item on the responses wire."""
+    return f"fc_fake_{k}"
 
 
 def completion_tokens(deltas: int = 5, reasoning: bool = False, tools: int = 0,
@@ -113,6 +232,95 @@ def _fragments(s: str, parts: int) -> list[str]:
 
 def _tool_argument_json(k: int) -> str:
     return msgspec.json.encode(tool_arguments(k)).decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Today's catalogue, prices and limits: public so tests can state what they expect.
+
+CHAT, MESSAGES, RESPONSES = "chat", "messages", "responses"
+WIRES = (CHAT, MESSAGES, RESPONSES)
+WIRE_FORMATS = {CHAT: "oa-compat", MESSAGES: "anthropic", RESPONSES: "openai"}
+CATALOGUE: dict[str, str] = {
+    **dict.fromkeys(("deepseek-v4-flash", "deepseek-v4-pro", "glm-5", "glm-5.1", "glm-5.2",
+                     "grok-4.5", "hy3", "kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k3",
+                     "mimo-v2-omni", "mimo-v2-pro", "mimo-v2.5", "mimo-v2.5-pro"), CHAT),
+    **dict.fromkeys(("minimax-m2.5", "minimax-m2.7", "minimax-m3", "qwen3.5-plus",
+                     "qwen3.6-plus", "qwen3.7-max", "qwen3.7-plus", "qwen3.8-flash",
+                     "qwen3.8-max"), MESSAGES),
+    "gpt-5.6-luna": RESPONSES,
+}
+MODELS_OWNER = "opencode"
+WORKSPACE_ID = "wrk_fake"
+USER_ID = "usr_fake"
+SESSION_HEADER = "x-opencode-session"
+ERROR_PREFIX = "Error from provider (Console Go): "
+
+# USD per million tokens: input, output, cache read (cache creation is billed as input).
+PRICES: dict[str, tuple[float, float, float]] = {
+    "glm-5.1": (1.4, 4.4, 0.26), "glm-5.2": (1.4, 4.4, 0.26),
+    "kimi-k2.6": (0.95, 4.0, 0.16), "kimi-k2.7-code": (0.95, 4.0, 0.19),
+    "kimi-k3": (3.0, 15.0, 0.3),
+    "deepseek-v4-flash": (0.14, 0.28, 0.0028), "deepseek-v4-pro": (1.74, 3.48, 0.0145),
+    "mimo-v2.5": (0.14, 0.28, 0.0028), "mimo-v2.5-pro": (1.74, 3.48, 0.0145),
+    "minimax-m2.7": (0.3, 1.2, 0.06), "minimax-m3": (0.3, 1.2, 0.06),
+    "qwen3.6-plus": (0.5, 3.0, 0.05), "qwen3.7-max": (2.5, 7.5, 0.5),
+    "qwen3.7-plus": (0.4, 1.6, 0.04),
+}
+DEFAULT_PRICE = (1.0, 4.0, 0.1)
+USAGE_MULTIPLIERS = {"kimi-k3": 3, "minimax-m3": 2}
+
+DEFAULT_LIMITS = {"rolling": 12.0, "weekly": 30.0, "monthly": 60.0}   # dollars per window
+LIMIT_NAMES = {"rolling": "5 hour", "weekly": "weekly", "monthly": "monthly"}
+ROLLING_WINDOW_SECONDS = 5 * 3600
+
+
+def fake_cost(model: str, input_tokens: int, cached_tokens: int = 0,
+              cache_creation_tokens: int = 0, output_tokens: int = 0) -> float:
+    """The dollars an answer costs: `input_tokens` are the uncached input tokens."""
+    price_in, price_out, price_cache = PRICES.get(model, DEFAULT_PRICE)
+    return USAGE_MULTIPLIERS.get(model, 1) * (
+        input_tokens * price_in + cached_tokens * price_cache
+        + cache_creation_tokens * price_in + output_tokens * price_out) / 1e6
+
+
+def cost_string(dollars: float) -> str:
+    """The wire form of a cost: a plain decimal, 10 places at most, no exponent ("0.000036")."""
+    return f"{dollars:.10f}".rstrip("0").rstrip(".") or "0"
+
+
+def wire_of(model: str, catalogue: dict[str, str] = CATALOGUE) -> str | None:
+    """The wire that serves `model`; None: an unknown id, taken on chat and messages."""
+    wire = catalogue.get(model)
+    if wire is not None:
+        return wire
+    if model.startswith(("minimax-", "qwen")):
+        return MESSAGES
+    if model.startswith("gpt-"):
+        return RESPONSES
+    return None
+
+
+def thinking_model(model: str) -> bool:
+    """DeepSeek runs in thinking mode: reasoning in every answer, and it must come back."""
+    return model.startswith("deepseek-")
+
+
+def resets_in(seconds: int) -> str:
+    """ "3hr 56min", "2day 5hr", "12min", "40sec": the wait in a usage-limit message."""
+    days, rest = divmod(max(0, int(seconds)), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}day {hours}hr"
+    if hours:
+        return f"{hours}hr {minutes}min"
+    return f"{minutes}min" if minutes else f"{secs}sec"
+
+
+def usage_limit_message(limit_name: str, retry_after: int) -> str:
+    title = {"5 hour": "5-hour", "weekly": "Weekly", "monthly": "Monthly"}[limit_name]
+    return (f"{title} usage limit reached. Resets in {resets_in(retry_after)}. "
+            "Upgrade or wait for the reset.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +400,7 @@ class _ChatMessage(msgspec.Struct):
     content: str | list[_Part] | None = None
     tool_calls: list[_ToolCallRef] | None = None
     tool_call_id: str | None = None
+    reasoning_content: Any = msgspec.UNSET     # DeepSeek: missing or null is refused
 
 
 class _StreamOptions(msgspec.Struct):
@@ -229,8 +438,25 @@ class _MessagesRequest(msgspec.Struct):
     output_config: Any = msgspec.UNSET
 
 
+class _ResponsesItem(msgspec.Struct):
+    type: str = "message"          # an easy input message may leave the type out
+    role: str | None = None
+    content: str | list[_Part] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ResponsesRequest(msgspec.Struct):
+    model: str
+    input: str | list[_ResponsesItem] | None = None
+    stream: bool = False
+    previous_response_id: str | None = None
+
+
 _decode_chat = msgspec.json.Decoder(_ChatRequest).decode
 _decode_messages = msgspec.json.Decoder(_MessagesRequest).decode
+_decode_responses = msgspec.json.Decoder(_ResponsesRequest).decode
 _encode = msgspec.json.encode
 
 
@@ -257,11 +483,35 @@ def _anthropic_error(status: int, message: str, retry_after: str | None = None) 
     return _json_response(body, status, retry_after)
 
 
+def _opencode_error(status: int, error_type: str, message: str) -> web.Response:
+    """OpenCode's own errors (session, wrong wire) have this shape on every endpoint."""
+    return _json_response(_encode({"type": "error", "error": {"type": error_type,
+                                                              "message": message}}), status)
+
+
 def _json_response(body: bytes, status: int = 200, retry_after: str | None = None) -> web.Response:
     headers = {"Content-Type": "application/json"}
     if retry_after is not None:
         headers["Retry-After"] = retry_after
     return web.Response(body=body, status=status, headers=headers)
+
+
+_MISSING_SESSION = _encode({"type": "error", "error": {
+    "type": "MissingSessionID",
+    "message": ERROR_PREFIX + "Request is missing x-opencode-session and cannot be routed "
+                              "efficiently"}})
+_DEEPSEEK_REASONING = _encode({"error": {
+    "message": "The `reasoning_content` in the thinking mode must be passed back to the API.",
+    "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}})
+
+
+def _usage_limit_error(limit_name: str, retry_after: int) -> web.Response:
+    body = _encode({"type": "error",
+                    "error": {"type": "GoUsageLimitError",
+                              "message": usage_limit_message(limit_name, retry_after)},
+                    "metadata": {"workspace": WORKSPACE_ID, "limitName": limit_name}})
+    return web.Response(body=body, status=429, headers={"Content-Type": "application/json",
+                                                        "retry-after": str(retry_after)})
 
 
 class _Rejected(Exception):
@@ -272,23 +522,29 @@ class _Rejected(Exception):
 # Rendering: each function builds the wire bytes of one answer shape; results are cached.
 
 class _Shape(NamedTuple):
-    flavour: str
+    flavour: str         # "openai" (chat), "anthropic" (messages), "responses"
     stream: bool
     model: str
-    n_messages: int
+    n_messages: int      # messages, or input items on /responses
     include_usage: bool
     deltas: int
     reasoning: bool
     tools: int
     text: bool
     length: bool
-    failing: bool        # stream_error or cut: the short failing stream
+    failing: str         # "", "stream_error" or "cut": the short failing stream
+
+
+class _Rendered(NamedTuple):
+    payload: Any         # bytes, or the list of stream events
+    charge: float        # dollars charged for this answer
 
 
 def _shape(flavour: str, stream: bool, model: str, n_messages: int, include_usage: bool,
            s: Script) -> _Shape:
-    return _Shape(flavour, stream, model, n_messages, include_usage, s.deltas, s.reasoning,
-                  s.tools, s.text, s.length, s.stream_error or s.cut)
+    failing = "stream_error" if s.stream_error else "cut" if s.cut else ""
+    return _Shape(flavour, stream, model, n_messages, include_usage, s.deltas,
+                  s.reasoning or thinking_model(model), s.tools, s.text, s.length, failing)
 
 
 def _text_deltas(sh: _Shape) -> list[str]:
@@ -303,8 +559,27 @@ def _output_tokens(sh: _Shape) -> int:
     return completion_tokens(sh.deltas, sh.reasoning, sh.tools, sh.text)
 
 
+def _input_tokens(sh: _Shape) -> int:
+    return PROMPT_TOKENS_PER_MESSAGE * sh.n_messages
+
+
+def _cost(sh: _Shape) -> str:
+    """What the shape is charged: a failing answer pays for the text deltas it got out."""
+    output = len(_text_deltas(sh)) if sh.failing else _output_tokens(sh)
+    if sh.failing and sh.reasoning and not sh.stream:
+        output += len(REASONING_DELTAS)   # the short plain body still holds the reasoning
+    if sh.flavour == "anthropic":
+        dollars = fake_cost(sh.model, _input_tokens(sh), CACHE_READ_TOKENS,
+                            CACHE_CREATION_TOKENS, output)
+    else:
+        dollars = fake_cost(sh.model, _input_tokens(sh), 0, 0, output)
+    return cost_string(dollars)
+
+
+# --- chat
+
 def _openai_usage(sh: _Shape) -> dict[str, int]:
-    prompt = PROMPT_TOKENS_PER_MESSAGE * sh.n_messages
+    prompt = _input_tokens(sh)
     completion = _output_tokens(sh)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
@@ -316,7 +591,7 @@ def _openai_finish(sh: _Shape) -> str:
     return "tool_calls" if sh.tools else "stop"
 
 
-def _openai_body(sh: _Shape) -> bytes:
+def _openai_body(sh: _Shape, cost: str) -> bytes:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(_text_deltas(sh)) or None}
     if sh.reasoning:
         message["reasoning_content"] = REASONING_TEXT
@@ -329,10 +604,15 @@ def _openai_body(sh: _Shape) -> bytes:
                     "model": sh.model,
                     "choices": [{"index": 0, "message": message,
                                  "finish_reason": _openai_finish(sh)}],
-                    "usage": _openai_usage(sh)})
+                    "usage": _openai_usage(sh), "cost": cost})
 
 
-def _openai_events(sh: _Shape) -> list[bytes]:
+_OPENAI_STREAM_ERROR = b"data: " + _encode({"error": {
+    "message": STREAM_ERROR_MESSAGE, "type": "server_error", "param": None,
+    "code": None}}) + b"\n\n"
+
+
+def _openai_events(sh: _Shape, cost: str) -> list[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         return b"data: " + _encode({
             "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED,
@@ -344,7 +624,7 @@ def _openai_events(sh: _Shape) -> list[bytes]:
         events += [chunk({"reasoning_content": d}) for d in REASONING_DELTAS]
     events += [chunk({"content": d}) for d in _text_deltas(sh)]
     if sh.failing:
-        return events
+        return events + [_OPENAI_STREAM_ERROR] if sh.failing == "stream_error" else events
     for k in range(sh.tools):
         events.append(chunk({"tool_calls": [{"index": k, "id": openai_tool_id(k), "type": "function",
                                              "function": {"name": tool_name(k), "arguments": ""}}]}))
@@ -356,8 +636,13 @@ def _openai_events(sh: _Shape) -> list[bytes]:
             "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED,
             "model": sh.model, "choices": [], "usage": _openai_usage(sh)}) + b"\n\n")
     events.append(b"data: [DONE]\n\n")
+    events.append(b"data: " + _encode({
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED,
+        "model": sh.model, "choices": [], "cost": cost}) + b"\n\n")
     return events
 
+
+# --- messages
 
 def _anthropic_stop(sh: _Shape) -> str:
     if sh.length:
@@ -366,12 +651,12 @@ def _anthropic_stop(sh: _Shape) -> str:
 
 
 def _anthropic_input_usage(sh: _Shape) -> dict[str, int]:
-    return {"input_tokens": PROMPT_TOKENS_PER_MESSAGE * sh.n_messages,
+    return {"input_tokens": _input_tokens(sh),
             "cache_creation_input_tokens": CACHE_CREATION_TOKENS,
             "cache_read_input_tokens": CACHE_READ_TOKENS}
 
 
-def _anthropic_body(sh: _Shape) -> bytes:
+def _anthropic_body(sh: _Shape, cost: str) -> bytes:
     content: list[dict[str, Any]] = []
     if sh.reasoning:
         content.append({"type": "thinking", "thinking": REASONING_TEXT,
@@ -383,14 +668,19 @@ def _anthropic_body(sh: _Shape) -> bytes:
                  "input": tool_arguments(k)} for k in range(sh.tools)]
     return _encode({"id": "msg_fake", "type": "message", "role": "assistant", "model": sh.model,
                     "content": content, "stop_reason": _anthropic_stop(sh), "stop_sequence": None,
-                    "usage": {**_anthropic_input_usage(sh), "output_tokens": _output_tokens(sh)}})
+                    "usage": {**_anthropic_input_usage(sh), "output_tokens": _output_tokens(sh)},
+                    "cost": cost})
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + _encode(data) + b"\n\n"
 
 
-def _anthropic_events(sh: _Shape) -> list[bytes]:
+_ANTHROPIC_STREAM_ERROR = _sse("error", {"type": "error", "error": {
+    "type": "overloaded_error", "message": STREAM_ERROR_MESSAGE + ": Overloaded"}})
+
+
+def _anthropic_events(sh: _Shape, cost: str) -> list[bytes]:
     events = [
         _sse("message_start", {"type": "message_start", "message": {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": sh.model,
@@ -417,7 +707,8 @@ def _anthropic_events(sh: _Shape) -> list[bytes]:
     if text:
         block({"type": "text", "text": ""}, [{"type": "text_delta", "text": d} for d in text])
     if sh.failing:
-        return events[:-1]  # the text block never closes: the stream fails inside it
+        events.pop()  # the text block never closes: the stream fails inside it
+        return events + [_ANTHROPIC_STREAM_ERROR] if sh.failing == "stream_error" else events
     for k in range(sh.tools):
         block({"type": "tool_use", "id": anthropic_tool_id(k), "name": tool_name(k), "input": {}},
               [{"type": "input_json_delta", "partial_json": frag}
@@ -427,16 +718,138 @@ def _anthropic_events(sh: _Shape) -> list[bytes]:
                                                    "stop_sequence": None},
                                          "usage": {"output_tokens": _output_tokens(sh)}}))
     events.append(_sse("message_stop", {"type": "message_stop"}))
+    events.append(_sse("ping", {"type": "ping", "cost": cost}))
     return events
 
 
-_OPENAI_STREAM_ERROR = b"data: " + _encode({"error": {
-    "message": "fake upstream stream error", "type": "server_error", "param": None,
-    "code": None}}) + b"\n\n"
-_ANTHROPIC_STREAM_ERROR = _sse("error", {"type": "error", "error": {
-    "type": "overloaded_error", "message": "fake upstream stream error: Overloaded"}})
-_RENDER = {("openai", False): _openai_body, ("openai", True): _openai_events,
-           ("anthropic", False): _anthropic_body, ("anthropic", True): _anthropic_events}
+# --- responses
+
+def _responses_usage(sh: _Shape) -> dict[str, Any]:
+    prompt, completion = _input_tokens(sh), _output_tokens(sh)
+    return {"input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "output_tokens": completion,
+            "output_tokens_details": {
+                "reasoning_tokens": len(REASONING_DELTAS) if sh.reasoning else 0},
+            "total_tokens": prompt + completion}
+
+
+def _responses_object(sh: _Shape, status: str, output: list[dict[str, Any]],
+                      usage: dict[str, Any] | None = None, error: dict[str, str] | None = None,
+                      cost: str | None = None) -> dict[str, Any]:
+    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+    out = {"id": "resp_fake", "object": "response", "created_at": CREATED, "status": status,
+           "error": error, "incomplete_details": incomplete, "instructions": None,
+           "max_output_tokens": None, "model": sh.model, "output": output,
+           "parallel_tool_calls": True, "previous_response_id": None,
+           "reasoning": {"effort": None, "summary": None}, "store": False, "temperature": 1.0,
+           "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+           "top_p": 1.0, "truncation": "disabled", "usage": usage, "metadata": {}}
+    if cost is not None:
+        out["cost"] = cost
+    return out
+
+
+def _responses_status(sh: _Shape) -> str:
+    return "incomplete" if sh.length else "completed"
+
+
+def _reasoning_item(summary: str | None) -> dict[str, Any]:
+    return {"type": "reasoning", "id": "rs_fake",
+            "summary": [] if summary is None else [{"type": "summary_text", "text": summary}]}
+
+
+def _output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _message_item(status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "message", "id": "msg_fake", "status": status, "role": "assistant",
+            "content": content}
+
+
+def _call_item(k: int, status: str, arguments: str) -> dict[str, Any]:
+    return {"type": "function_call", "id": responses_call_item_id(k), "call_id": openai_tool_id(k),
+            "name": tool_name(k), "arguments": arguments, "status": status}
+
+
+def _responses_output(sh: _Shape) -> list[dict[str, Any]]:
+    output = []
+    if sh.reasoning:
+        output.append(_reasoning_item(REASONING_TEXT))
+    text = "".join(_text_deltas(sh))
+    if text:
+        output.append(_message_item(_responses_status(sh), [_output_text(text)]))
+    output += [_call_item(k, "completed", _tool_argument_json(k)) for k in range(sh.tools)]
+    return output
+
+
+def _responses_body(sh: _Shape, cost: str) -> bytes:
+    return _encode(_responses_object(sh, _responses_status(sh), _responses_output(sh),
+                                     _responses_usage(sh), cost=cost))
+
+
+def _responses_events(sh: _Shape, cost: str) -> list[bytes]:
+    events: list[bytes] = []
+
+    def event(kind: str, **fields: Any) -> None:
+        events.append(_sse(kind, {"type": kind, "sequence_number": len(events), **fields}))
+
+    event("response.created", response=_responses_object(sh, "in_progress", []))
+    event("response.in_progress", response=_responses_object(sh, "in_progress", []))
+    output: list[dict[str, Any]] = []
+    if sh.reasoning and not sh.failing:
+        at = {"item_id": "rs_fake", "output_index": len(output)}
+        event("response.output_item.added", output_index=at["output_index"],
+              item=_reasoning_item(None))
+        event("response.reasoning_summary_part.added", summary_index=0,
+              part={"type": "summary_text", "text": ""}, **at)
+        for d in REASONING_DELTAS:
+            event("response.reasoning_summary_text.delta", summary_index=0, delta=d, **at)
+        event("response.reasoning_summary_text.done", summary_index=0, text=REASONING_TEXT, **at)
+        event("response.reasoning_summary_part.done", summary_index=0,
+              part={"type": "summary_text", "text": REASONING_TEXT}, **at)
+        output.append(_reasoning_item(REASONING_TEXT))
+        event("response.output_item.done", output_index=at["output_index"], item=output[-1])
+    deltas = _text_deltas(sh)
+    if deltas:
+        at = {"item_id": "msg_fake", "output_index": len(output)}
+        event("response.output_item.added", output_index=at["output_index"],
+              item=_message_item("in_progress", []))
+        event("response.content_part.added", content_index=0, part=_output_text(""), **at)
+        for d in deltas:
+            event("response.output_text.delta", content_index=0, delta=d, logprobs=[], **at)
+        if sh.failing:
+            if sh.failing == "stream_error":
+                event("response.failed", response=_responses_object(
+                    sh, "failed", [], error={"code": "server_error",
+                                             "message": STREAM_ERROR_MESSAGE}))
+            return events
+        text = "".join(deltas)
+        event("response.output_text.done", content_index=0, text=text, logprobs=[], **at)
+        event("response.content_part.done", content_index=0, part=_output_text(text), **at)
+        output.append(_message_item(_responses_status(sh), [_output_text(text)]))
+        event("response.output_item.done", output_index=at["output_index"], item=output[-1])
+    for k in range(sh.tools):
+        arguments = _tool_argument_json(k)
+        at = {"item_id": responses_call_item_id(k), "output_index": len(output)}
+        event("response.output_item.added", output_index=at["output_index"],
+              item=_call_item(k, "in_progress", ""))
+        for frag in _fragments(arguments, TOOL_ARGUMENT_FRAGMENTS):
+            event("response.function_call_arguments.delta", delta=frag, **at)
+        event("response.function_call_arguments.done", arguments=arguments, **at)
+        output.append(_call_item(k, "completed", arguments))
+        event("response.output_item.done", output_index=at["output_index"], item=output[-1])
+    status = _responses_status(sh)
+    event("response.incomplete" if sh.length else "response.completed",
+          response=_responses_object(sh, status, output, _responses_usage(sh), cost=cost))
+    return events
+
+
+_RENDER: dict[tuple[str, bool], Callable[[_Shape, str], Any]] = {
+    ("openai", False): _openai_body, ("openai", True): _openai_events,
+    ("anthropic", False): _anthropic_body, ("anthropic", True): _anthropic_events,
+    ("responses", False): _responses_body, ("responses", True): _responses_events}
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _CACHE_LIMIT = 4096
 
@@ -488,6 +901,13 @@ def _check_chat(req: _ChatRequest) -> None:
         if m.role == "assistant" and m.tool_calls:
             unanswered = [c.id for c in m.tool_calls]
     # Unanswered tool calls at the very end are left to the model, as OpenAI does.
+
+
+def _reasoning_lost(req: _ChatRequest) -> bool:
+    """DeepSeek: an assistant tool-call turn whose reasoning_content is missing or null."""
+    return any(m.role == "assistant" and m.tool_calls
+               and (m.reasoning_content is msgspec.UNSET or m.reasoning_content is None)
+               for m in req.messages)
 
 
 def _anthropic_final_turn_text(req: _MessagesRequest) -> str:
@@ -561,30 +981,235 @@ def _check_messages(req: _MessagesRequest, beta: str | None) -> None:
                         if m.role == "assistant" else set())
 
 
+_RESPONSES_ROLES = ("user", "assistant", "system", "developer")
+_RESPONSES_PARTS = ("input_text", "output_text", "input_image", "input_file", "refusal")
+
+
+def _responses_items(req: _ResponsesRequest) -> list[_ResponsesItem]:
+    """The request's input as items, checked as OpenAI checks them with store=false."""
+    if _is_prefixed(req.model):
+        raise _Rejected(_prefixed_model_message(req.model))
+    if req.previous_response_id is not None:
+        raise _Rejected("previous_response_id: previous_response_id is not supported with "
+                        "store=false: no response is stored; send the whole conversation as "
+                        "input items")
+    if req.input is None:
+        raise _Rejected("input: Field required")
+    items = ([_ResponsesItem("message", "user", req.input)] if isinstance(req.input, str)
+             else req.input)
+    if not items:
+        raise _Rejected("input: must contain at least one item")
+    calls: list[str] = []
+    answered: set[str] = set()
+    for i, item in enumerate(items):
+        if item.type == "message":
+            if item.role not in _RESPONSES_ROLES:
+                raise _Rejected(f"input[{i}].role: Invalid value {item.role!r}; supported values "
+                                f"are: 'user', 'assistant', 'system' and 'developer'")
+            if item.content is None:
+                raise _Rejected(f"input[{i}].content: Field required")
+            if not isinstance(item.content, str):
+                for j, part in enumerate(item.content):
+                    if part.type not in _RESPONSES_PARTS:
+                        raise _Rejected(f"input[{i}].content[{j}].type: Invalid value "
+                                        f"{part.type!r}")
+        elif item.type == "function_call":
+            if not item.call_id or not item.name or item.arguments is None:
+                raise _Rejected(f"input[{i}]: a function_call item needs call_id, name and "
+                                f"arguments")
+            calls.append(item.call_id)
+        elif item.type == "function_call_output":
+            if item.call_id not in calls:
+                raise _Rejected(f"No tool call found for function call output with call_id "
+                                f"{item.call_id}.")
+            answered.add(item.call_id)
+    for call_id in calls:
+        if call_id not in answered:
+            raise _Rejected(f"No tool output found for function call {call_id}.")
+    return items
+
+
+def _responses_final_turn_text(items: list[_ResponsesItem]) -> str:
+    texts = []
+    for item in reversed(items):
+        if item.type in ("function_call", "reasoning") or (
+                item.type == "message" and item.role == "assistant"):
+            break
+        if item.type != "message" or item.role != "user":
+            continue
+        if isinstance(item.content, str):
+            texts.append(item.content)
+        elif item.content:
+            texts.extend(p.text for p in item.content if p.text)
+    return " ".join(texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Charges and usage windows
+
+def _utc(ts: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+
+
+def _iso(ts: float) -> str:
+    return _utc(ts).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _next_monday(ts: float) -> float:
+    day = _utc(ts).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (day + datetime.timedelta(days=7 - day.weekday())).timestamp()
+
+
+def _next_month(ts: float) -> float:
+    day = _utc(ts).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return day.replace(year=day.year + day.month // 12, month=day.month % 12 + 1).timestamp()
+
+
+_WINDOW_SUMS = {"rolling": "rolling", "weekly": "week", "monthly": "month"}
+
+
+class _Ledger:
+    """One key's charges: totals, and what the three usage windows hold.
+
+    The rolling window keeps one bucket per second (so a load test's millions of answers stay a
+    few thousand buckets); the calendar windows keep a sum and when it ends.
+    """
+    __slots__ = ("buckets", "rolling", "week", "week_end", "month", "month_end", "total",
+                 "by_model", "count")
+
+    def __init__(self) -> None:
+        self.buckets: collections.deque[list] = collections.deque()   # [second, dollars]
+        self.rolling = self.week = self.month = self.total = 0.0
+        self.week_end = self.month_end = 0.0
+        self.by_model: dict[str, float] = {}
+        self.count = 0
+
+    def roll(self, now: float) -> None:
+        buckets = self.buckets
+        if buckets and buckets[0][0] <= now - ROLLING_WINDOW_SECONDS:
+            while buckets and buckets[0][0] <= now - ROLLING_WINDOW_SECONDS:
+                buckets.popleft()
+            self.rolling = sum(amount for _, amount in buckets)
+        if now >= self.week_end:
+            self.week, self.week_end = 0.0, _next_monday(now)
+        if now >= self.month_end:
+            self.month, self.month_end = 0.0, _next_month(now)
+
+    def charge(self, now: float, model: str, dollars: float) -> None:
+        self.roll(now)
+        second = int(now)
+        if self.buckets and self.buckets[-1][0] == second:
+            self.buckets[-1][1] += dollars
+        else:
+            self.buckets.append([second, dollars])
+        self.rolling += dollars
+        self.week += dollars
+        self.month += dollars
+        self.total += dollars
+        self.by_model[model] = self.by_model.get(model, 0.0) + dollars
+        self.count += 1
+
+    def rolling_frees_at(self, now: float, limit: float) -> float:
+        """When enough of the rolling window's charges have left it to be under `limit`."""
+        left = self.rolling
+        for second, amount in self.buckets:
+            left -= amount
+            if left < limit - 1e-12:
+                return second + ROLLING_WINDOW_SECONDS
+        return now + ROLLING_WINDOW_SECONDS
+
+    def spent(self, window: str) -> float:
+        return getattr(self, _WINDOW_SUMS[window])
+
+    def resets_at(self, window: str, now: float) -> float:
+        if window == "weekly":
+            return self.week_end
+        if window == "monthly":
+            return self.month_end
+        return (self.buckets[0][0] + ROLLING_WINDOW_SECONDS if self.buckets
+                else now + ROLLING_WINDOW_SECONDS)
+
+
+def _reached(spent: float, limit: float) -> bool:
+    return spent > 0 and spent >= limit - 1e-12
+
+
 # ---------------------------------------------------------------------------------------------
 # The server
 
+class _Failing(NamedTuple):
+    status: int
+    retry_after: str | None
+    limit: str | None         # a manual usage limit: "5 hour", "weekly" or "monthly"
+
+
 class _FakeState:
-    __slots__ = ("records", "keys", "active", "completed", "aborted", "rendered")
+    __slots__ = ("records", "keys", "active", "completed", "aborted", "rendered", "catalogue",
+                 "list_status", "models_body", "ledgers", "limits", "usage")
 
     def __init__(self, record: bool):
         self.records: collections.deque | None = collections.deque(maxlen=200) if record else None
-        self.keys: dict[str, tuple[int, str | None]] = {}
+        self.keys: dict[str, _Failing] = {}
         self.active = 0
         self.completed = 0
         self.aborted = 0
-        self.rendered: dict[_Shape, Any] = {}
+        self.rendered: dict[_Shape, _Rendered] = {}
+        self.catalogue = dict(CATALOGUE)
+        self.list_status: int | None = None
+        self.models_body: bytes | None = None
+        self.ledgers: dict[str, _Ledger] = {}
+        self.limits: dict[str, dict[str, float]] = {}
+        self.usage: dict[str, dict[str, Any]] = {}
+
+    def reset(self) -> None:
+        self.keys.clear()
+        if self.records is not None:
+            self.records.clear()
+        self.completed = self.aborted = 0
+        self.catalogue = dict(CATALOGUE)
+        self.list_status = None
+        self.models_body = None
+        self.ledgers.clear()
+        self.limits.clear()
+        self.usage.clear()
+
+    def charge(self, key: str, model: str, dollars: float) -> None:
+        ledger = self.ledgers.get(key)
+        if ledger is None:
+            ledger = self.ledgers[key] = _Ledger()
+        ledger.charge(time.time(), model, dollars)
+
+    def limit_reached(self, key: str) -> tuple[str, int] | None:
+        """(limitName, retry_after) when a usage window of `key` is full."""
+        ledger = self.ledgers.get(key)
+        if ledger is None:
+            return None
+        now = time.time()
+        ledger.roll(now)
+        limits = self.limits.get(key, DEFAULT_LIMITS)
+        frees_at = 0.0
+        name = None
+        for window in ("rolling", "weekly", "monthly"):
+            if _reached(ledger.spent(window), limits[window]):
+                at = (ledger.rolling_frees_at(now, limits[window]) if window == "rolling"
+                      else ledger.resets_at(window, now))
+                if at > frees_at:
+                    frees_at, name = at, LIMIT_NAMES[window]
+        if name is None:
+            return None
+        return name, max(1, math.ceil(frees_at - now))
 
 
 _STATE = web.AppKey("fake_state", _FakeState)
 
 
-def _render(state: _FakeState, sh: _Shape) -> Any:
+def _render(state: _FakeState, sh: _Shape) -> _Rendered:
     out = state.rendered.get(sh)
     if out is None:
         if len(state.rendered) >= _CACHE_LIMIT:
             state.rendered.clear()
-        out = state.rendered[sh] = _RENDER[sh.flavour, sh.stream](sh)
+        cost = _cost(sh)
+        out = state.rendered[sh] = _Rendered(_RENDER[sh.flavour, sh.stream](sh, cost), float(cost))
     return out
 
 
@@ -612,11 +1237,13 @@ async def _pause(request: web.Request, seconds: float) -> bool:
 
 
 async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: Script,
-                  stream_error: bytes) -> web.StreamResponse:
+                  key: str) -> web.StreamResponse:
+    rendered = _render(state, sh)
     if not sh.stream:
         if script.ttfb and not await _pause(request, script.ttfb):
             return web.Response(status=499)  # nobody is listening any more
-        body = _render(state, sh)
+        state.charge(key, sh.model, rendered.charge)
+        body = rendered.payload
         if not script.cut:
             return web.Response(body=body, content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -625,23 +1252,21 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
         await resp.write(body[:len(body) // 2])
         _abort(request)
         return resp
-    events = _render(state, sh)
     state.active += 1
     finished = False
     try:
         if script.ttfb and not await _pause(request, script.ttfb):
             return web.Response(status=499)
+        state.charge(key, sh.model, rendered.charge)
         resp = web.StreamResponse(headers=_SSE_HEADERS)
         await resp.prepare(request)
-        for n, event in enumerate(events):
+        for n, event in enumerate(rendered.payload):
             if script.slow and n and not await _pause(request, script.slow):
                 return resp
             await resp.write(event)
         if script.cut:
             _abort(request)
         else:
-            if script.stream_error:
-                await resp.write(stream_error)
             await resp.write_eof()
         finished = True
         return resp
@@ -660,29 +1285,81 @@ def _record(state: _FakeState, request: web.Request, body: bytes, key: str | Non
         state.records.append((request.path, request.raw_headers, body, key))
 
 
+def _no_session(request: web.Request) -> web.Response | None:
+    if request.headers.get(SESSION_HEADER, "").strip():
+        return None
+    return _json_response(_MISSING_SESSION, 400)
+
+
+def _bearer(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    return (auth[7:].strip() or None) if auth[:7].lower() == "bearer " else None
+
+
+_BEARER_REQUIRED = ("missing or malformed Authorization header: expected "
+                    "'Authorization: Bearer <api key>'")
+
+
+def _key_refusal(state: _FakeState, key: str, error: Callable[..., web.Response],
+                 model_call: bool) -> web.Response | None:
+    """A failing key's error, or (model calls only) the usage-limit 429."""
+    failing = state.keys.get(key)
+    if failing is not None:
+        if failing.limit is None:
+            return error(failing.status, f"fake upstream error {failing.status}",
+                         failing.retry_after)
+        if model_call:
+            return _usage_limit_error(failing.limit, int(float(failing.retry_after or 3600)))
+    if model_call and state.ledgers:
+        reached = state.limit_reached(key)
+        if reached is not None:
+            return _usage_limit_error(*reached)
+    return None
+
+
+def _wrong_wire(state: _FakeState, model: str, wire: str) -> web.Response | None:
+    if _is_prefixed(model):
+        return None   # the flavour's own check names the prefix
+    served = state.catalogue.get(model) or wire_of(model, {})
+    if served == wire or (served is None and wire != RESPONSES):
+        return None
+    return _opencode_error(400, "invalid_request_error",
+                           f"{ERROR_PREFIX}Model {model} is not supported for format "
+                           f"{WIRE_FORMATS[wire]}")
+
+
+_BAD_BODY = (msgspec.DecodeError, msgspec.ValidationError, _Rejected, _BadDirective)
+
+
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     body = await request.read()
-    auth = request.headers.get("Authorization", "")
-    key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+    key = _bearer(request)
     _record(state, request, body, key)
+    refused = _no_session(request)
+    if refused is not None:
+        return refused
     if not key:
-        return _openai_error(401, "missing or malformed Authorization header: expected "
-                                  "'Authorization: Bearer <api key>'")
-    failing = state.keys.get(key)
-    if failing:
-        return _openai_error(failing[0], f"fake upstream error {failing[0]}", failing[1])
+        return _openai_error(401, _BEARER_REQUIRED)
+    refused = _key_refusal(state, key, _openai_error, True)
+    if refused is not None:
+        return refused
     try:
         req = _decode_chat(body)
+        refused = _wrong_wire(state, req.model, CHAT)
+        if refused is not None:
+            return refused
         _check_chat(req)
+        if thinking_model(req.model) and _reasoning_lost(req):
+            return _json_response(_DEEPSEEK_REASONING, 400)
         script = parse_script(_chat_final_turn_text(req))
-    except (msgspec.DecodeError, msgspec.ValidationError, _Rejected, _BadDirective) as exc:
+    except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
     if script.error:
         return _openai_error(script.error, f"fake upstream error {script.error}", script.retry_after)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     sh = _shape("openai", req.stream, req.model, len(req.messages), include_usage, script)
-    return await _answer(request, state, sh, script, _OPENAI_STREAM_ERROR)
+    return await _answer(request, state, sh, script, key)
 
 
 async def _messages(request: web.Request) -> web.StreamResponse:
@@ -691,48 +1368,214 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     headers = request.headers
     key = headers.get("x-api-key") or None
     _record(state, request, body, key)
+    refused = _no_session(request)
+    if refused is not None:
+        return refused
     if not key:
         return _anthropic_error(401, "x-api-key header is required (this endpoint does not take "
                                      "Authorization: Bearer)")
-    failing = state.keys.get(key)
-    if failing:
-        return _anthropic_error(failing[0], f"fake upstream error {failing[0]}", failing[1])
+    refused = _key_refusal(state, key, _anthropic_error, True)
+    if refused is not None:
+        return refused
     if not headers.get("anthropic-version"):
         return _anthropic_error(400, "anthropic-version: header is required")
     try:
         req = _decode_messages(body)
+        refused = _wrong_wire(state, req.model, MESSAGES)
+        if refused is not None:
+            return refused
         _check_messages(req, headers.get("anthropic-beta"))
         script = parse_script(_anthropic_final_turn_text(req))
-    except (msgspec.DecodeError, msgspec.ValidationError, _Rejected, _BadDirective) as exc:
+    except _BAD_BODY as exc:
         return _anthropic_error(400, str(exc))
     if script.error:
         return _anthropic_error(script.error, f"fake upstream error {script.error}",
                                 script.retry_after)
     sh = _shape("anthropic", req.stream, req.model, len(req.messages), False, script)
-    return await _answer(request, state, sh, script, _ANTHROPIC_STREAM_ERROR)
+    return await _answer(request, state, sh, script, key)
+
+
+async def _responses(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    body = await request.read()
+    key = _bearer(request)
+    _record(state, request, body, key)
+    refused = _no_session(request)
+    if refused is not None:
+        return refused
+    if not key:
+        return _openai_error(401, _BEARER_REQUIRED)
+    refused = _key_refusal(state, key, _openai_error, True)
+    if refused is not None:
+        return refused
+    try:
+        req = _decode_responses(body)
+        refused = _wrong_wire(state, req.model, RESPONSES)
+        if refused is not None:
+            return refused
+        items = _responses_items(req)
+        script = parse_script(_responses_final_turn_text(items))
+    except _BAD_BODY as exc:
+        return _openai_error(400, str(exc))
+    if script.error:
+        return _openai_error(script.error, f"fake upstream error {script.error}", script.retry_after)
+    sh = _shape("responses", req.stream, req.model, len(items), False, script)
+    return await _answer(request, state, sh, script, key)
+
+
+async def _models(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    key = _bearer(request)
+    _record(state, request, b"", key)
+    refused = _no_session(request)
+    if refused is not None:
+        return refused
+    if not key:
+        return _openai_error(401, _BEARER_REQUIRED)
+    refused = _key_refusal(state, key, _openai_error, False)
+    if refused is not None:
+        return refused
+    if state.list_status is not None:
+        return _opencode_error(state.list_status, _error_type(state.list_status),
+                               f"{ERROR_PREFIX}fake models list error {state.list_status}")
+    if state.models_body is None:
+        state.models_body = _encode({"object": "list", "data": [
+            {"id": model, "object": "model", "created": CREATED, "owned_by": MODELS_OWNER}
+            for model in sorted(state.catalogue)]})
+    return _json_response(state.models_body)
+
+
+async def _usage(request: web.Request) -> web.Response:
+    state = request.app[_STATE]
+    key = _bearer(request)
+    _record(state, request, b"", key if key else request.headers.get("x-api-key"))
+    refused = _no_session(request)
+    if refused is not None:
+        return refused
+    if not key:
+        return _openai_error(401, _BEARER_REQUIRED + " (x-api-key is not read by this endpoint)")
+    refused = _key_refusal(state, key, _openai_error, False)
+    if refused is not None:
+        return refused
+    overrides = state.usage.get(key, {})
+    if overrides.get("status"):
+        status = overrides["status"]
+        return _opencode_error(status, _error_type(status), f"fake usage error {status}")
+    now = time.time()
+    ledger = state.ledgers.get(key) or _Ledger()
+    ledger.roll(now)
+    limits = state.limits.get(key, DEFAULT_LIMITS)
+    failing = state.keys.get(key)
+    usage = {}
+    for window in ("rolling", "weekly", "monthly"):
+        spent = ledger.spent(window)
+        percent = int(math.floor(spent / limits[window] * 100 + 1e-9))
+        resets_at = ledger.resets_at(window, now)
+        if failing is not None and failing.limit == LIMIT_NAMES[window]:
+            percent = max(percent, 100)
+            resets_at = now + int(float(failing.retry_after or 3600))
+        if overrides.get(window) is not None:
+            percent = int(overrides[window])
+        usage[window] = {"status": "rate-limited" if percent >= 100 else "ok",
+                         "percent": percent, "resetsAt": _iso(resets_at)}
+    return web.json_response({"workspaceID": WORKSPACE_ID, "userID": USER_ID, "usage": usage})
 
 
 # --- test control: /_fake/...
 
+def _control_error(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
 async def _set_keys(request: web.Request) -> web.Response:
-    """{"KEY": {"status": 429, "retry_after": "2"}, "OTHER": null}: null clears a key."""
+    """{"KEY": {"status": 429, "retry_after": "2"}, "LIMITED": {"limit": "weekly",
+    "retry_after": 3600}, "OTHER": null}: null clears a key."""
     state = request.app[_STATE]
     for key, how in (await request.json()).items():
         if how is None:
             state.keys.pop(key, None)
+            continue
+        retry_after = how.get("retry_after")
+        retry_after = None if retry_after is None else str(retry_after)
+        limit = how.get("limit")
+        if limit is not None:
+            if limit not in LIMIT_NAMES.values():
+                return _control_error(f"limit must be one of {sorted(LIMIT_NAMES.values())}")
+            state.keys[key] = _Failing(429, retry_after or "3600", limit)
+        elif how.get("status") is not None:
+            state.keys[key] = _Failing(int(how["status"]), retry_after, None)
         else:
-            retry_after = how.get("retry_after")
-            state.keys[key] = (int(how["status"]), None if retry_after is None else str(retry_after))
+            return _control_error(f"{key}: give a status or a limit (or null to restore it)")
     return web.json_response({"keys": sorted(state.keys)})
 
 
-async def _reset(request: web.Request) -> web.Response:
-    """Clears keys, recorded requests and the finished-stream counters (active is live)."""
+async def _set_limits(request: web.Request) -> web.Response:
+    """{"KEY": {"rolling": 12, "weekly": 30, "monthly": 60}}: a missing field keeps its default."""
     state = request.app[_STATE]
-    state.keys.clear()
-    if state.records is not None:
-        state.records.clear()
-    state.completed = state.aborted = 0
+    for key, how in (await request.json()).items():
+        if how is None:
+            state.limits.pop(key, None)
+            continue
+        limits = dict(DEFAULT_LIMITS)
+        for window, dollars in how.items():
+            if window not in DEFAULT_LIMITS:
+                return _control_error(f"unknown window {window!r}: rolling, weekly, monthly")
+            if dollars is None:
+                continue
+            if not isinstance(dollars, (int, float)) or dollars <= 0:
+                return _control_error(f"{window}: the limit must be a number of dollars > 0")
+            limits[window] = float(dollars)
+        state.limits[key] = limits
+    return web.json_response({"limits": state.limits})
+
+
+async def _set_usage(request: web.Request) -> web.Response:
+    """{"KEY": {"rolling": 90, "weekly": 10, "monthly": 5, "status": 404}}; null clears."""
+    state = request.app[_STATE]
+    for key, how in (await request.json()).items():
+        if how is None:
+            state.usage.pop(key, None)
+            continue
+        unknown = set(how) - {"rolling", "weekly", "monthly", "status"}
+        if unknown:
+            return _control_error(f"unknown fields {sorted(unknown)}: rolling, weekly, monthly, "
+                                  f"status")
+        state.usage[key] = {k: v for k, v in how.items() if v is not None}
+    return web.json_response({"usage": state.usage})
+
+
+async def _set_models(request: web.Request) -> web.Response:
+    """{"add": {"id": "chat"|"messages"|"responses"}, "remove": ["id"], "list_status": 500}."""
+    state = request.app[_STATE]
+    how = await request.json()
+    add = how.get("add") or {}
+    bad = {model: wire for model, wire in add.items() if wire not in WIRES}
+    if bad:
+        return _control_error(f"unknown wires {bad}: chat, messages, responses")
+    for model in how.get("remove") or ():
+        state.catalogue.pop(model, None)
+    state.catalogue.update(add)
+    if "list_status" in how:
+        state.list_status = None if how["list_status"] is None else int(how["list_status"])
+    state.models_body = None
+    return web.json_response({"models": dict(sorted(state.catalogue.items())),
+                              "list_status": state.list_status})
+
+
+async def _charges(request: web.Request) -> web.Response:
+    ledgers = request.app[_STATE].ledgers
+    return web.json_response({
+        "by_key": {key: round(ledger.total, 10) for key, ledger in ledgers.items()},
+        "by_key_model": {key: {model: round(dollars, 10)
+                               for model, dollars in ledger.by_model.items()}
+                         for key, ledger in ledgers.items()},
+        "requests": {key: ledger.count for key, ledger in ledgers.items()}})
+
+
+async def _reset(request: web.Request) -> web.Response:
+    """Clears keys, limits, usage overrides, charges, recorded requests and the finished-stream
+    counters (active is live); restores the built-in catalogue."""
+    request.app[_STATE].reset()
     return web.json_response({"reset": True})
 
 
@@ -768,8 +1611,15 @@ def make_app(record: bool = True) -> web.Application:
     app[_STATE] = _FakeState(record)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/messages", _messages)
+    app.router.add_post("/v1/responses", _responses)
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/usage", _usage)
     app.router.add_post("/_fake/keys", _set_keys)
+    app.router.add_post("/_fake/limits", _set_limits)
+    app.router.add_post("/_fake/usage", _set_usage)
+    app.router.add_post("/_fake/models", _set_models)
     app.router.add_post("/_fake/reset", _reset)
+    app.router.add_get("/_fake/charges", _charges)
     app.router.add_get("/_fake/requests", _requests)
     app.router.add_get("/_fake/stats", _stats)
     return app

@@ -2,7 +2,8 @@
 
 `FakeUpstream.start()` runs `python -m tests.fake_upstream` on a free loopback port and waits
 until it answers; the helpers talk to its `/_fake/` control endpoints with plain urllib, so they
-work from sync and async tests alike.
+work from sync and async tests alike. Requests to the fake's /v1 endpoints need an
+`x-opencode-session` header (`SESSION_HEADERS`), as OpenCode Go's do.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 _REPO = Path(__file__).resolve().parent.parent
+_KEEP = object()   # `models(list_status=...)` left out: unchanged
+SESSION_HEADERS = {"x-opencode-session": "ses_fake_test"}   # what every /v1 request needs
 
 
 def free_port() -> int:
@@ -95,13 +98,60 @@ class FakeUpstream:
             raise AssertionError("the fake upstream received no request")
         return recorded[-1]
 
-    def set_key(self, key: str, status: int | None, retry_after: str | int | None = None) -> None:
-        """Every request with `key` fails with `status` from now on; `status=None` restores it."""
-        how = None if status is None else {"status": status, "retry_after": retry_after}
+    def set_key(self, key: str, status: int | None = None, retry_after: str | int | None = None,
+                limit: str | None = None) -> None:
+        """Every request with `key` fails with `status` from now on; or, with `limit` ("5 hour",
+        "weekly", "monthly"), its model calls get OpenCode Go's usage-limit 429 (`retry_after`
+        seconds, default 3600). Neither: the key is restored."""
+        if limit is not None:
+            how: dict[str, Any] | None = {"limit": limit, "retry_after": retry_after}
+        elif status is not None:
+            how = {"status": status, "retry_after": retry_after}
+        else:
+            how = None
         self._call("POST", "/_fake/keys", {key: how})
 
+    def set_limit(self, key: str, limit: str | None = "5 hour",
+                  retry_after: int = 14160) -> None:
+        """The key's model calls get the usage-limit 429 for `limit`; `limit=None` restores it."""
+        self.set_key(key, limit=limit, retry_after=retry_after if limit else None)
+
+    def set_limits(self, key: str, rolling: float | None = None, weekly: float | None = None,
+                   monthly: float | None = None) -> None:
+        """The key's dollar limits per window (None: the default $12 / $30 / $60); all None
+        restores the defaults."""
+        how = {name: dollars for name, dollars in
+               (("rolling", rolling), ("weekly", weekly), ("monthly", monthly))
+               if dollars is not None}
+        self._call("POST", "/_fake/limits", {key: how or None})
+
+    def set_usage(self, key: str, rolling: int | None = None, weekly: int | None = None,
+                  monthly: int | None = None, status: int | None = None) -> None:
+        """What GET /v1/usage says for `key`: these percents (None: the real figure), or
+        `status` (an upstream without the endpoint). All None clears the overrides."""
+        how = {name: value for name, value in (("rolling", rolling), ("weekly", weekly),
+                                               ("monthly", monthly), ("status", status))
+               if value is not None}
+        self._call("POST", "/_fake/usage", {key: how or None})
+
+    def models(self, add: dict[str, str] | None = None, remove: list[str] | None = None,
+               list_status: int | None | object = _KEEP) -> dict[str, Any]:
+        """Edit the catalogue (`add`: id -> "chat" | "messages" | "responses"; `remove`: ids) and
+        make GET /v1/models fail with `list_status` (None: answer again; left out: unchanged).
+        Returns {"models": {id: wire}, "list_status"}; `models()` just reads them."""
+        payload: dict[str, Any] = {"add": add or {}, "remove": remove or []}
+        if list_status is not _KEEP:
+            payload["list_status"] = list_status
+        return self._call("POST", "/_fake/models", payload)
+
+    def charges(self) -> dict[str, Any]:
+        """{"by_key": {key: dollars}, "by_key_model": {key: {model: dollars}},
+        "requests": {key: answers charged}} since the last reset."""
+        return self._call("GET", "/_fake/charges")
+
     def reset(self) -> None:
-        """Forget failing keys, recorded requests and finished-stream counts."""
+        """Forget failing keys, limits, usage overrides, charges, recorded requests and
+        finished-stream counts; restore the built-in catalogue."""
         self._call("POST", "/_fake/reset", {})
 
     def stats(self) -> dict[str, int]:

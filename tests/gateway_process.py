@@ -22,7 +22,10 @@ class GatewayProcess:
         self.environment = {key: value for key, value in os.environ.items()
                             if not key.startswith(("OPENCODE_GO_", "GATEWAY_"))}
         self.environment.update({"OPENCODE_GO_API_URL": upstream_url,
-                                 "OPENCODE_GO_API_KEY": "test-key", "PYTHONUNBUFFERED": "1"})
+                                 "OPENCODE_GO_API_KEY": "test-key", "PYTHONUNBUFFERED": "1",
+                                 # each gateway its own ledger, unless a test shares one
+                                 "XDG_STATE_HOME": str((tmp_dir or Path("/tmp"))
+                                                       / f"state-{self.port}")})
         self.environment.update(env or {})
         self.args = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port),
                      "--workers", str(workers)]

@@ -1,4 +1,5 @@
-"""The fake upstream speaks both OpenCode Go flavours the way the official SDKs expect.
+"""The fake upstream speaks OpenCode Go's three wires the way the official SDKs expect, and
+keeps today's rules: the session header, the catalogue's wires, cost frames, usage limits.
 
 If these pass, a gateway test that fails against the fake is the gateway's fault: the SDKs
 themselves rebuild the fake's answers (text, reasoning, parallel tool calls, finish reasons,
@@ -6,24 +7,32 @@ usage) and see its rejections, errors and broken streams for what they are.
 """
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
+import math
 import socket
+import time
 import urllib.error
 import urllib.request
 
 import anthropic
 import openai
 import pytest
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
 from tests.fake_upstream import (
-    CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, REASONING_TEXT, THINKING_SIGNATURE,
-    anthropic_tool_id, answer_deltas, answer_text, completion_tokens, openai_tool_id,
-    parse_script, tool_arguments, tool_name,
+    CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, CATALOGUE, REASONING_DELTAS, REASONING_TEXT,
+    THINKING_SIGNATURE, anthropic_tool_id, answer_deltas, answer_text, completion_tokens,
+    cost_string, fake_cost, openai_tool_id, parse_script, responses_call_item_id, tool_arguments,
+    tool_name, usage_limit_message, wire_of,
 )
+from tests.fake_upstream_client import SESSION_HEADERS
 
 USER = [{"role": "user", "content": "hi"}]
 ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+BEARER = {"Authorization": "Bearer k"}
 
 
 def _ask(directive: str) -> list[dict]:
@@ -32,24 +41,38 @@ def _ask(directive: str) -> list[dict]:
 
 @pytest.fixture
 def oai(fake):
-    return openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0)
+    return openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0,
+                         default_headers=SESSION_HEADERS)
 
 
 @pytest.fixture
 def claude(fake):
     # Current SDKs send the API key as a Bearer token, which OpenCode Go's /messages refuses.
     return anthropic.Anthropic(base_url=fake.root, api_key="k", max_retries=0,
-                               default_headers={"x-api-key": "k"})
+                               default_headers={"x-api-key": "k", **SESSION_HEADERS})
 
 
-def _post(fake, path: str, body: dict, headers: dict[str, str]) -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(fake.root + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **headers})
+def _send(fake, method: str, path: str, body: dict | None, headers: dict[str, str],
+          session: bool) -> tuple[int, dict, bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(fake.root + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json",
+                                          **(SESSION_HEADERS if session else {}), **headers})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
+
+
+def _post(fake, path: str, body: dict, headers: dict[str, str],
+          session: bool = True) -> tuple[int, dict, bytes]:
+    """POST with the session header (unless `session=False`); status, headers, raw body."""
+    return _send(fake, "POST", path, body, headers, session)
+
+
+def _get(fake, path: str, headers: dict[str, str], session: bool = True) -> tuple[int, dict, bytes]:
+    return _send(fake, "GET", path, None, headers, session)
 
 
 def _sse_data(raw: bytes) -> list[str]:
@@ -92,8 +115,11 @@ def test_openai_stream_wire_format(fake):
                                  {"Authorization": "Bearer k"})
     assert status == 200 and headers["Content-Type"] == "text/event-stream"
     data = _sse_data(raw)
-    assert data[-1] == "[DONE]"
-    chunks = [json.loads(d) for d in data[:-1]]
+    assert data[-2] == "[DONE]"   # then OpenCode Go's cost frame
+    assert json.loads(data[-1]) == {
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+        "model": "glm-5.1", "choices": [], "cost": cost_string(fake_cost("glm-5.1", 10, 0, 0, 5))}
+    chunks = [json.loads(d) for d in data[:-2]]
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert all(c["choices"] for c in chunks), "a usage chunk came without include_usage"
@@ -104,7 +130,7 @@ def test_openai_usage_chunk_only_with_include_usage(fake):
                       {"model": "glm-5.1", "messages": USER, "stream": True,
                        "stream_options": {"include_usage": True}},
                       {"Authorization": "Bearer k"})
-    usage_chunk = json.loads(_sse_data(raw)[-2])
+    usage_chunk = json.loads(_sse_data(raw)[-3])
     assert usage_chunk["choices"] == []
     assert usage_chunk["usage"] == {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
@@ -147,7 +173,7 @@ def test_openai_tool_arguments_arrive_in_fragments(fake):
     _, _, raw = _post(fake, "/v1/chat/completions",
                       {"model": "glm-5.1", "messages": _ask("tools=1"), "stream": True},
                       {"Authorization": "Bearer k"})
-    deltas = [json.loads(d)["choices"][0]["delta"] for d in _sse_data(raw)[:-1]]
+    deltas = [json.loads(d)["choices"][0]["delta"] for d in _sse_data(raw)[:-2]]
     tool_deltas = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     assert tool_deltas[0]["function"] == {"name": "get_weather", "arguments": ""}
     fragments = [d["function"]["arguments"] for d in tool_deltas[1:]]
@@ -250,12 +276,15 @@ def test_anthropic_stream_wire_format(fake):
                                  ANTHROPIC_HEADERS)
     assert status == 200 and headers["Content-Type"] == "text/event-stream"
     assert _sse_events(raw) == ["message_start", "ping", "content_block_start"] + [
-        "content_block_delta"] * 5 + ["content_block_stop", "message_delta", "message_stop"]
+        "content_block_delta"] * 5 + ["content_block_stop", "message_delta", "message_stop",
+                                      "ping"]
     start = json.loads(_sse_data(raw)[0])["message"]
     assert start["usage"]["input_tokens"] > 0
     assert start["usage"]["cache_read_input_tokens"] > 0
     assert start["usage"]["cache_creation_input_tokens"] > 0
-    assert json.loads(_sse_data(raw)[-2])["usage"] == {"output_tokens": 5}
+    assert json.loads(_sse_data(raw)[-3])["usage"] == {"output_tokens": 5}
+    assert json.loads(_sse_data(raw)[-1]) == {"type": "ping", "cost": cost_string(fake_cost(
+        "minimax-m2.7", 10, CACHE_READ_TOKENS, CACHE_CREATION_TOKENS, 5))}
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -440,7 +469,8 @@ def test_cut_breaks_a_plain_answer(oai):
 
 
 def test_ttfb_holds_the_headers_back(fake):
-    client = openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0, timeout=0.3)
+    client = openai.OpenAI(base_url=fake.url, api_key="k", max_retries=0, timeout=0.3,
+                           default_headers=SESSION_HEADERS)
     with pytest.raises(openai.APITimeoutError):
         client.chat.completions.create(model="glm-5.1", messages=_ask("ttfb=3"))
 
@@ -466,7 +496,8 @@ def test_finished_streams_count_as_completed(oai, claude, fake):
 ])
 def test_client_hang_up_counts_as_aborted(fake, path, body, headers):
     conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **headers})
+    conn.request("POST", path, json.dumps(body),
+                 {"Content-Type": "application/json", **SESSION_HEADERS, **headers})
     if "ttfb" not in json.dumps(body):
         resp = conn.getresponse()
         assert resp.status == 200 and resp.read(10)
@@ -491,3 +522,604 @@ def test_requests_are_recorded_with_key_headers_and_body(fake):
     assert second["headers"]["anthropic-version"] == "2023-06-01"
     fake.reset()
     assert fake.requests() == []
+
+
+# --- the session rule ------------------------------------------------------------------------
+
+_MISSING_SESSION = {"type": "error", "error": {
+    "type": "MissingSessionID",
+    "message": "Error from provider (Console Go): Request is missing x-opencode-session and "
+               "cannot be routed efficiently"}}
+
+
+@pytest.mark.parametrize("method, path, body, headers", [
+    ("POST", "/v1/chat/completions", {"model": "glm-5.1", "messages": USER}, BEARER),
+    ("POST", "/v1/messages", _messages_body(), ANTHROPIC_HEADERS),
+    ("POST", "/v1/responses", {"model": "gpt-5.6-luna", "input": "hi"}, BEARER),
+    ("GET", "/v1/models", None, BEARER),
+    ("GET", "/v1/usage", None, BEARER),
+    ("POST", "/v1/chat/completions", {"model": "glm-5.1", "messages": USER}, {}),  # before auth
+])
+@pytest.mark.parametrize("session", [None, "", "  "])
+def test_every_api_request_needs_a_session_header(fake, method, path, body, headers, session):
+    if session is not None:
+        headers = {**headers, "x-opencode-session": session}
+    status, _, raw = _send(fake, method, path, body, headers, session=False)
+    assert (status, json.loads(raw)) == (400, _MISSING_SESSION)
+    assert fake.last_request()["path"] == path  # recorded all the same
+
+
+# --- catalogue and wires ---------------------------------------------------------------------
+
+_WIRE_CALLS = {
+    "chat": ("/v1/chat/completions", lambda m: {"model": m, "messages": USER}, BEARER),
+    "messages": ("/v1/messages", lambda m: _messages_body(model=m), ANTHROPIC_HEADERS),
+    "responses": ("/v1/responses", lambda m: {"model": m, "input": "hi"}, BEARER),
+}
+_FORMATS = {"chat": "oa-compat", "messages": "anthropic", "responses": "openai"}
+
+
+def _call_wire(fake, wire: str, model: str) -> tuple[int, dict, bytes]:
+    path, body, headers = _WIRE_CALLS[wire]
+    return _post(fake, path, body(model), headers)
+
+
+def test_catalogue_holds_todays_ids():
+    assert len(CATALOGUE) == 25
+    assert {m for m, w in CATALOGUE.items() if w == "responses"} == {"gpt-5.6-luna"}
+    assert {m for m, w in CATALOGUE.items() if w == "messages"} == {
+        "minimax-m2.5", "minimax-m2.7", "minimax-m3", "qwen3.5-plus", "qwen3.6-plus",
+        "qwen3.7-max", "qwen3.7-plus", "qwen3.8-flash", "qwen3.8-max"}
+    assert (wire_of("minimax-m9"), wire_of("qwen4-max"), wire_of("gpt-7"),
+            wire_of("brand-new")) == ("messages", "messages", "responses", None)
+
+
+@pytest.mark.parametrize("model, wire, on", [
+    ("minimax-m2.7", "messages", "chat"), ("gpt-5.6-luna", "responses", "chat"),
+    ("glm-5.1", "chat", "messages"), ("gpt-5.6-luna", "responses", "messages"),
+    ("glm-5.1", "chat", "responses"), ("qwen3.8-max", "messages", "responses"),
+    ("minimax-m9", "messages", "chat"), ("qwen9-new", "messages", "responses"),
+    ("gpt-7-new", "responses", "chat"), ("gpt-7-new", "responses", "messages"),
+    ("brand-new-model", None, "responses"),
+])
+def test_a_model_on_the_wrong_wire_is_refused_in_opencode_shape(fake, model, wire, on):
+    status, _, raw = _call_wire(fake, on, model)
+    assert status == 400
+    assert json.loads(raw) == {"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": f"Error from provider (Console Go): Model {model} is not supported for "
+                   f"format {_FORMATS[on]}"}}
+    if wire is not None:
+        assert _call_wire(fake, wire, model)[0] == 200
+
+
+@pytest.mark.parametrize("on", ["chat", "messages"])
+def test_an_unknown_id_is_taken_on_chat_and_messages(fake, on):
+    assert _call_wire(fake, on, "brand-new-model")[0] == 200
+
+
+def test_every_catalogue_id_answers_on_its_wire(fake):
+    for model, wire in CATALOGUE.items():
+        assert _call_wire(fake, wire, model)[0] == 200, model
+
+
+def test_v1_models_lists_the_catalogue(fake, oai):
+    status, _, raw = _get(fake, "/v1/models", BEARER)
+    assert status == 200
+    listed = json.loads(raw)
+    assert listed["object"] == "list"
+    assert listed["data"] == [{"id": m, "object": "model", "created": 1700000000,
+                               "owned_by": "opencode"} for m in sorted(CATALOGUE)]
+    assert [m.id for m in oai.models.list()] == sorted(CATALOGUE)
+    assert _get(fake, "/v1/models", {})[0] == 401
+    assert _get(fake, "/v1/models", {"x-api-key": "k"})[0] == 401
+
+
+def test_fake_models_edits_the_catalogue_until_reset(fake):
+    got = fake.models(add={"future-1": "responses", "future-2": "messages"},
+                      remove=["glm-5.1", "minimax-m2.7"])
+    assert got["models"]["future-1"] == "responses" and "glm-5.1" not in got["models"]
+    assert _call_wire(fake, "chat", "future-1")[0] == 400      # added ids are strict
+    assert _call_wire(fake, "responses", "future-1")[0] == 200
+    assert _call_wire(fake, "chat", "future-2")[0] == 400
+    assert _call_wire(fake, "messages", "glm-5.1")[0] == 200   # removed: judged as unknown
+    assert _call_wire(fake, "chat", "minimax-m2.7")[0] == 400  # still minimax-*: messages only
+    ids = [m["id"] for m in json.loads(_get(fake, "/v1/models", BEARER)[2])["data"]]
+    assert "future-1" in ids and "glm-5.1" not in ids and ids == sorted(ids)
+    assert fake.models(list_status=500)["list_status"] == 500
+    status, _, raw = _get(fake, "/v1/models", BEARER)
+    assert status == 500 and json.loads(raw)["type"] == "error"
+    assert fake.models()["list_status"] == 500                  # left out: unchanged
+    fake.models(list_status=None)
+    assert _get(fake, "/v1/models", BEARER)[0] == 200
+    fake.models(list_status=503)
+    fake.reset()
+    status, _, raw = _get(fake, "/v1/models", BEARER)
+    assert status == 200 and len(json.loads(raw)["data"]) == 25
+    assert _call_wire(fake, "messages", "glm-5.1")[0] == 400
+
+
+# --- the Responses wire ----------------------------------------------------------------------
+
+_STREAM_EVENT = TypeAdapter(ResponseStreamEvent)
+
+
+def _responses(fake, directive: str | None = None, stream: bool = False, model="gpt-5.6-luna",
+               **changes) -> tuple[int, dict, bytes]:
+    text = "hi" if directive is None else f"hi [[fake: {directive}]]"
+    return _post(fake, "/v1/responses", {"model": model, "input": text, "stream": stream,
+                                         **changes}, BEARER)
+
+
+def _response_events(raw: bytes) -> list[dict]:
+    """The stream's events, each checked: `event:` names its data's type, the SDK parses it,
+    sequence numbers count up from 0."""
+    events = []
+    for block in raw.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        name, data = block.split("\n")
+        assert name.startswith("event: ") and data.startswith("data: ")
+        event = json.loads(data[6:])
+        assert event["type"] == name[7:]
+        assert _STREAM_EVENT.validate_python(event).type == event["type"]
+        events.append(event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    return events
+
+
+def _item_events(kind: str, n_deltas: int) -> list[str]:
+    inner = {"message": ["response.content_part.added"] + ["response.output_text.delta"]
+             * n_deltas + ["response.output_text.done", "response.content_part.done"],
+             "reasoning": ["response.reasoning_summary_part.added"]
+             + ["response.reasoning_summary_text.delta"] * n_deltas
+             + ["response.reasoning_summary_text.done", "response.reasoning_summary_part.done"],
+             "function_call": ["response.function_call_arguments.delta"] * n_deltas
+             + ["response.function_call_arguments.done"]}[kind]
+    return ["response.output_item.added", *inner, "response.output_item.done"]
+
+
+def test_responses_plain_answer(fake, oai):
+    done = oai.responses.create(model="gpt-5.6-luna", input="hi")
+    assert done.output_text == answer_text(5)
+    assert (done.id, done.status, done.model) == ("resp_fake", "completed", "gpt-5.6-luna")
+    assert [item.type for item in done.output] == ["message"]
+    assert (done.usage.input_tokens, done.usage.output_tokens, done.usage.total_tokens) == (
+        10, 5, 15)
+    assert done.usage.input_tokens_details.cached_tokens == 0
+    assert done.usage.output_tokens_details.reasoning_tokens == 0
+    assert done.model_extra["cost"] == cost_string(fake_cost("gpt-5.6-luna", 10, 0, 0, 5))
+    status, _, raw = _responses(fake)
+    body = json.loads(raw)
+    assert status == 200 and Response.model_validate(body).output_text == answer_text(5)
+    assert body["output"][0]["id"] and body["parallel_tool_calls"] is True
+    assert body["tool_choice"] == "auto" and body["tools"] == []
+
+
+def test_responses_stream_event_sequence(fake):
+    status, headers, raw = _responses(fake, "deltas=4", stream=True)
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    events = _response_events(raw)
+    assert [e["type"] for e in events] == [
+        "response.created", "response.in_progress", *_item_events("message", 4),
+        "response.completed"]
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == \
+        answer_deltas(4)
+    assert events[0]["response"]["status"] == "in_progress"
+    final = events[-1]["response"]
+    assert final["status"] == "completed"
+    assert final["output"][0]["content"][0]["text"] == answer_text(4)
+    assert final["usage"]["output_tokens"] == 4 and final["usage"]["input_tokens"] == 10
+    assert final["cost"] == cost_string(fake_cost("gpt-5.6-luna", 10, 0, 0, 4))
+    assert "cost" not in events[0]["response"]
+
+
+def test_responses_stream_through_the_sdk(oai):
+    with oai.responses.stream(model="gpt-5.6-luna", input="hi [[fake: deltas=7]]") as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        done = stream.get_final_response()
+    assert deltas == answer_deltas(7)
+    assert done.output_text == answer_text(7)
+    assert done.usage.output_tokens == 7
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_reasoning(fake, oai, stream):
+    if stream:
+        _, _, raw = _responses(fake, "reasoning", stream=True)
+        events = _response_events(raw)
+        assert [e["type"] for e in events] == [
+            "response.created", "response.in_progress", *_item_events("reasoning", 3),
+            *_item_events("message", 5), "response.completed"]
+        assert [e["delta"] for e in events
+                if e["type"] == "response.reasoning_summary_text.delta"] == list(REASONING_DELTAS)
+        done = Response.model_validate(events[-1]["response"])
+    else:
+        done = oai.responses.create(model="gpt-5.6-luna", input="hi [[fake: reasoning]]")
+    reasoning, message = done.output
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == REASONING_TEXT
+    assert message.content[0].text == answer_text(5)
+    assert done.usage.output_tokens_details.reasoning_tokens == len(REASONING_DELTAS)
+    assert done.usage.output_tokens == completion_tokens(reasoning=True)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("tools, text", [(3, False), (2, True)])
+def test_responses_function_calls(fake, stream, tools, text):
+    _, _, raw = _responses(fake, f"tools={tools}" + (" text" if text else ""), stream=stream)
+    if stream:
+        events = _response_events(raw)
+        assert [e["type"] for e in events] == [
+            "response.created", "response.in_progress",
+            *(_item_events("message", 5) if text else []),
+            *_item_events("function_call", 3) * tools, "response.completed"]
+        for k in range(tools):
+            fragments = [e["delta"] for e in events
+                         if e["type"] == "response.function_call_arguments.delta"
+                         and e["item_id"] == responses_call_item_id(k)]
+            assert len(fragments) > 1 and json.loads("".join(fragments)) == tool_arguments(k)
+        body = events[-1]["response"]
+    else:
+        body = json.loads(raw)
+    done = Response.model_validate(body)
+    calls = [item for item in done.output if item.type == "function_call"]
+    assert [c.call_id for c in calls] == [openai_tool_id(k) for k in range(tools)]
+    assert [c.id for c in calls] == [responses_call_item_id(k) for k in range(tools)]
+    assert [c.name for c in calls] == [tool_name(k) for k in range(tools)]
+    assert [json.loads(c.arguments) for c in calls] == [tool_arguments(k) for k in range(tools)]
+    assert done.output_text == (answer_text(5) if text else "")
+    assert done.usage.output_tokens == completion_tokens(tools=tools, text=text)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_length_is_incomplete(fake, stream):
+    _, _, raw = _responses(fake, "length", stream=stream)
+    if stream:
+        events = _response_events(raw)
+        assert events[-1]["type"] == "response.incomplete"
+        assert "cost" in events[-1]["response"]
+        body = events[-1]["response"]
+    else:
+        body = json.loads(raw)
+    done = Response.model_validate(body)
+    assert done.status == "incomplete"
+    assert done.incomplete_details.reason == "max_output_tokens"
+
+
+def test_responses_error_directive(fake, oai):
+    status, headers, raw = _responses(fake, "error=429 retry_after=7")
+    assert (status, headers["Retry-After"]) == (429, "7")
+    assert json.loads(raw)["error"]["message"] == "fake upstream error 429"
+    with pytest.raises(openai.InternalServerError):
+        oai.responses.create(model="gpt-5.6-luna", input="hi [[fake: error=500]]")
+
+
+def test_responses_stream_error_ends_in_response_failed(fake):
+    _, _, raw = _responses(fake, "stream_error", stream=True)
+    events = _response_events(raw)
+    assert [e["type"] for e in events] == [
+        "response.created", "response.in_progress", "response.output_item.added",
+        "response.content_part.added"] + ["response.output_text.delta"] * 3 + ["response.failed"]
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "server_error", "message": "fake upstream stream error"}
+
+
+def test_responses_cut_breaks_the_stream(oai):
+    received = []
+    with pytest.raises(openai.APIConnectionError):
+        for event in oai.responses.create(model="gpt-5.6-luna", input="hi [[fake: cut]]",
+                                          stream=True):
+            if event.type == "response.output_text.delta":
+                received.append(event.delta)
+    assert "".join(received) == answer_text(3)
+
+
+_CALL = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+         "arguments": "{}"}
+_OUTPUT = {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}
+
+
+def test_responses_reads_a_codex_conversation(fake):
+    # What Codex sends on a later turn: developer prompt, ids on every item, reasoning items.
+    conversation = [
+        {"type": "message", "role": "developer", "content": [
+            {"type": "input_text", "text": "be brief"}]},
+        {"type": "message", "id": "m1", "role": "user", "content": [
+            {"type": "input_text", "text": "weather? [[fake: tools=1]]"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": None},
+        _CALL, _OUTPUT,
+        {"type": "message", "id": "m2", "role": "assistant", "content": [
+            {"type": "output_text", "text": "sunny", "annotations": []}]},
+        {"role": "user", "content": "thanks [[fake: deltas=2]]"},
+    ]
+    status, _, raw = _post(fake, "/v1/responses", {
+        "model": "gpt-5.6-luna", "input": conversation, "store": False, "stream": False,
+        "include": ["reasoning.encrypted_content"], "reasoning": {"summary": "auto"},
+        "parallel_tool_calls": True, "prompt_cache_key": "abc", "tools": [
+            {"type": "function", "name": "exec_command", "parameters": {}},
+            {"type": "web_search"}]}, BEARER)
+    body = json.loads(raw)
+    assert status == 200, body
+    assert Response.model_validate(body).output_text == answer_text(2)
+    assert body["usage"]["input_tokens"] == 10 * len(conversation)
+    # After the tool output, with no user turn since, the directive of the earlier turn is gone.
+    _, _, raw = _post(fake, "/v1/responses", {"model": "gpt-5.6-luna",
+                                              "input": conversation[:5]}, BEARER)
+    assert Response.model_validate(json.loads(raw)).output_text == answer_text(5)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"input": [{"role": "user", "content": "hi"}, _OUTPUT]}, "No tool call found"),
+    ({"input": [{"role": "user", "content": "hi"}, _CALL,
+                {**_OUTPUT, "call_id": "call_9"}]}, "call_9"),
+    ({"input": [{"role": "user", "content": "hi"}, _CALL,
+                {"role": "user", "content": "and?"}]}, "No tool output found"),
+    ({"previous_response_id": "resp_123"}, "previous_response_id is not supported"),
+    ({"input": []}, "input"),
+    ({"input": [{"role": "tool", "content": "x"}]}, "role"),
+    ({"input": [{"role": "user", "content": [{"type": "image", "text": "x"}]}]}, "type"),
+    ({"model": "opencode-go/gpt-5.6-luna"}, "bare model id"),
+    ({"input": "hi [[fake: delta=2]]"}, "bad directive item"),
+])
+def test_responses_rejects(fake, changes, named):
+    status, _, raw = _post(fake, "/v1/responses",
+                           {"model": "gpt-5.6-luna", "input": "hi", **changes}, BEARER)
+    error = json.loads(raw)["error"]
+    assert status == 400 and error["type"] == "invalid_request_error"
+    assert named in error["message"]
+
+
+def test_responses_requires_bearer_key(fake):
+    for headers in ({}, {"x-api-key": "k"}):
+        status, _, raw = _post(fake, "/v1/responses", {"model": "gpt-5.6-luna", "input": "hi"},
+                               headers)
+        assert status == 401 and json.loads(raw)["error"]["type"] == "authentication_error"
+
+
+# --- costs and charges -----------------------------------------------------------------------
+
+def test_fake_cost_follows_the_price_table():
+    assert fake_cost("glm-5.1", 10, 0, 0, 5) == pytest.approx((10 * 1.4 + 5 * 4.4) / 1e6)
+    assert fake_cost("minimax-m2.7", 10, 6, 2, 5) == pytest.approx(
+        (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
+    assert fake_cost("kimi-k3", 10, 0, 0, 5) == pytest.approx(3 * (10 * 3 + 5 * 15) / 1e6)
+    assert fake_cost("minimax-m3", 10, 6, 2, 5) == pytest.approx(
+        2 * (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
+    assert fake_cost("no-such-model", 1_000_000, 1_000_000, 0, 1_000_000) == pytest.approx(5.1)
+    assert cost_string(fake_cost("glm-5.1", 10, 0, 0, 5)) == "0.000036"
+    assert cost_string(fake_cost("deepseek-v4-flash", 0, 1, 0, 0)) == "0.0000000028"
+    assert cost_string(0.0) == "0" and cost_string(12.5) == "12.5"
+
+
+@pytest.mark.parametrize("model, wire, cost", [
+    ("glm-5.1", "chat", fake_cost("glm-5.1", 10, 0, 0, 5)),
+    ("kimi-k3", "chat", fake_cost("kimi-k3", 10, 0, 0, 5)),
+    ("minimax-m3", "messages", fake_cost("minimax-m3", 10, CACHE_READ_TOKENS,
+                                         CACHE_CREATION_TOKENS, 5)),
+    ("qwen3.7-max", "messages", fake_cost("qwen3.7-max", 10, CACHE_READ_TOKENS,
+                                          CACHE_CREATION_TOKENS, 5)),
+    ("gpt-5.6-luna", "responses", fake_cost("gpt-5.6-luna", 10, 0, 0, 5)),
+])
+def test_plain_answers_carry_a_top_level_cost(fake, model, wire, cost):
+    status, _, raw = _call_wire(fake, wire, model)
+    assert status == 200
+    assert json.loads(raw)["cost"] == cost_string(cost)
+    assert fake.charges()["by_key_model"] == {"k": {model: pytest.approx(cost)}}
+
+
+def test_chat_stream_sends_its_cost_after_done_even_without_usage(fake, oai):
+    for options in ({}, {"stream_options": {"include_usage": True}}):
+        _, _, raw = _post(fake, "/v1/chat/completions", {
+            "model": "kimi-k3", "stream": True, "messages": _ask("tools=2"), **options}, BEARER)
+        data = _sse_data(raw)
+        assert data[-2] == "[DONE]"
+        assert json.loads(data[-1])["cost"] == cost_string(
+            fake_cost("kimi-k3", 10, 0, 0, completion_tokens(tools=2)))
+    # the SDK stops at [DONE] and does not trip over the frame after it
+    chunks = list(oai.chat.completions.create(model="glm-5.1", messages=USER, stream=True))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_charges_add_up_per_key_and_model(fake):
+    for _ in range(3):
+        _post(fake, "/v1/chat/completions", {"model": "glm-5.1", "messages": USER},
+              {"Authorization": "Bearer one"})
+    _post(fake, "/v1/messages", _messages_body(), {**ANTHROPIC_HEADERS, "x-api-key": "one"})
+    _post(fake, "/v1/responses", {"model": "gpt-5.6-luna", "input": "hi", "stream": True},
+          {"Authorization": "Bearer two"})
+    _post(fake, "/v1/chat/completions", {"model": "glm-5.1", "messages": _ask("error=500")},
+          {"Authorization": "Bearer two"})        # an error is not charged
+    chat = fake_cost("glm-5.1", 10, 0, 0, 5)
+    messages = fake_cost("minimax-m2.7", 10, CACHE_READ_TOKENS, CACHE_CREATION_TOKENS, 5)
+    responses = fake_cost("gpt-5.6-luna", 10, 0, 0, 5)
+    charges = fake.charges()
+    assert charges["by_key"] == {"one": pytest.approx(3 * chat + messages),
+                                 "two": pytest.approx(responses)}
+    assert charges["by_key_model"] == {
+        "one": {"glm-5.1": pytest.approx(3 * chat), "minimax-m2.7": pytest.approx(messages)},
+        "two": {"gpt-5.6-luna": pytest.approx(responses)}}
+    assert charges["requests"] == {"one": 4, "two": 1}
+    fake.reset()
+    assert fake.charges() == {"by_key": {}, "by_key_model": {}, "requests": {}}
+
+
+def test_a_failing_stream_is_charged_for_what_it_sent(fake, oai):
+    with pytest.raises(openai.APIConnectionError):
+        list(oai.chat.completions.create(model="glm-5.1", messages=_ask("cut deltas=9"),
+                                         stream=True))
+    with pytest.raises(openai.APIError):
+        list(oai.chat.completions.create(model="glm-5.1", messages=_ask("stream_error"),
+                                         stream=True))
+    assert fake.charges()["by_key"]["k"] == pytest.approx(
+        2 * fake_cost("glm-5.1", 10, 0, 0, 3))
+
+
+# --- usage limits ----------------------------------------------------------------------------
+
+def _limit_body(limit_name: str, retry_after: int) -> dict:
+    return {"type": "error",
+            "error": {"type": "GoUsageLimitError",
+                      "message": usage_limit_message(limit_name, retry_after)},
+            "metadata": {"workspace": "wrk_fake", "limitName": limit_name}}
+
+
+def test_usage_limit_message():
+    assert usage_limit_message("5 hour", 14160) == (
+        "5-hour usage limit reached. Resets in 3hr 56min. Upgrade or wait for the reset.")
+    assert usage_limit_message("weekly", 3 * 86400 + 7200).startswith(
+        "Weekly usage limit reached. Resets in 3day 2hr.")
+    assert "Monthly usage limit reached. Resets in 5min." in usage_limit_message("monthly", 300)
+
+
+@pytest.mark.parametrize("limit", ["5 hour", "weekly", "monthly"])
+def test_manual_usage_limit_refuses_every_model_call(fake, limit):
+    fake.set_key("k", limit=limit, retry_after=14160)
+    for wire, model in (("chat", "glm-5.1"), ("messages", "minimax-m2.7"),
+                        ("responses", "gpt-5.6-luna")):
+        status, headers, raw = _call_wire(fake, wire, model)
+        assert (status, headers["retry-after"]) == (429, "14160")
+        assert json.loads(raw) == _limit_body(limit, 14160)
+    assert _get(fake, "/v1/models", BEARER)[0] == 200   # listing costs nothing
+    usage = json.loads(_get(fake, "/v1/usage", BEARER)[2])["usage"]
+    window = {"5 hour": "rolling", "weekly": "weekly", "monthly": "monthly"}[limit]
+    assert usage[window]["status"] == "rate-limited" and usage[window]["percent"] >= 100
+    fake.set_key("k")   # restored
+    assert _call_wire(fake, "chat", "glm-5.1")[0] == 200
+
+
+def test_manual_limit_through_the_sdks(fake, oai, claude):
+    fake.set_limit("k", "5 hour", 14160)
+    with pytest.raises(openai.RateLimitError, match="5-hour usage limit reached"):
+        oai.chat.completions.create(model="glm-5.1", messages=USER)
+    with pytest.raises(anthropic.RateLimitError) as err:
+        claude.messages.create(model="minimax-m2.7", max_tokens=100, messages=USER)
+    assert err.value.body["error"]["type"] == "GoUsageLimitError"
+    fake.set_limit("k", None)
+    assert oai.chat.completions.create(model="glm-5.1", messages=USER).choices
+
+
+def _next_monday(now: datetime.datetime) -> datetime.datetime:
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + datetime.timedelta(days=7 - day.weekday())
+
+
+def _next_month(now: datetime.datetime) -> datetime.datetime:
+    day = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (day + datetime.timedelta(days=32)).replace(day=1)
+
+
+@pytest.mark.parametrize("window, limit_name", [
+    ("rolling", "5 hour"), ("weekly", "weekly"), ("monthly", "monthly")])
+def test_automatic_usage_limit(fake, window, limit_name):
+    cost = fake_cost("glm-5.1", 10, 0, 0, 5)
+    fake.set_limits("k", **{window: 2.5 * cost})
+    for _ in range(3):      # the request that crosses the limit is still answered
+        assert _call_wire(fake, "chat", "glm-5.1")[0] == 200
+    status, headers, raw = _call_wire(fake, "messages", "minimax-m2.7")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert status == 429
+    retry_after = int(headers["retry-after"])
+    assert json.loads(raw) == _limit_body(limit_name, retry_after)
+    expected = {"rolling": 5 * 3600,
+                "weekly": (_next_monday(now) - now).total_seconds(),
+                "monthly": (_next_month(now) - now).total_seconds()}[window]
+    assert expected - 5 <= retry_after <= expected + 1
+    assert _call_wire(fake, "chat", "glm-5.1")[0] == 429
+    _, _, raw = _post(fake, "/v1/chat/completions", {"model": "glm-5.1", "messages": USER},
+                      {"Authorization": "Bearer other"})
+    assert json.loads(raw)["choices"]                    # limits are per key
+    fake.set_limits("k")                                 # back to $12 / $30 / $60
+    assert _call_wire(fake, "chat", "glm-5.1")[0] == 200
+
+
+def test_v1_usage_reports_the_windows(fake):
+    cost = fake_cost("glm-5.1", 10, 0, 0, 5)
+    fake.set_limits("k", rolling=4 * cost, weekly=10 * cost, monthly=100 * cost)
+    before = time.time()
+    _call_wire(fake, "chat", "glm-5.1")
+    status, _, raw = _get(fake, "/v1/usage", BEARER)
+    assert status == 200
+    body = json.loads(raw)
+    assert (body["workspaceID"], body["userID"]) == ("wrk_fake", "usr_fake")
+    usage = body["usage"]
+    assert {w: (u["status"], u["percent"]) for w, u in usage.items()} == {
+        "rolling": ("ok", 25), "weekly": ("ok", 10), "monthly": ("ok", 1)}
+    resets = {w: datetime.datetime.fromisoformat(u["resetsAt"].replace("Z", "+00:00"))
+              for w, u in usage.items()}
+    assert all(u["resetsAt"].endswith("Z") for u in usage.values())
+    assert math.floor(before) + 5 * 3600 <= resets["rolling"].timestamp() <= time.time() + 5 * 3600
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert resets["weekly"] == _next_monday(now) and resets["weekly"].weekday() == 0
+    assert resets["monthly"] == _next_month(now) and resets["monthly"].day == 1
+    for _ in range(3):
+        _call_wire(fake, "chat", "glm-5.1")
+    usage = json.loads(_get(fake, "/v1/usage", BEARER)[2])["usage"]
+    assert (usage["rolling"]["status"], usage["rolling"]["percent"]) == ("rate-limited", 100)
+    assert _call_wire(fake, "chat", "glm-5.1")[0] == 429
+
+
+def test_v1_usage_of_a_fresh_key_and_overrides(fake):
+    usage = json.loads(_get(fake, "/v1/usage", {"Authorization": "Bearer fresh"})[2])["usage"]
+    assert {w: (u["status"], u["percent"]) for w, u in usage.items()} == {
+        w: ("ok", 0) for w in ("rolling", "weekly", "monthly")}
+    rolling_reset = datetime.datetime.fromisoformat(
+        usage["rolling"]["resetsAt"].replace("Z", "+00:00")).timestamp()
+    assert abs(rolling_reset - (time.time() + 5 * 3600)) < 5
+    fake.set_usage("fresh", rolling=90, weekly=100)
+    usage = json.loads(_get(fake, "/v1/usage", {"Authorization": "Bearer fresh"})[2])["usage"]
+    assert {w: (u["status"], u["percent"]) for w, u in usage.items()} == {
+        "rolling": ("ok", 90), "weekly": ("rate-limited", 100), "monthly": ("ok", 0)}
+    fake.set_usage("fresh", status=404)
+    assert _get(fake, "/v1/usage", {"Authorization": "Bearer fresh"})[0] == 404
+    fake.set_usage("fresh")
+    assert _get(fake, "/v1/usage", {"Authorization": "Bearer fresh"})[0] == 200
+
+
+def test_v1_usage_reads_only_bearer(fake):
+    status, _, raw = _get(fake, "/v1/usage", {"x-api-key": "k"})
+    assert status == 401 and json.loads(raw)["error"]["type"] == "authentication_error"
+
+
+# --- DeepSeek's thinking mode ----------------------------------------------------------------
+
+_DEEPSEEK_REFUSAL = {"error": {
+    "message": "The `reasoning_content` in the thinking mode must be passed back to the API.",
+    "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}}
+
+
+def _tool_turn(**reasoning) -> list[dict]:
+    return [*USER, {"role": "assistant", "content": None, **reasoning, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "get_weather", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_deepseek_always_reasons(oai, stream):
+    if stream:
+        with oai.chat.completions.stream(model="deepseek-v4-flash", messages=USER) as s:
+            done = s.get_final_completion()
+    else:
+        done = oai.chat.completions.create(model="deepseek-v4-flash", messages=USER)
+    assert done.choices[0].message.model_extra["reasoning_content"] == REASONING_TEXT
+    assert done.usage is None or done.usage.completion_tokens == completion_tokens(reasoning=True)
+
+
+@pytest.mark.parametrize("reasoning", [{}, {"reasoning_content": None}])
+def test_deepseek_refuses_a_tool_turn_without_its_reasoning(fake, reasoning):
+    status, _, raw = _post(fake, "/v1/chat/completions",
+                           {"model": "deepseek-v4-pro", "messages": _tool_turn(**reasoning)},
+                           BEARER)
+    assert (status, json.loads(raw)) == (400, _DEEPSEEK_REFUSAL)
+    # other models do not mind
+    assert _post(fake, "/v1/chat/completions",
+                 {"model": "glm-5.1", "messages": _tool_turn(**reasoning)}, BEARER)[0] == 200
+
+
+@pytest.mark.parametrize("reasoning", ["", "I should look it up."])
+def test_deepseek_takes_a_tool_turn_with_its_reasoning(fake, reasoning):
+    status, _, raw = _post(fake, "/v1/chat/completions", {
+        "model": "deepseek-v4-pro", "messages": _tool_turn(reasoning_content=reasoning)}, BEARER)
+    assert status == 200 and json.loads(raw)["choices"][0]["message"]["content"] == answer_text(5)

@@ -82,6 +82,10 @@ async def read_json_object(request: Request, limit: int) -> dict:
         body = _decode(raw)
     except msgspec.DecodeError as exc:
         raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # inside a string: msgspec checks UTF-8 there
+        raise GatewayError(400, f"the request body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} "
+                                f"in a string, at offset {exc.start} of it); send UTF-8 JSON"
+                           ) from None
     except RecursionError:  # msgspec's guard against a stack overflow on deep nesting
         raise GatewayError(400, "the request body is nested too deeply to be a chat "
                                 "request") from None

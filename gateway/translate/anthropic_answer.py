@@ -37,7 +37,8 @@ from typing import Any, Union
 
 import msgspec
 
-from gateway.errors import GatewayError, anthropic_stream_error, upstream_error_message
+from gateway.errors import (DECODE_ERRORS, GatewayError, anthropic_stream_error,
+                            upstream_error_message)
 from gateway.translate.hub import (CUT_MESSAGE, Answer, StreamReader, StreamWriter, ToolCall,
                                    Usage, new_id, parse_cost)
 from gateway.translate.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
@@ -143,7 +144,7 @@ def read_answer(raw: bytes) -> Answer:
     """The hub answer in a Messages `message`; the upstream's error for an error body."""
     try:
         message = _decode_message(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise GatewayError(502, f"the upstream answered with a body that is not an Anthropic "
                                 f"Messages response: {exc}") from None
     if message.type == "error" and message.error is not None:
@@ -285,7 +286,7 @@ class AnthropicStreamReader(StreamReader):
                 if name == "error" and not self.complete:  # an error in a shape of its own
                     self._stop(500, upstream_error_message(data, 500))
                 continue  # an event type (or delta type) newer than this module: skip it
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 if not self.complete:
                     self._stop(502, f"the upstream sent an unreadable stream event: {exc}")
                 continue

@@ -29,7 +29,7 @@ import uuid
 
 import msgspec
 
-from gateway.errors import GatewayError, openai_stream_error
+from gateway.errors import DECODE_ERRORS, GatewayError, openai_stream_error
 from gateway.translate.hub import (CUT_MESSAGE, Answer, StreamReader, StreamWriter, ToolCall,
                                    Usage, new_id, parse_cost)
 from gateway.translate.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
@@ -159,7 +159,7 @@ def read_answer(raw: bytes) -> Answer:
     """The hub answer in a `chat.completion`; a 502 for a body that is not one."""
     try:
         completion = _decode_completion(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise GatewayError(502, f"the upstream answered with an invalid chat completion: {exc}")
     if not completion.choices:
         message = _error_message(completion.error)
@@ -222,7 +222,7 @@ class ChatStreamReader(StreamReader):
         if b'"cost"' in data:
             try:
                 cost = parse_cost(_decode_cost(data).cost)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 return
             if cost is not None:
                 self.cost = cost
@@ -239,7 +239,7 @@ class ChatStreamReader(StreamReader):
     def _on_chunk(self, data: bytes) -> None:
         try:
             chunk = _decode_chunk(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             self._stop(502, f"the upstream sent an invalid stream chunk: {exc}")
             return
         if chunk.error is not None:

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import GatewayError
+from gateway.errors import DECODE_ERRORS, GatewayError
 from gateway.translate.hub import (CUT_MESSAGE, LENGTH, STOP, TOOL_CALLS, Answer, StreamReader,
                                    StreamWriter, ToolCall, Usage, new_id, parse_cost)
 from gateway.translate.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
@@ -143,7 +143,7 @@ def read_answer(raw: bytes) -> Answer:
     """The hub answer in a Responses `response`; the upstream's error for a failed one."""
     try:
         response = _decode_response(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise GatewayError(502, f"the upstream answered with a body that is not a Responses "
                                 f"response: {exc}") from None
     if response.status == "failed" or (response.error is not None and not response.output):
@@ -199,7 +199,7 @@ class ResponsesStreamReader(StreamReader):
         for _name, data in self._parser.feed(chunk):
             try:
                 event = _decode_stream_event(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            except DECODE_ERRORS as exc:
                 if not self.complete:
                     self._stop(502, f"the upstream sent an unreadable stream event: {exc}")
                 continue

@@ -12,6 +12,8 @@ import time
 import aiohttp
 import msgspec
 
+from gateway.errors import DECODE_ERRORS
+
 from gateway.routing.catalogue import Catalogue
 from gateway.upstream.forwarder import SESSION_HEADER
 from gateway.upstream.instances import Instance, InstancePool
@@ -52,7 +54,7 @@ async def fetch_model_ids(session: aiohttp.ClientSession, instance: Instance,
         raise CatalogueError(f"{type(exc).__name__}: {exc}") from None
     try:
         listed = _decode_list(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except DECODE_ERRORS as exc:
         raise CatalogueError(f"not a model list: {exc}") from None
     return frozenset(model.id for model in listed.data if model.id)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import msgspec
 
-from gateway.errors import upstream_error
+from gateway.errors import DECODE_ERRORS, upstream_error
 from gateway.translate import anthropic_answer, chat_answer, responses_answer
 from gateway.translate.hub import Usage, parse_cost
 
@@ -94,7 +94,7 @@ def trailer_cost(trailer: bytes) -> float | None:
         return None
     try:
         return parse_cost(_decode_cost(line).cost)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         return None
 
 
@@ -155,7 +155,7 @@ def answer_usage(protocol: str, body: bytes) -> tuple[Usage | None, float | None
         held = _decode_responses(body)
         usage = _responses_usage(held)
         return usage, parse_cost(held.cost)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except DECODE_ERRORS:
         return None, None
 
 
@@ -223,7 +223,7 @@ class StreamTap:
                 return _anthropic_usage(reports)
             line = _usage_line(tail, last=True)
             return _responses_usage(_decode_responses(line)) if line else None
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except DECODE_ERRORS:
             return None
 
 

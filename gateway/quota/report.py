@@ -1,0 +1,101 @@
+"""Where every key stands: the JSON behind `GET /v1/usage`, `opencode-gateway usage` and the
+dashboard.
+
+Per key: each window's dollars spent, limit, share used, where the figure came from (the
+upstream's `/usage`, or the ledger), and when it resets; whether the key rests and why. Per
+model: today's requests, tokens and dollars (UTC day), and the last 24 hours by hour.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from gateway.quota.book import KeyBook
+from gateway.quota.windows import WINDOWS, minute_of, resets_at
+from gateway.upstream.instances import InstancePool, mask_key
+
+WINDOW_LABELS = {"rolling": "5 hours", "weekly": "week", "monthly": "month"}
+_HOURS = 24
+
+
+def _iso(when: float) -> str:
+    return dt.datetime.fromtimestamp(when, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
+                       recent_errors: list[dict] | None = None,
+                       now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    rows = await book.store.report(minute_of(now) - _HOURS * 60)
+    oldest: dict[str, float] = {}   # key id -> its oldest spend inside the rolling window
+    rolling_from = minute_of(now - 5 * 3600)
+    for row in rows:
+        if row.minute > rolling_from and row.cost_usd > 0 and row.key_id not in oldest:
+            oldest[row.key_id] = row.minute * 60
+    keys = []
+    for pool in pools.values():
+        for instance in pool.instances:
+            account = book.account(instance)
+            windows = {}
+            for index, window in enumerate(WINDOWS):
+                figure = account.upstream.get(window)
+                fresh = figure is not None and figure.resets_at > now
+                resets = figure.resets_at if fresh else resets_at(
+                    window, now, account.anchor_day, oldest.get(account.key_id))
+                used = account.used(index, now)
+                windows[window] = {
+                    "label": WINDOW_LABELS[window],
+                    "spent_usd": round(account.spent(index), 6),
+                    "limit_usd": account.limits[index],
+                    "used_ratio": round(used, 4),
+                    "used_percent": round(used * 100, 1),
+                    "source": "upstream" if fresh else "ledger",
+                    "resets_at": _iso(resets),
+                    "resets_in_seconds": max(0, int(resets - now)),
+                }
+            if instance.limited(now):
+                status, until = "limited", instance.limit_until
+            elif instance.resting_until > now:
+                status, until = "resting", instance.resting_until
+            else:
+                status, until = "ok", None
+            keys.append({
+                "instance": instance.name, "key": mask_key(instance.api_key),
+                "key_id": instance.key_id, "status": status,
+                "limit": instance.limit_name if status == "limited" else None,
+                "until": _iso(until) if until else None,
+                "headroom": round(account.headroom(now), 4),
+                "failures": instance.failures, "windows": windows})
+    today = minute_of(now) // 1440 * 1440
+    models: dict[str, dict[str, Any]] = {}
+    hourly: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in rows:
+        if row.minute >= today:
+            _add(models.setdefault(row.model, _zero(model=row.model)), row)
+        hour = row.minute // 60 * 60
+        _add(hourly.setdefault((hour, row.model), _zero(hour=_iso(hour * 60), model=row.model)),
+             row)
+    return {
+        "generated_at": _iso(now),
+        "state": {"backend": book.store.name, "where": repr(book.store), "up": book.store_up,
+                  "synced_at": _iso(book.synced_at) if book.synced_at else None},
+        "threshold": book.threshold,
+        "keys": keys,
+        "models_today": sorted(models.values(), key=lambda m: -m["cost_usd"]),
+        "hourly": [hourly[key] for key in sorted(hourly)],
+        "recent_errors": recent_errors or [],
+    }
+
+
+def _zero(**fields) -> dict[str, Any]:
+    return {**fields, "requests": 0, "input_tokens": 0, "cached_tokens": 0,
+            "output_tokens": 0, "cost_usd": 0.0}
+
+
+def _add(into: dict[str, Any], row) -> None:
+    into["requests"] += row.requests
+    into["input_tokens"] += row.input_tokens
+    into["cached_tokens"] += row.cached_tokens
+    into["output_tokens"] += row.output_tokens
+    into["cost_usd"] = round(into["cost_usd"] + row.cost_usd, 6)

@@ -1,0 +1,95 @@
+"""OpenCode Go's own account of a key: `GET {api_url}/usage` (Bearer), read every few minutes.
+
+`{"usage": {"rolling"|"weekly"|"monthly": {"status": "ok"|"rate-limited", "percent": 42,
+"resetsAt": "2026-11-25T14:32:00Z"}}}`: percentages only, no dollars. The figure wins over the
+ledger for its window (the ledger covers the time until the next read, and the upstreams that
+have no such endpoint: a 404 stops the polling of that key).
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import aiohttp
+import msgspec
+
+from gateway.errors import DECODE_ERRORS
+
+from gateway.quota.book import KeyBook
+from gateway.upstream.forwarder import SESSION_HEADER
+from gateway.upstream.instances import Instance, InstancePool
+
+_log = logging.getLogger("gateway")
+_SESSION = "opencode-gateway-usage"
+
+
+class _Window(msgspec.Struct):
+    percent: float = 0.0
+    resetsAt: str | None = None
+    status: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    usage: dict[str, _Window] = {}
+
+
+_decode = msgspec.json.Decoder(_Usage).decode
+
+
+class NoUsageEndpoint(Exception):
+    """The upstream has no `GET /usage` (it answered 404)."""
+
+
+def _epoch(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+async def read_usage(session: aiohttp.ClientSession,
+                     instance: Instance) -> dict[str, tuple[float, float]]:
+    """window -> (percent, resets at) as the upstream reports it for `instance`'s key."""
+    headers = {"Authorization": "Bearer " + instance.api_key, "Accept-Encoding": "identity",
+               SESSION_HEADER: _SESSION}
+    async with session.get(instance.api_url + "/usage", headers=headers,
+                           timeout=aiohttp.ClientTimeout(total=15)) as answer:
+        body = await answer.content.read(256 * 1024)
+        if answer.status == 404:
+            raise NoUsageEndpoint
+        if answer.status != 200:
+            raise RuntimeError(f"HTTP {answer.status}")
+    figures = {}
+    for window, reported in _decode(body).usage.items():
+        resets = _epoch(reported.resetsAt)
+        if resets is not None:
+            percent = 100.0 if reported.status == "rate-limited" else reported.percent
+            figures[window] = (max(percent, reported.percent), resets)
+    return figures
+
+
+async def poll_forever(session: aiohttp.ClientSession, pools: dict[str, InstancePool],
+                       book: KeyBook, every: float) -> None:
+    silent: set[str] = set()   # keys whose upstream has no /usage
+    while True:
+        for pool in pools.values():
+            for instance in pool.instances:
+                if instance.key_id in silent or not instance.api_key:
+                    continue
+                try:
+                    figures = await read_usage(session, instance)
+                except NoUsageEndpoint:
+                    silent.add(instance.key_id)
+                    _log.info("%s: the upstream has no /usage; the ledger alone counts its "
+                              "spending", instance.name)
+                    continue
+                except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError,
+                        *DECODE_ERRORS) as exc:
+                    _log.warning("%s: could not read the upstream's /usage (%s); the ledger "
+                                 "counts until the next try", instance.name, exc)
+                    continue
+                book.upstream_usage(instance, figures, pool)
+        await asyncio.sleep(every)

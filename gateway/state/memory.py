@@ -1,0 +1,81 @@
+"""The store in one process's memory: for tests and throwaway gateways (`state.backend: memory`).
+
+Nothing survives a restart, and with `serve --workers N` each worker has its own: use `sqlite`
+(the default) or `redis` for anything that must be shared or kept.
+"""
+from __future__ import annotations
+
+import time
+
+from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, UsageRow,
+                                 WindowStarts)
+
+
+class MemoryStore(StateStore):
+    name = "memory"
+
+    def __init__(self, settings):
+        self._session_ttl = settings.session_ttl_hours * 3600
+        self._max_reasoning = settings.max_reasoning
+        self._usage: dict[tuple[str, str, int], UsageRow] = {}
+        self._keys: dict[str, KeyState] = {}
+        self._sessions: dict[str, tuple[str, float, int]] = {}
+        self._seq = 0
+        self._reasoning: dict[str, tuple[str, float]] = {}
+
+    def __repr__(self) -> str:
+        return "memory"
+
+    async def record(self, batch: Batch) -> None:
+        for row in batch.usage:
+            held = self._usage.get((row.key_id, row.model, row.minute))
+            if held is None:
+                self._usage[(row.key_id, row.model, row.minute)] = UsageRow(
+                    row.key_id, row.model, row.minute, row.requests, row.input_tokens,
+                    row.cached_tokens, row.output_tokens, row.cost_usd)
+            else:
+                held.requests += row.requests
+                held.input_tokens += row.input_tokens
+                held.cached_tokens += row.cached_tokens
+                held.output_tokens += row.output_tokens
+                held.cost_usd += row.cost_usd
+        self._keys.update(batch.keys)
+        if batch.sessions:
+            self._seq += 1
+            for session, (key_id, assigned) in batch.sessions.items():
+                self._sessions[session] = (key_id, assigned, self._seq)
+
+    async def snapshot(self, starts: dict[str, WindowStarts], cursor) -> Snapshot:
+        spent = {}
+        for key_id, start in starts.items():
+            rows = [row for row in self._usage.values() if row.key_id == key_id]
+            spent[key_id] = (
+                sum(r.cost_usd for r in rows if r.minute >= start.rolling_minute),
+                sum(r.cost_usd for r in rows if r.minute // 1440 >= start.week_day),
+                sum(r.cost_usd for r in rows if r.minute // 1440 >= start.month_day))
+        since = cursor if isinstance(cursor, int) else -1
+        oldest = time.time() - self._session_ttl
+        sessions = {session: key_id for session, (key_id, assigned, seq) in self._sessions.items()
+                    if seq > since and assigned >= oldest}
+        return Snapshot(spent, dict(self._keys), sessions, self._seq)
+
+    async def report(self, since_minute: int) -> list[UsageRow]:
+        return sorted((row for row in self._usage.values() if row.minute >= since_minute),
+                      key=lambda row: row.minute)
+
+    async def remember(self, items: dict[str, str], ttl: float) -> None:
+        expires = time.time() + ttl
+        for key, text in items.items():
+            self._reasoning.pop(key, None)
+            self._reasoning[key] = (text, expires)
+        while len(self._reasoning) > self._max_reasoning:  # the oldest go first
+            del self._reasoning[next(iter(self._reasoning))]
+
+    async def recall(self, ids: list[str]) -> dict[str, str]:
+        now = time.time()
+        found = {}
+        for key in ids:
+            held = self._reasoning.get(key)
+            if held is not None and held[1] >= now:
+                found[key] = held[0]
+        return found

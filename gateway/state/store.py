@@ -1,0 +1,130 @@
+"""State that outlives a request: one small interface, three backends.
+
+What is kept: the usage ledger (requests, tokens and dollars per key, model and minute, with
+per-day totals for the long windows), each key's state (a usage-limit or short rest, the
+upstream's own usage percentages), which key each conversation is on, and the reasoning the
+gateway remembers for models that need it back.
+
+The request path never calls a store. It reads the per-worker view (`quota/book.py`) that one
+background task keeps in step: every `state.sync_seconds` it writes what the worker gathered
+(`record`) and reads back what every worker wrote (`snapshot`). Reports (`report`) and the
+reasoning memory (`remember` / `recall`, only for a tool-call turn that lost its reasoning) are
+the only other calls.
+
+Backends: `memory` (one process: tests, a throwaway gateway), `sqlite` (the default: one machine,
+any number of workers, survives restarts), `redis` (many machines).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+class UsageRow(msgspec.Struct, array_like=True):
+    """Usage of one key with one model in one minute (a bucket), or what to add to one."""
+    key_id: str
+    model: str
+    minute: int           # minutes since the epoch, UTC
+    requests: int = 0
+    input_tokens: int = 0  # every prompt token, cached ones included
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class UpstreamUsage(msgspec.Struct):
+    """One window as the upstream's `GET /usage` reported it."""
+    percent: float
+    resets_at: float      # epoch seconds
+    fetched_at: float
+    spent_at_fetch: float  # the ledger's dollars in that window when it was read
+
+
+class KeyState(msgspec.Struct, omit_defaults=True):
+    """What every worker must know about a key (its rests, the upstream's usage figures)."""
+    limit_until: float = 0.0
+    limit_name: str = ""
+    resting_until: float = 0.0
+    upstream: dict[str, UpstreamUsage] = {}   # window name -> the upstream's figure
+
+
+class Batch(msgspec.Struct):
+    """What one worker gathered since its last write."""
+    usage: list[UsageRow] = []
+    keys: dict[str, KeyState] = {}            # key id -> its state now
+    sessions: dict[str, tuple[str, float]] = {}  # session -> (key id, when it was assigned)
+
+
+class WindowStarts(msgspec.Struct, array_like=True):
+    """Where a key's three windows begin: a minute for the rolling one, days for the others."""
+    rolling_minute: int
+    week_day: int          # days since the epoch, UTC
+    month_day: int
+
+
+class Snapshot(msgspec.Struct):
+    """What the store holds now, as a worker's view needs it."""
+    spent: dict[str, tuple[float, float, float]]   # key id -> dollars in (rolling, week, month)
+    keys: dict[str, KeyState]
+    sessions: dict[str, str]                       # sessions assigned since the cursor
+    cursor: int | str | None
+
+
+class StoreError(Exception):
+    """A store that cannot be used (unwritable path, corrupt database, bad URL)."""
+
+
+class StateStore:
+    """The interface every backend implements (coroutines; none runs on the request path)."""
+
+    name = "abstract"
+
+    async def open(self) -> None:
+        """Connect or create; raises StoreError with a message a user can act on."""
+
+    async def close(self) -> None:
+        pass
+
+    async def record(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    async def snapshot(self, starts: dict[str, WindowStarts],
+                       cursor: int | str | None) -> Snapshot:
+        """Window totals for the keys in `starts`, every key's state, and the sessions
+        assigned since `cursor` (all of them within the session TTL when it is None)."""
+        raise NotImplementedError
+
+    async def report(self, since_minute: int) -> list[UsageRow]:
+        """Every usage bucket from `since_minute` on (for the usage view)."""
+        raise NotImplementedError
+
+    async def remember(self, items: dict[str, str], ttl: float) -> None:
+        """Keep reasoning texts under ids for `ttl` seconds (bounded in number)."""
+        raise NotImplementedError
+
+    async def recall(self, ids: list[str]) -> dict[str, str]:
+        raise NotImplementedError
+
+
+def default_sqlite_path(env: dict[str, str] | None = None) -> Path:
+    """Per user: systemd's `$STATE_DIRECTORY`, else `$XDG_STATE_HOME`, else ~/.local/state."""
+    env = os.environ if env is None else env
+    if env.get("STATE_DIRECTORY"):
+        return Path(env["STATE_DIRECTORY"].split(":")[0]) / "state.sqlite3"
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "opencode-gateway" / "state.sqlite3"
+
+
+def make_store(settings, env: dict[str, str] | None = None) -> StateStore:
+    """The store the config's `state:` section asks for (not opened yet)."""
+    if settings.backend == "memory":
+        from gateway.state.memory import MemoryStore
+        return MemoryStore(settings)
+    if settings.backend == "redis":
+        from gateway.state.redis import RedisStore
+        return RedisStore(settings)
+    from gateway.state.sqlite import SQLiteStore
+    path = Path(os.path.expanduser(settings.path)) if settings.path else default_sqlite_path(env)
+    return SQLiteStore(path, settings)

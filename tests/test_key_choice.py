@@ -1,0 +1,139 @@
+"""The built-in key choice (rules/10_instance_selection.py): new conversations go where there is
+room, a conversation stays on its key, a key at a usage limit takes nothing."""
+import time
+
+import pytest
+
+from gateway.app import Gateway
+from gateway.config import load_config
+from gateway.errors import GatewayError
+from gateway.state.store import UpstreamUsage
+from gateway.translate.hub import Usage
+
+
+def gateway(keys=2, config_text=None, tmp_path=None):
+    env = {f"OPENCODE_GO_API_KEY_{n}": f"key-{n}" for n in range(1, keys + 1)}
+    env["OPENCODE_GO_API_URL"] = "http://up.test/v1"
+    path = None
+    if config_text is not None:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(config_text)
+    return Gateway(load_config(str(path) if path else None, env), env=env)
+
+
+async def route(gw, session, model="opencode-go/glm-5.1"):
+    return await gw.router.route(model, "openai", {"model": model, "messages": []}, session)
+
+
+def spend(gw, name, dollars):
+    """As if the ledger had recorded `dollars` spent on instance `name` in every window."""
+    instance = next(i for pool in gw.pools.values() for i in pool.instances if i.name == name)
+    gw.book.account(instance).stored = [dollars, dollars, dollars]
+    return instance
+
+
+async def test_new_conversations_avoid_a_key_at_90_percent_of_its_5_hour_window():
+    gw = gateway()
+    spend(gw, "opencode-go.1", 0.9 * 12)
+    chosen = {(await route(gw, f"conversation-{n}")).instance.name for n in range(20)}
+    assert chosen == {"opencode-go.2"}
+
+
+async def test_the_upstreams_own_figure_counts_over_the_ledger():
+    gw = gateway()
+    instance = next(i for i in gw.pools["opencode-go"].instances if i.name == "opencode-go.2")
+    gw.book.account(instance).upstream["rolling"] = UpstreamUsage(
+        percent=97, resets_at=time.time() + 3600, fetched_at=time.time(), spent_at_fetch=0.0)
+    chosen = {(await route(gw, f"c{n}")).instance.name for n in range(20)}
+    assert chosen == {"opencode-go.1"}
+
+
+async def test_equally_good_keys_share_new_conversations():
+    gw = gateway()
+    chosen = [(await route(gw, f"conversation-{n}")).instance.name for n in range(40)]
+    assert set(chosen) == {"opencode-go.1", "opencode-go.2"}
+
+
+async def test_every_turn_of_a_conversation_stays_on_its_key():
+    gw = gateway()
+    first = (await route(gw, "the-conversation")).instance
+    # The key it is on gets busier than the other one, but it still has room.
+    spend(gw, first.name, 0.5 * 12)
+    for _ in range(3):
+        assert (await route(gw, "the-conversation")).instance is first
+
+
+async def test_a_conversation_moves_when_its_key_hits_a_usage_limit():
+    gw = gateway()
+    first = (await route(gw, "the-conversation")).instance
+    gw.pools["opencode-go"].limit_reached(first, 3600, "5 hour")
+    moved = (await route(gw, "the-conversation")).instance
+    assert moved is not first
+    assert (await route(gw, "the-conversation")).instance is moved  # and stays there
+
+
+async def test_a_key_past_the_threshold_takes_no_new_conversations():
+    gw = gateway()
+    spend(gw, "opencode-go.1", 0.96 * 12)
+    spend(gw, "opencode-go.2", 0.50 * 12)
+    assert {(await route(gw, f"c{n}")).instance.name for n in range(10)} == {"opencode-go.2"}
+
+
+async def test_the_threshold_is_configurable(tmp_path):
+    gw = gateway(config_text="quota:\n  threshold: 0.5\n", tmp_path=tmp_path)
+    spend(gw, "opencode-go.1", 0.55 * 12)
+    spend(gw, "opencode-go.2", 0.30 * 12)
+    assert {(await route(gw, f"c{n}")).instance.name for n in range(10)} == {"opencode-go.2"}
+
+
+async def test_per_key_limits_change_the_headroom(tmp_path):
+    gw = gateway(config_text="quota:\n  keys:\n    opencode-go.1:\n      limits: "
+                             "{rolling: 120, weekly: 300, monthly: 600}\n", tmp_path=tmp_path)
+    spend(gw, "opencode-go.1", 6.0)   # 5% of its larger limit
+    spend(gw, "opencode-go.2", 6.0)   # 50% of the default
+    assert {(await route(gw, f"c{n}")).instance.name for n in range(10)} == {"opencode-go.1"}
+
+
+async def test_when_every_key_is_limited_the_client_is_told_which_and_when():
+    gw = gateway()
+    pool = gw.pools["opencode-go"]
+    one, two = pool.instances
+    pool.limit_reached(one, 3 * 3600, "5 hour")
+    pool.limit_reached(two, 2 * 86400, "weekly")
+    with pytest.raises(GatewayError) as caught:
+        await route(gw, "c")
+    error = caught.value
+    assert error.status == 429
+    assert "opencode-go.1: 5 hour limit, resets in 3h00m" in error.message
+    assert "opencode-go.2: weekly limit" in error.message
+    assert 3 * 3600 - 5 <= int(error.headers["retry-after"]) <= 3 * 3600
+
+
+async def test_a_pinned_request_to_a_limited_key_gets_the_429_without_moving():
+    gw = gateway()
+    pool = gw.pools["opencode-go"]
+    pool.limit_reached(pool.instances[1], 600, "monthly")
+    with pytest.raises(GatewayError) as caught:
+        await route(gw, "c", model="opencode-go.2:glm-5.1")
+    assert caught.value.status == 429 and "monthly" in caught.value.message
+    assert (await route(gw, "c", model="opencode-go.1:glm-5.1")).instance.name == "opencode-go.1"
+
+
+async def test_fallbacks_are_the_other_usable_keys_best_first():
+    gw = gateway(keys=3)
+    spend(gw, "opencode-go.1", 0.2 * 12)
+    spend(gw, "opencode-go.2", 0.6 * 12)
+    spend(gw, "opencode-go.3", 0.1 * 12)
+    ctx = await route(gw, "c")
+    assert ctx.instance.name == "opencode-go.3"
+    assert [i.name for i in ctx.fallbacks] == ["opencode-go.1", "opencode-go.2"]
+
+
+async def test_spending_recorded_by_this_worker_counts_at_once():
+    gw = gateway()
+    ctx = await route(gw, "busy")
+    for _ in range(3):
+        gw.book.record(ctx.instance, "glm-5.1", Usage(100, 10), cost=3.5)
+    assert gw.book.headroom(ctx.instance, time.time()) == pytest.approx(1 - 10.5 / 12)
+    other = {(await route(gw, f"new-{n}")).instance.name for n in range(10)}
+    assert other == {i.name for i in gw.pools["opencode-go"].instances} - {ctx.instance.name}
