@@ -64,14 +64,13 @@ class Gateway:
         self.config = config
         self.pools = build_pools(config, env)
         self.catalogues = build_catalogues(config)
+        upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
-                             self.catalogues)
+                             self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
         keys = list(config.server.api_keys)
         keys += [key.strip() for key in env.get(CLIENT_KEYS_ENV, "").split(",") if key.strip()]
         self.client_keys = [key.encode() for key in keys if key]
-        upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.redactor = Redactor(upstream_keys)
-        self.sessions = Sessions(session_secret(upstream_keys))
         self.store = make_store(config.state, env)
         self.book = KeyBook(config, self.pools, self.store)
         self.router.quota = self.book

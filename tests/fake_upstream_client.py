@@ -88,12 +88,18 @@ class FakeUpstream:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read())
 
-    def requests(self) -> list[dict[str, Any]]:
-        """Recorded upstream requests, oldest first (last 200): path, headers, body, key."""
-        return self._call("GET", "/_fake/requests")
+    def requests(self, everything: bool = False) -> list[dict[str, Any]]:
+        """Recorded model calls, oldest first (of the last 200 requests): path, headers, body,
+        key. A gateway also reads `GET /v1/models` and `GET /v1/usage` in the background; those
+        are left out unless `everything`."""
+        recorded = self._call("GET", "/_fake/requests")
+        if everything:
+            return recorded
+        return [request for request in recorded
+                if request["path"] not in ("/v1/models", "/v1/usage")]
 
-    def last_request(self) -> dict[str, Any]:
-        recorded = self.requests()
+    def last_request(self, everything: bool = False) -> dict[str, Any]:
+        recorded = self.requests(everything)
         if not recorded:
             raise AssertionError("the fake upstream received no request")
         return recorded[-1]

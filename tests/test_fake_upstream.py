@@ -546,7 +546,7 @@ def test_every_api_request_needs_a_session_header(fake, method, path, body, head
         headers = {**headers, "x-opencode-session": session}
     status, _, raw = _send(fake, method, path, body, headers, session=False)
     assert (status, json.loads(raw)) == (400, _MISSING_SESSION)
-    assert fake.last_request()["path"] == path  # recorded all the same
+    assert fake.last_request(everything=True)["path"] == path  # recorded all the same
 
 
 # --- catalogue and wires ---------------------------------------------------------------------

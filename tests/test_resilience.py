@@ -19,7 +19,9 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.frontends.common import upstream_payload
+from gateway.quota.book import KeyBook
 from gateway.upstream.forwarder import create_session
+from gateway.upstream.instances import Instance
 from tests.fake_upstream_client import free_port
 
 TWO_KEYS = {"OPENCODE_GO_API_KEY_1": "k1", "OPENCODE_GO_API_KEY_2": "k2"}
@@ -38,9 +40,10 @@ def request_body(frontend: str, model: str, text: str = "hi", stream: bool = Fal
     return body
 
 
-def post(url: str, body: dict, timeout: float = 15) -> tuple[int, dict, bytes]:
+def post(url: str, body: dict, timeout: float = 15,
+         headers: dict | None = None) -> tuple[int, dict, bytes]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
@@ -49,8 +52,18 @@ def post(url: str, body: dict, timeout: float = 15) -> tuple[int, dict, bytes]:
 
 
 def ask(gateway, frontend: str = "openai", model: str = "opencode-go/glm-5.1", text: str = "hi",
-        stream: bool = False) -> tuple[int, dict, bytes]:
-    return post(gateway.url + PATHS[frontend], request_body(frontend, model, text, stream))
+        stream: bool = False, session: str | None = None) -> tuple[int, dict, bytes]:
+    headers = {"x-opencode-session": session} if session else None
+    return post(gateway.url + PATHS[frontend], request_body(frontend, model, text, stream),
+                headers=headers)
+
+
+def sessions_preferring(key: str, count: int) -> list[str]:
+    """New conversations that start on `key` (k1 or k2) while both keys are equally good."""
+    keys = [Instance(f"opencode-go.{n}", "opencode-go", n, "http://x", f"k{n}") for n in (1, 2)]
+    found = (f"conversation-{n}" for n in range(10_000))
+    return [session for session, _ in zip(
+        (s for s in found if KeyBook.spread(s, keys).api_key == key), range(count))]
 
 
 def keys_seen(fake) -> list[str]:
@@ -131,13 +144,16 @@ def test_a_throttled_key_rests_until_its_retry_after(start_gateway, fake, retry_
 
 def test_a_rested_key_is_used_again_once_retry_after_has_passed(start_gateway, fake):
     gateway = start_gateway(env=TWO_KEYS)
+    first, later, last = sessions_preferring("k1", 3)
     fake.set_key("k1", 429, retry_after="1")
-    assert ask(gateway)[0] == 200
+    assert ask(gateway, session=first)[0] == 200
+    assert keys_seen(fake) == ["k1", "k2"]
+    assert ask(gateway, session=later)[0] == 200   # k1 rests: the new conversation goes to k2
+    assert keys_seen(fake)[2:] == ["k2"]
     fake.set_key("k1", None)
     time.sleep(1.2)
-    for _ in range(2):
-        assert ask(gateway)[0] == 200
-    assert "k1" in keys_seen(fake)[2:]
+    assert ask(gateway, session=last)[0] == 200
+    assert keys_seen(fake)[3:] == ["k1"]
 
 
 def test_a_pinned_request_gets_the_429_with_retry_after_and_is_not_moved(start_gateway, fake):
@@ -176,8 +192,8 @@ def test_repeated_failures_put_a_key_in_cool_down(start_gateway, fake):
     gateway = start_gateway(env=TWO_KEYS, config_text=(
         "upstream: {cooldown_after_failures: 2, cooldown_seconds: 60}\n"))
     fake.set_key("k1", 500)
-    for _ in range(6):
-        assert ask(gateway)[0] == 200
+    for session in sessions_preferring("k1", 6):
+        assert ask(gateway, session=session)[0] == 200
     assert keys_seen(fake).count("k1") == 2  # then it rests and is not tried again
 
 

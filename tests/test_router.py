@@ -42,10 +42,15 @@ async def test_minimax_goes_to_the_anthropic_flavour_with_translation_for_openai
     assert same.translation.stream is None  # bytes pass through for Anthropic clients
 
 
-async def test_unpinned_requests_alternate_over_instances():
+async def test_unpinned_conversations_spread_over_instances_and_keep_theirs():
     gw = gateway()
-    names = [(await route(gw, "opencode-go/glm-5")).instance.name for _ in range(4)]
-    assert names == ["opencode-go.1", "opencode-go.2", "opencode-go.1", "opencode-go.2"]
+    body = {"model": "opencode-go/glm-5", "messages": []}
+    names = {(await gw.router.route("opencode-go/glm-5", "openai", body, f"s{n}")).instance.name
+             for n in range(20)}
+    assert names == {"opencode-go.1", "opencode-go.2"}
+    same = {(await gw.router.route("opencode-go/glm-5", "openai", body, "s1")).instance.name
+            for _ in range(5)}
+    assert len(same) == 1
 
 
 async def test_new_id_with_backend_named_goes_to_openai_flavour():

@@ -220,8 +220,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         client_key = check_client_key(request, gateway.client_keys)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         model = validate(body)
-        session = gateway.sessions.session(request.headers, body, frontend, client_key)
-        ctx = await gateway.router.route(model, frontend, body, session)
+        ctx = await gateway.router.route(model, frontend, body, headers=request.headers,
+                                         client_key=client_key)
         ctx.request_id = request_id
         ctx.started = started
         response = await _forward_on_its_wire(request, gateway, ctx)
@@ -234,7 +234,7 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     else:
         return response  # the forwarder gave it its x-request-id
     if ctx is not None:
-        gateway.observer.finished(ctx, error.status, None, error.message)
+        gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
         gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
     response = render_error(error)

@@ -11,6 +11,7 @@ from gateway.errors import GatewayError
 from gateway.routing.catalogue import Catalogue
 from gateway.routing.chain import RuleChain
 from gateway.routing.context import RouteContext
+from gateway.routing.session import Sessions
 from gateway.upstream.instances import InstancePool
 
 
@@ -32,19 +33,25 @@ def build_catalogues(config: Config) -> dict[str, Catalogue]:
 
 class Router:
     def __init__(self, config: Config, pools: dict[str, InstancePool], chain: RuleChain,
-                 catalogues: dict[str, Catalogue] | None = None, quota=None):
+                 catalogues: dict[str, Catalogue] | None = None, quota=None,
+                 sessions: Sessions | None = None):
         self.config = config
         self.pools = pools
         self.chain = chain
         self.catalogues = catalogues if catalogues is not None else build_catalogues(config)
         self.quota = quota
+        self.sessions = sessions if sessions is not None else Sessions(b"")
 
     def advertised_models(self) -> list[str]:
         return [f"{name}/{model}" for name, catalogue in self.catalogues.items()
                 for model in catalogue.advertised()]
 
-    async def route(self, requested: str, frontend: str, body: dict,
-                    session: str = "") -> RouteContext:
+    async def route(self, requested: str, frontend: str, body: dict, session: str | None = None,
+                    headers=None, client_key: str | None = None) -> RouteContext:
+        """The judged route; `session` is found in the client's `headers` and `body` (or
+        derived from the conversation's opening) unless one is given."""
+        if session is None:
+            session = self.sessions.session(headers or {}, body, frontend, client_key)
         backend, pin, model_id = parse_model_string(requested, self.config.backends)
         if backend is None:
             serving = [name for name, catalogue in self.catalogues.items()

@@ -1,0 +1,323 @@
+"""Many machines: every worker of every gateway process shares one Redis (`state.backend: redis`).
+
+Same semantics as the SQLite store. Each worker keeps one connection pool (made in `open`), with
+one-second connect and read timeouts: a Redis that is down makes a sync fail within a second or
+two, and the worker serves on its own view (`quota/book.py`) until it is back. Each call is one
+round trip: writes as one MULTI/EXEC, reads as one pipeline.
+
+Keys (prefix `ocg:`; the URL's database number keeps gateways that must not share apart):
+
+    ocg:u:KEY:MINUTE   hash, one usage bucket: `MODEL|requests`, `MODEL|input`, `MODEL|cached`,
+                       `MODEL|output` (HINCRBY), `MODEL|cost` (HINCRBYFLOAT); expires 2 days
+                       after its minute
+    ocg:m:KEY:MINUTE   string, the bucket's dollars over every model (INCRBYFLOAT), so the
+                       rolling 5 hours is one MGET of 300 keys; expires with the bucket
+    ocg:d:KEY:DAY      string, the key's dollars that UTC day; expires 40 days after it ends
+    ocg:buckets        sorted set of `MINUTE:KEY`, score the minute: the index `report` reads;
+                       trimmed to 2 days on every write
+    ocg:keys           hash, key id -> its KeyState as JSON
+    ocg:sessions       stream of assignments {s: session, k: key id, t: when}, trimmed (MINID) to
+                       the session TTL; its entry ids are the snapshot cursor
+    ocg:reasoning      hash, id -> reasoning text; with
+    ocg:reasoning:expires  sorted set, id -> when it expires: expired and surplus ids (past
+                       max_reasoning, the soonest to expire first) leave both on every write
+
+Why a stream for the sessions: its ids are made by the server from its clock, so "everything
+after the cursor" survives a Redis that restarted empty (a counter would start again below every
+worker's cursor and hide new assignments until it caught up). Needs Redis 6.2 or later.
+"""
+from __future__ import annotations
+
+import time
+import urllib.parse
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, StoreError, UsageRow,
+                                 WindowStarts)
+
+_PREFIX = "ocg:"
+_BUCKETS = _PREFIX + "buckets"
+_KEYS = _PREFIX + "keys"
+_SESSIONS = _PREFIX + "sessions"
+_REASONING = _PREFIX + "reasoning"
+_REASONING_EXPIRES = _PREFIX + "reasoning:expires"
+_MINUTES_KEPT = 2 * 24 * 60
+_DAYS_KEPT = 40
+_TIMEOUT = 1.0
+_PAGE = 10_000       # stream entries per read
+_COUNTS = (("requests", "requests"), ("input", "input_tokens"), ("cached", "cached_tokens"),
+           ("output", "output_tokens"))
+_encode = msgspec.json.encode
+_decode_state = msgspec.json.Decoder(KeyState).decode
+
+# Store the texts, then drop the expired ids and those past the bound (soonest to expire
+# first), and let both keys go when the last text does.
+_REMEMBER = """
+local texts, expiries = KEYS[1], KEYS[2]
+local now, most, expires = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+for i = 4, #ARGV, 2 do
+    redis.call('HSET', texts, ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', expiries, expires, ARGV[i])
+end
+local function drop(ids, step)
+    for i = 1, #ids, 1000 * step do
+        local chunk = {}
+        for j = i, math.min(i + 1000 * step - 1, #ids), step do chunk[#chunk + 1] = ids[j] end
+        redis.call('HDEL', texts, unpack(chunk))
+        redis.call('ZREM', expiries, unpack(chunk))
+    end
+end
+drop(redis.call('ZRANGEBYSCORE', expiries, '-inf', '(' .. now), 1)
+local over = redis.call('ZCARD', expiries) - most
+if over > 0 then drop(redis.call('ZPOPMIN', expiries, over), 2) end
+local newest = redis.call('ZRANGE', expiries, -1, -1, 'WITHSCORES')[2]
+if newest then
+    local at = math.ceil(tonumber(newest))
+    redis.call('EXPIREAT', texts, at)
+    redis.call('EXPIREAT', expiries, at)
+end
+return 0
+"""
+
+
+def _bucket(key_id: str, minute: int) -> str:
+    return f"{_PREFIX}u:{key_id}:{minute}"
+
+
+def _minute_total(key_id: str, minute: int) -> str:
+    return f"{_PREFIX}m:{key_id}:{minute}"
+
+
+def _day_total(key_id: str, day: int) -> str:
+    return f"{_PREFIX}d:{key_id}:{day}"
+
+
+def masked_url(url: str) -> str:
+    """The URL with its password (if any) replaced by ***."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+def _check_url(url: str) -> None:
+    """What redis-py would accept silently but is surely a typo: a database that is no number."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        parts.port  # noqa: B018 (raises ValueError for a port that is no number)
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"the database {database!r} is not a number")
+
+
+class RedisStore(StateStore):
+    name = "redis"
+
+    def __init__(self, settings):
+        self.url = settings.url
+        self._session_ttl = settings.session_ttl_hours * 3600
+        self._max_reasoning = settings.max_reasoning
+        self._redis: aioredis.Redis | None = None
+        self._remember = None
+
+    def __repr__(self) -> str:
+        return masked_url(self.url)
+
+    # ---- open / close ----
+
+    async def open(self) -> None:
+        """Make this worker's pool and check that Redis answers. A bad URL is a StoreError; an
+        unreachable Redis is a ConnectionError (an OSError), and the pool stays: every call
+        after it works as soon as Redis is back."""
+        if self._redis is None:
+            try:
+                _check_url(self.url)
+                pool = aioredis.ConnectionPool.from_url(
+                    self.url, decode_responses=True, socket_connect_timeout=_TIMEOUT,
+                    socket_timeout=_TIMEOUT, client_name="opencode-gateway",
+                    # Once, at once, on a fresh connection: a pooled one dies with a restarted
+                    # Redis. Never after a timeout, which may have hidden an applied write.
+                    retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
+            except ValueError as exc:
+                raise StoreError(f"state.url {masked_url(self.url)!r} is not a Redis URL "
+                                 f"({exc}); write it as redis://[:PASSWORD@]HOST:6379/0") from None
+            self._redis = aioredis.Redis.from_pool(pool)
+            self._remember = self._redis.register_script(_REMEMBER)
+        try:
+            info = await self._redis.info("server")
+        except RedisError as exc:
+            raise ConnectionError(f"cannot reach Redis at {self!r}: {exc}") from exc
+        version = tuple(int(part) for part in info.get("redis_version", "0").split(".")[:2])
+        if version < (6, 2):
+            raise StoreError(f"Redis at {self!r} is version {info.get('redis_version')}; the "
+                             "state store needs 6.2 or later")
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    @property
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise ConnectionError(f"the Redis state store {self!r} is not open")
+        return self._redis
+
+    # ---- writes ----
+
+    async def record(self, batch: Batch) -> None:
+        now = time.time()
+        now_minute = int(now // 60)
+        pipe = self._client.pipeline(transaction=True)
+        minutes: dict[tuple[str, int], float] = {}
+        days: dict[tuple[str, int], float] = {}
+        for row in batch.usage:
+            bucket = _bucket(row.key_id, row.minute)
+            for field, attribute in _COUNTS:
+                count = getattr(row, attribute)
+                if count:
+                    pipe.hincrby(bucket, f"{row.model}|{field}", count)
+            pipe.hincrbyfloat(bucket, f"{row.model}|cost", row.cost_usd)
+            pipe.expireat(bucket, (row.minute + _MINUTES_KEPT) * 60)
+            pipe.zadd(_BUCKETS, {f"{row.minute}:{row.key_id}": row.minute})
+            minutes[(row.key_id, row.minute)] = minutes.get((row.key_id, row.minute), 0.0) \
+                + row.cost_usd
+            day = (row.key_id, row.minute // 1440)
+            days[day] = days.get(day, 0.0) + row.cost_usd
+        for (key_id, minute), dollars in minutes.items():
+            pipe.incrbyfloat(_minute_total(key_id, minute), dollars)
+            pipe.expireat(_minute_total(key_id, minute), (minute + _MINUTES_KEPT) * 60)
+        for (key_id, day), dollars in days.items():
+            pipe.incrbyfloat(_day_total(key_id, day), dollars)
+            pipe.expireat(_day_total(key_id, day), (day + 1 + _DAYS_KEPT) * 86400)
+        if batch.usage:
+            pipe.zremrangebyscore(_BUCKETS, "-inf", f"({now_minute - _MINUTES_KEPT}")
+        if batch.keys:
+            pipe.hset(_KEYS, mapping={key_id: _encode(state)
+                                      for key_id, state in batch.keys.items()})
+        oldest = now - self._session_ttl
+        fresh = [(session, key_id, assigned)
+                 for session, (key_id, assigned) in batch.sessions.items() if assigned >= oldest]
+        for session, key_id, assigned in fresh:
+            pipe.xadd(_SESSIONS, {"s": session, "k": key_id, "t": repr(assigned)})
+        if fresh:
+            pipe.xtrim(_SESSIONS, minid=int(oldest * 1000), approximate=True)
+        if len(pipe):
+            await pipe.execute()
+
+    # ---- reads ----
+
+    async def snapshot(self, starts: dict[str, WindowStarts], cursor) -> Snapshot:
+        now = time.time()
+        now_minute = int(now // 60)
+        today = now_minute // 1440
+        pipe = self._client.pipeline(transaction=False)
+        plans = []
+        for key_id, start in starts.items():
+            # A few minutes past now: another machine's clock may run ahead of this one's.
+            first_minute = max(start.rolling_minute, now_minute - _MINUTES_KEPT)
+            pipe.mget([_minute_total(key_id, minute)
+                       for minute in range(first_minute, now_minute + 6)])
+            first_day = max(min(start.week_day, start.month_day), today - _DAYS_KEPT)
+            days = range(first_day, today + 2)
+            pipe.mget([_day_total(key_id, day) for day in days])
+            plans.append((key_id, start, days))
+        pipe.hgetall(_KEYS)
+        since = cursor if isinstance(cursor, str) else None
+        pipe.xrange(_SESSIONS, f"({since}" if since else "-", "+", count=_PAGE)
+        answers = await pipe.execute()
+        spent = {}
+        for index, (key_id, start, days) in enumerate(plans):
+            rolling = sum(float(value) for value in answers[2 * index] if value)
+            by_day = answers[2 * index + 1]
+            week = sum(float(value) for day, value in zip(days, by_day)
+                       if value and day >= start.week_day)
+            month = sum(float(value) for day, value in zip(days, by_day)
+                        if value and day >= start.month_day)
+            spent[key_id] = (rolling, week, month)
+        keys = {}
+        for key_id, state in answers[-2].items():
+            try:
+                keys[key_id] = _decode_state(state)
+            except msgspec.DecodeError:
+                continue  # written by something else: not ours to break every sync over
+        page = entries = answers[-1]
+        while len(page) == _PAGE:  # a worker far behind (or new): the rest, page by page
+            page = await self._client.xrange(_SESSIONS, f"({page[-1][0]}", "+", count=_PAGE)
+            entries = entries + page
+        oldest = now - self._session_ttl
+        sessions = {}
+        for _, fields in entries:
+            try:
+                if float(fields["t"]) >= oldest:
+                    sessions[fields["s"]] = fields["k"]
+            except (KeyError, ValueError):
+                continue
+        new_cursor = entries[-1][0] if entries else (since or "0-0")
+        return Snapshot(spent, keys, sessions, new_cursor)
+
+    async def report(self, since_minute: int) -> list[UsageRow]:
+        client = self._client
+        members = await client.zrangebyscore(_BUCKETS, since_minute, "+inf")
+        if not members:
+            return []
+        pipe = client.pipeline(transaction=False)
+        places = []
+        for member in members:
+            minute, _, key_id = member.partition(":")
+            places.append((key_id, int(minute)))
+            pipe.hgetall(_bucket(key_id, int(minute)))
+        rows = []
+        for (key_id, minute), fields in zip(places, await pipe.execute()):
+            by_model: dict[str, UsageRow] = {}
+            for field, value in fields.items():
+                model, _, name = field.rpartition("|")
+                row = by_model.get(model)
+                if row is None:
+                    row = by_model[model] = UsageRow(key_id, model, minute)
+                if name == "cost":
+                    row.cost_usd = float(value)
+                elif name == "requests":
+                    row.requests = int(value)
+                elif name == "input":
+                    row.input_tokens = int(value)
+                elif name == "cached":
+                    row.cached_tokens = int(value)
+                elif name == "output":
+                    row.output_tokens = int(value)
+            rows.extend(by_model.values())
+        return rows
+
+    # ---- reasoning memory ----
+
+    async def remember(self, items: dict[str, str], ttl: float) -> None:
+        if not items:
+            return
+        now = time.time()
+        args = [repr(now), self._max_reasoning, repr(now + ttl)]
+        for key, text in items.items():
+            args += (key, text)
+        await self._remember(keys=[_REASONING, _REASONING_EXPIRES], args=args,
+                             client=self._client)
+
+    async def recall(self, ids: list[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hmget(_REASONING, ids)
+        pipe.zmscore(_REASONING_EXPIRES, ids)
+        texts, expiries = await pipe.execute()
+        now = time.time()
+        return {key: text for key, text, expires in zip(ids, texts, expiries)
+                if text is not None and expires is not None and expires >= now}
