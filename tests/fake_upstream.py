@@ -57,6 +57,9 @@ items after the last assistant message / function_call / reasoning item):
                      deepseek-* either)
     slow=SECONDS     sleep between stream events
     ttfb=SECONDS     sleep before the response headers
+    run=TOOL         one call to the client's own shell tool TOOL (`Bash`, `bash`,
+                     `exec_command`) running `echo opencode-go-fake-ran` (SHELL_COMMAND), so a
+                     real agent runs it and sends the output back: `shell_arguments(TOOL)`
 
 An unknown key is a 400, so a typo in a test fails loudly. Everything is deterministic: the
 answer text is `answer_text(deltas)`, prompt tokens are 10 per message (per input item on
@@ -234,6 +237,19 @@ def _tool_argument_json(k: int) -> str:
     return msgspec.json.encode(tool_arguments(k)).decode()
 
 
+# `run=TOOL`: one call to the client's own shell tool, so a real agent runs a command and sends
+# its output back (Claude Code's `Bash`, opencode's `bash`, Codex's `exec_command`).
+SHELL_MARKER = "opencode-go-fake-ran"
+SHELL_COMMAND = f"echo {SHELL_MARKER}"
+
+
+def shell_arguments(tool: str) -> dict[str, Any]:
+    """The arguments of a `run=TOOL` call, in the form that client's shell tool takes."""
+    if tool == "exec_command":
+        return {"cmd": SHELL_COMMAND}
+    return {"command": SHELL_COMMAND, "description": "Print a marker for the test"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Today's catalogue, prices and limits: public so tests can state what they expect.
 
@@ -339,6 +355,7 @@ class Script(NamedTuple):
     cut: bool = False
     slow: float = 0.0
     ttfb: float = 0.0
+    run: str | None = None
 
 
 DEFAULT_SCRIPT = Script()
@@ -370,16 +387,18 @@ def parse_script(text: str) -> Script:
                 fields[key] = int(value)
             elif key in _FLOAT_KEYS and eq:
                 fields[key] = float(value)
-            elif key == "retry_after" and eq:
+            elif key in ("retry_after", "run") and eq:
                 fields[key] = value
             else:
                 raise ValueError
         except ValueError:
             raise _BadDirective(f"fake upstream: bad directive item {item!r}; keys: deltas=N "
                                 "reasoning tools=N text length error=STATUS retry_after=S "
-                                "stream_error cut slow=SECONDS ttfb=SECONDS") from None
+                                "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL") from None
     if fields.get("deltas", 1) < 1:
         raise _BadDirective("fake upstream: deltas must be at least 1")
+    if fields.get("run"):
+        fields["tools"] = 1
     return Script(**fields)
 
 
@@ -533,6 +552,7 @@ class _Shape(NamedTuple):
     text: bool
     length: bool
     failing: str         # "", "stream_error" or "cut": the short failing stream
+    run: str | None = None  # the client's shell tool, called once (`run=TOOL`)
 
 
 class _Rendered(NamedTuple):
@@ -544,7 +564,20 @@ def _shape(flavour: str, stream: bool, model: str, n_messages: int, include_usag
            s: Script) -> _Shape:
     failing = "stream_error" if s.stream_error else "cut" if s.cut else ""
     return _Shape(flavour, stream, model, n_messages, include_usage, s.deltas,
-                  s.reasoning or thinking_model(model), s.tools, s.text, s.length, failing)
+                  s.reasoning or thinking_model(model), s.tools, s.text, s.length, failing,
+                  s.run)
+
+
+def _call_name(sh: _Shape, k: int) -> str:
+    return sh.run or tool_name(k)
+
+
+def _call_arguments(sh: _Shape, k: int) -> dict[str, Any]:
+    return shell_arguments(sh.run) if sh.run else tool_arguments(k)
+
+
+def _call_json(sh: _Shape, k: int) -> str:
+    return msgspec.json.encode(_call_arguments(sh, k)).decode()
 
 
 def _text_deltas(sh: _Shape) -> list[str]:
@@ -598,7 +631,7 @@ def _openai_body(sh: _Shape, cost: str) -> bytes:
     if sh.tools:
         message["tool_calls"] = [
             {"id": openai_tool_id(k), "type": "function",
-             "function": {"name": tool_name(k), "arguments": _tool_argument_json(k)}}
+             "function": {"name": _call_name(sh, k), "arguments": _call_json(sh, k)}}
             for k in range(sh.tools)]
     return _encode({"id": "chatcmpl-fake", "object": "chat.completion", "created": CREATED,
                     "model": sh.model,
@@ -627,9 +660,10 @@ def _openai_events(sh: _Shape, cost: str) -> list[bytes]:
         return events + [_OPENAI_STREAM_ERROR] if sh.failing == "stream_error" else events
     for k in range(sh.tools):
         events.append(chunk({"tool_calls": [{"index": k, "id": openai_tool_id(k), "type": "function",
-                                             "function": {"name": tool_name(k), "arguments": ""}}]}))
+                                             "function": {"name": _call_name(sh, k),
+                                                          "arguments": ""}}]}))
         events += [chunk({"tool_calls": [{"index": k, "function": {"arguments": frag}}]})
-                   for frag in _fragments(_tool_argument_json(k), TOOL_ARGUMENT_FRAGMENTS)]
+                   for frag in _fragments(_call_json(sh, k), TOOL_ARGUMENT_FRAGMENTS)]
     events.append(chunk({}, _openai_finish(sh)))
     if sh.include_usage:
         events.append(b"data: " + _encode({
@@ -664,8 +698,8 @@ def _anthropic_body(sh: _Shape, cost: str) -> bytes:
     text = "".join(_text_deltas(sh))
     if text:
         content.append({"type": "text", "text": text})
-    content += [{"type": "tool_use", "id": anthropic_tool_id(k), "name": tool_name(k),
-                 "input": tool_arguments(k)} for k in range(sh.tools)]
+    content += [{"type": "tool_use", "id": anthropic_tool_id(k), "name": _call_name(sh, k),
+                 "input": _call_arguments(sh, k)} for k in range(sh.tools)]
     return _encode({"id": "msg_fake", "type": "message", "role": "assistant", "model": sh.model,
                     "content": content, "stop_reason": _anthropic_stop(sh), "stop_sequence": None,
                     "usage": {**_anthropic_input_usage(sh), "output_tokens": _output_tokens(sh)},
@@ -710,9 +744,10 @@ def _anthropic_events(sh: _Shape, cost: str) -> list[bytes]:
         events.pop()  # the text block never closes: the stream fails inside it
         return events + [_ANTHROPIC_STREAM_ERROR] if sh.failing == "stream_error" else events
     for k in range(sh.tools):
-        block({"type": "tool_use", "id": anthropic_tool_id(k), "name": tool_name(k), "input": {}},
+        block({"type": "tool_use", "id": anthropic_tool_id(k), "name": _call_name(sh, k),
+               "input": {}},
               [{"type": "input_json_delta", "partial_json": frag}
-               for frag in _fragments(_tool_argument_json(k), TOOL_ARGUMENT_FRAGMENTS)])
+               for frag in _fragments(_call_json(sh, k), TOOL_ARGUMENT_FRAGMENTS)])
     events.append(_sse("message_delta", {"type": "message_delta",
                                          "delta": {"stop_reason": _anthropic_stop(sh),
                                                    "stop_sequence": None},
@@ -768,9 +803,9 @@ def _message_item(status: str, content: list[dict[str, Any]]) -> dict[str, Any]:
             "content": content}
 
 
-def _call_item(k: int, status: str, arguments: str) -> dict[str, Any]:
+def _call_item(sh: _Shape, k: int, status: str, arguments: str) -> dict[str, Any]:
     return {"type": "function_call", "id": responses_call_item_id(k), "call_id": openai_tool_id(k),
-            "name": tool_name(k), "arguments": arguments, "status": status}
+            "name": _call_name(sh, k), "arguments": arguments, "status": status}
 
 
 def _responses_output(sh: _Shape) -> list[dict[str, Any]]:
@@ -780,7 +815,7 @@ def _responses_output(sh: _Shape) -> list[dict[str, Any]]:
     text = "".join(_text_deltas(sh))
     if text:
         output.append(_message_item(_responses_status(sh), [_output_text(text)]))
-    output += [_call_item(k, "completed", _tool_argument_json(k)) for k in range(sh.tools)]
+    output += [_call_item(sh, k, "completed", _call_json(sh, k)) for k in range(sh.tools)]
     return output
 
 
@@ -831,14 +866,14 @@ def _responses_events(sh: _Shape, cost: str) -> list[bytes]:
         output.append(_message_item(_responses_status(sh), [_output_text(text)]))
         event("response.output_item.done", output_index=at["output_index"], item=output[-1])
     for k in range(sh.tools):
-        arguments = _tool_argument_json(k)
+        arguments = _call_json(sh, k)
         at = {"item_id": responses_call_item_id(k), "output_index": len(output)}
         event("response.output_item.added", output_index=at["output_index"],
-              item=_call_item(k, "in_progress", ""))
+              item=_call_item(sh, k, "in_progress", ""))
         for frag in _fragments(arguments, TOOL_ARGUMENT_FRAGMENTS):
             event("response.function_call_arguments.delta", delta=frag, **at)
         event("response.function_call_arguments.done", arguments=arguments, **at)
-        output.append(_call_item(k, "completed", arguments))
+        output.append(_call_item(sh, k, "completed", arguments))
         event("response.output_item.done", output_index=at["output_index"], item=output[-1])
     status = _responses_status(sh)
     event("response.incomplete" if sh.length else "response.completed",

@@ -37,6 +37,8 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
 ]
+# The page's console goes to stderr with these: an uncaught exception fails the test.
+CONSOLE_FLAGS = ["--enable-logging=stderr", "--v=0"]
 WINDOWS = ("rolling", "weekly", "monthly")
 
 
@@ -46,7 +48,7 @@ def chromium() -> str:
         found = candidate and shutil.which(candidate)
         if found:
             return found
-    message = "Chromium is not installed: `apt-get install chromium` (.ci/run does)"
+    message = "Chromium is not installed: `apt-get install chromium`"
     if in_ci():
         pytest.fail(message)
     pytest.skip(message)
@@ -54,13 +56,17 @@ def chromium() -> str:
 
 def run_chromium(url: str, *, screenshot: Path | None = None, size: tuple[int, int] = (1280, 1000),
                  budget_ms: int = 3000) -> str:
-    """Load `url` headless; its DOM after `budget_ms` of virtual time (or write a screenshot)."""
+    """Load `url` headless; its DOM after `budget_ms` of virtual time (or write a screenshot).
+    The page's script must not throw."""
     with tempfile.TemporaryDirectory(prefix="dashboard-chromium-") as profile:
-        args = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+        args = [chromium(), *CHROMIUM_FLAGS, *CONSOLE_FLAGS, f"--user-data-dir={profile}",
                 f"--virtual-time-budget={budget_ms}", f"--window-size={size[0]},{size[1]}"]
         args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
         result = subprocess.run(args + [url], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"chromium exited {result.returncode}:\n{result.stderr[-3000:]}"
+    thrown = [line for line in result.stderr.splitlines()
+              if "CONSOLE" in line and "Uncaught" in line]
+    assert not thrown, "the page's script threw:\n" + "\n".join(thrown)
     return result.stdout
 
 
@@ -160,7 +166,8 @@ def wait_for_usage(gateway, done, key: str | None = None, timeout: float = 6.0) 
         time.sleep(0.1)
 
 
-def chat(gateway, model: str, text: str = "hi", stream: bool = False, key: str | None = None) -> int:
+def chat(gateway, model: str, text: str = "hi", stream: bool = False,
+         key: str | None = None) -> int:
     headers = {"authorization": "Bearer " + key} if key else None
     status, _, _ = post(gateway.url, {"model": model, "stream": stream,
                                       "messages": [{"role": "user", "content": text}]},
@@ -191,6 +198,7 @@ def test_the_dashboard_shows_keys_models_and_errors(start_gateway, tmp_path):
 
     assert "hidden" in page.find(id="error-banner").attrs
     assert "hidden" in page.find(id="auth-form").attrs
+    assert "hidden" not in page.find(id="report").attrs
     assert page.find(id="last-updated").text.startswith("updated ")
     store = page.find(id="state-store")
     assert (store.attrs["data-up"], store.attrs["data-backend"]) == ("true", "sqlite")
@@ -213,11 +221,13 @@ def test_the_dashboard_shows_keys_models_and_errors(start_gateway, tmp_path):
                                 bar.find(data_field="spent").text)
             countdown = bar.find(cls="countdown").text
             assert re.fullmatch(r"(\d+d )?(\d+h )?(\d+m )?\d+s", countdown), countdown
-    labels = [bar.find(cls="window-label").text for bar in cards["opencode-go.1"].find_all(cls="window")]
+    labels = [bar.find(cls="window-label").text
+              for bar in cards["opencode-go.1"].find_all(cls="window")]
     assert labels == ["5 hours", "week", "month"]
 
     table = page.find(id="models-today")
-    rows = {row.attrs["data-model"]: row for row in table.find("tbody").find_all("tr", data_model=True)}
+    rows = {row.attrs["data-model"]: row
+            for row in table.find("tbody").find_all("tr", data_model=True)}
     assert sorted(rows) == sorted(sent)
     for model, count in sent.items():
         assert rows[model].find(data_field="requests").text == str(count)
@@ -229,7 +239,8 @@ def test_the_dashboard_shows_keys_models_and_errors(start_gateway, tmp_path):
     segments = chart.find_all("rect", data_model=True)
     assert {rect.attrs["data-model"] for rect in segments} == set(sent)
     assert all(float(rect.attrs["height"]) >= 1 for rect in segments)
-    assert {item.attrs["data-model"] for item in page.find(id="cost-legend").find_all("li")} == set(sent)
+    legend = page.find(id="cost-legend").find_all("li")
+    assert {item.attrs["data-model"] for item in legend} == set(sent)
 
     errors = page.find(id="recent-errors")
     assert int(errors.attrs["data-count"]) >= 1
@@ -258,6 +269,7 @@ def test_a_locked_gateway_asks_for_a_client_key(start_gateway):
     assert "hidden" not in form.attrs
     assert form.find("input", id="auth-key").attrs["type"] == "password"
     assert "hidden" in page.find(id="error-banner").attrs   # a 401 is a question, not a failure
+    assert "hidden" in page.find(id="report").attrs          # nothing to show yet
     assert page.find_all(cls="key-card") == []
     assert page.find(id="last-updated").text == "needs a client key"
 
@@ -364,5 +376,15 @@ def test_a_client_key_typed_into_the_form_is_kept_and_used(start_gateway):
         await page.wait_for("!window.beforeReload && document.querySelectorAll('.key-card').length")
         assert await page.evaluate("document.getElementById('auth-form').hidden")
         assert not await page.evaluate("document.getElementById('auth-forget').hidden")
+
+        # the next refresh (every 5 s) finds the gateway gone: a banner over the last figures
+        gateway.stop()
+        banner = await page.wait_for("!document.getElementById('error-banner').hidden && "
+                                     "document.getElementById('error-banner').textContent",
+                                     timeout=8)
+        assert banner.startswith("Could not read /v1/usage:")
+        assert await page.evaluate(
+            "document.getElementById('last-updated').dataset.stale") == "true"
+        assert await page.evaluate("document.querySelectorAll('.key-card').length") == 1
 
     asyncio.run(_drive(gateway.url + "/dashboard", steps))

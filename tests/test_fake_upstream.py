@@ -242,7 +242,8 @@ def test_unknown_directive_key_is_a_loud_400(oai):
 def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
-    assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5)
+    assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None)
+    assert parse_script("[[fake: run=Bash]]")[-1] == "Bash"
     assert parse_script("no directive here").deltas == 5
 
 
@@ -1123,3 +1124,14 @@ def test_deepseek_takes_a_tool_turn_with_its_reasoning(fake, reasoning):
     status, _, raw = _post(fake, "/v1/chat/completions", {
         "model": "deepseek-v4-pro", "messages": _tool_turn(reasoning_content=reasoning)}, BEARER)
     assert status == 200 and json.loads(raw)["choices"][0]["message"]["content"] == answer_text(5)
+
+
+@pytest.mark.parametrize("tool, argument", [("Bash", "command"), ("exec_command", "cmd")])
+def test_run_calls_the_clients_own_shell_tool(fake, tool, argument):
+    status, _, raw = _post(fake, "/v1/chat/completions", {
+        "model": "glm-5.1", "messages": [{"role": "user", "content": f"[[fake: run={tool}]] go"}]},
+        {"Authorization": "Bearer k"})
+    assert status == 200
+    [call] = json.loads(raw)["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == tool
+    assert json.loads(call["function"]["arguments"])[argument] == "echo opencode-go-fake-ran"

@@ -19,9 +19,8 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.frontends.common import upstream_payload
-from gateway.quota.book import KeyBook
 from gateway.upstream.forwarder import create_session
-from gateway.upstream.instances import Instance
+from tests.conversations import sessions_preferring
 from tests.fake_upstream_client import free_port
 
 TWO_KEYS = {"OPENCODE_GO_API_KEY_1": "k1", "OPENCODE_GO_API_KEY_2": "k2"}
@@ -56,14 +55,6 @@ def ask(gateway, frontend: str = "openai", model: str = "opencode-go/glm-5.1", t
     headers = {"x-opencode-session": session} if session else None
     return post(gateway.url + PATHS[frontend], request_body(frontend, model, text, stream),
                 headers=headers)
-
-
-def sessions_preferring(key: str, count: int) -> list[str]:
-    """New conversations that start on `key` (k1 or k2) while both keys are equally good."""
-    keys = [Instance(f"opencode-go.{n}", "opencode-go", n, "http://x", f"k{n}") for n in (1, 2)]
-    found = (f"conversation-{n}" for n in range(10_000))
-    return [session for session, _ in zip(
-        (s for s in found if KeyBook.spread(s, keys).api_key == key), range(count))]
 
 
 def keys_seen(fake) -> list[str]:

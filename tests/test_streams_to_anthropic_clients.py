@@ -1,5 +1,6 @@
 """OpenAI chat.completion.chunk stream → Anthropic Messages SSE."""
 import json
+import re
 
 import anthropic
 import httpx2
@@ -193,8 +194,10 @@ def test_output_does_not_depend_on_where_the_upstream_bytes_were_split(cuts):
     pieces = [whole[a:b] for a, b in zip([0] + points, points + [len(whole)])]
     reference, _ = _run([whole])
     split, _ = _run(pieces)
-    # Ids are the only thing allowed to differ, and here they come from the upstream.
-    assert split == reference
+    # The message id is the only thing allowed to differ: it is fresh for every answer.
+    def without_message_id(out):
+        return re.sub(rb'"id":"msg_[0-9a-f]+"', b'"id":"msg_"', out)
+    assert without_message_id(split) == without_message_id(reference)
 
 
 def test_usage_attribute_reports_upstream_tokens():
@@ -431,3 +434,14 @@ def test_nothing_is_sent_after_message_stop():
     translator.feed(_chunk({"content": "x"}) + _chunk({}, finish_reason="stop") + _usage())
     assert translator.feed(_chunk({"content": "late"}) + _DONE) == b""
     assert translator.end() == b""
+
+
+def test_every_answer_gets_its_own_message_id_even_when_the_upstream_repeats_one():
+    # Claude Code files a turn's blocks under the message id: a repeated id merges two turns,
+    # and drops thinking it cannot match to the rest of its turn.
+    ids = set()
+    for _ in range(3):
+        translator = OpenAIToAnthropicStream(model="glm-5.1")
+        out = translator.feed(_chunk({"content": "hi"}, id="chatcmpl-same")) + translator.end()
+        ids.add(_events(out)[0][1]["message"]["id"])
+    assert len(ids) == 3 and all(i.startswith("msg_") for i in ids)

@@ -15,6 +15,7 @@ Writing (hub → an Anthropic client):
 - `write_answer`: `Answer` → `message`: thinking (from reasoning), then text (only when
   non-empty), then one `tool_use` per call (arguments that are empty, not JSON or not an object
   become `{}`: Anthropic requires an object).
+- Message ids are fresh for every answer (see `_message_id`).
 - `AnthropicStreamWriter`: `message_start` first; one content block open at a time with
   contiguous indexes; `content_block_stop` before the next `content_block_start`; a thinking
   block is closed with a `signature_delta` carrying `THINKING_SIGNATURE` (Claude Code drops
@@ -446,8 +447,11 @@ def tool_input(arguments: str | None) -> Any:
     return parsed if isinstance(parsed, dict) else {}
 
 
-def _message_id(upstream_id: str) -> str:
-    return "msg_" + upstream_id if upstream_id else new_id("msg_")
+def _message_id() -> str:
+    # Always a fresh id, never the upstream's: Claude Code files every content block of a turn
+    # under its message id, drops a thinking block it cannot match to that turn's other blocks
+    # by id, and merges turns that share one (some upstreams repeat the same id every time).
+    return new_id("msg_")
 
 
 def write_answer(answer: Answer, model: str) -> bytes:
@@ -461,7 +465,7 @@ def write_answer(answer: Answer, model: str) -> bytes:
         content.append(ToolUseBlock(call.id or new_id("toolu_"), call.name,
                                     tool_input(call.arguments)))
     message = _OutMessage(
-        id=_message_id(answer.id), role="assistant", model=answer.model or model,
+        id=_message_id(), role="assistant", model=answer.model or model,
         content=content, stop_reason=stop_reason(answer.finish, bool(answer.tool_calls)),
         stop_sequence=None, usage=wire_usage(answer.usage))
     return _encode(message)
@@ -556,7 +560,7 @@ class AnthropicStreamWriter(StreamWriter):
             return
         self._started = True
         body = _MessageStartBody(
-            id=_message_id(id), role="assistant", model=model or self._model, content=[],
+            id=_message_id(), role="assistant", model=model or self._model, content=[],
             stop_reason=None, stop_sequence=None, usage=AnthropicUsage(0, 0))
         self.out.append(_MESSAGE_START + _encode(_OutMessageStart(body)) + _END)
 
