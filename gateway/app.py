@@ -37,6 +37,7 @@ from gateway.upstream.catalogue_refresh import keep_fresh
 from gateway.upstream.forwarder import Forwarder, create_session
 from gateway.upstream.instances import build_pools
 from gateway.upstream.redact import Redactor
+from gateway.state.reasoning import ReasoningMemory
 from gateway.state.store import make_store
 
 _log = logging.getLogger("gateway")
@@ -73,6 +74,7 @@ class Gateway:
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
         self.book = KeyBook(config, self.pools, self.store)
+        self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
         self.observer.quota = self.book
@@ -96,7 +98,7 @@ class Gateway:
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
         self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
-                                   self.redactor)
+                                   self.redactor, self.reasoning)
         return self.forwarder
 
 
@@ -135,6 +137,7 @@ def create_app(gateway: Gateway) -> Starlette:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await gateway.reasoning.drain()
             await gateway.book.sync()  # what this worker gathered since the last sync
             await gateway.store.close()
             await session.close()

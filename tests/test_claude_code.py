@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import (anthropic_tool_id, answer_text, completion_tokens,
-                                 openai_tool_id, tool_name)
+from tests.fake_upstream import (REASONING_TEXT, SHELL_MARKER, anthropic_tool_id, answer_text,
+                                 completion_tokens, openai_tool_id, tool_name)
 from tests.node_clients import explain, installed_client
 
-MODELS = ["opencode-go/minimax-m2.7", "opencode-go/glm-5.1"]
+# Anthropic wire (passed through, normalised) and OpenAI wire (translated), two models each.
+MODELS = ["opencode-go/minimax-m2.7", "opencode-go/glm-5.1", "opencode-go/qwen3.7-plus",
+          "opencode-go/deepseek-v4-pro"]
+ANTHROPIC_WIRE = ("minimax", "qwen")
 # Generous: a cold start of the 400 MB binary on a busy CI machine, and a second turn after tools.
 TIMEOUT = 240
 
@@ -72,7 +75,7 @@ def test_claude_code_prints_the_answer(claude, gateway, fake, tmp_path, model):
     assert result.returncode == 0, explain("claude", result, gateway)
     assert answer_text() in result.stdout, explain("claude", result, gateway)
     [sent] = fake.requests()
-    if model.endswith("minimax-m2.7"):
+    if any(family in model for family in ANTHROPIC_WIRE):
         assert sent["path"] == "/v1/messages"
         assert "anthropic-beta" not in sent["headers"]
         assert not {"thinking", "context_management", "output_config"} & set(sent["body"])
@@ -119,7 +122,7 @@ def test_claude_code_tool_round_trip(claude, gateway, fake, tmp_path, model):
     assert answer_text() in result.stdout
     first, second = fake.requests()
     messages = second["body"]["messages"]
-    if model.endswith("minimax-m2.7"):
+    if any(family in model for family in ANTHROPIC_WIRE):
         assert [m["role"] for m in messages] == ["user", "assistant", "user"]
         assert [b["type"] for b in messages[1]["content"]] == [
             "thinking", "text", "tool_use", "tool_use"]
@@ -131,6 +134,25 @@ def test_claude_code_tool_round_trip(claude, gateway, fake, tmp_path, model):
             tool_name(0), tool_name(1)]
         assert [(m["role"], m["tool_call_id"]) for m in messages[-2:]] == [
             ("tool", openai_tool_id(0)), ("tool", openai_tool_id(1))]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("model", MODELS)
+def test_claude_code_runs_the_shell_command_the_model_asked_for(claude, start_gateway, fake,
+                                                                tmp_path, model, workers):
+    gateway = start_gateway(workers=workers)
+    # The prompt goes before --allowedTools, which takes several values.
+    result = run_claude_command(claude, gateway.url, model, tmp_path, "-p",
+                                "[[fake: run=Bash]] greet me", "--allowedTools", "Bash")
+    assert result.returncode == 0, explain("claude", result, gateway)
+    assert answer_text() in result.stdout, explain("claude", result, gateway)
+    first, second = fake.requests()
+    sent_back = json.dumps(second["body"]).replace(f"echo {SHELL_MARKER}", "")
+    assert SHELL_MARKER in sent_back  # the command ran, and its output reached the model
+    if model.endswith("deepseek-v4-pro"):
+        # DeepSeek refuses a tool-call turn without its reasoning: it went back with it.
+        assistant = next(m for m in second["body"]["messages"] if m.get("tool_calls"))
+        assert assistant["reasoning_content"] == REASONING_TEXT
 
 
 def test_claude_code_on_a_locked_gateway_sends_its_key(claude, start_gateway, fake, tmp_path):

@@ -205,6 +205,8 @@ def test_the_dashboard_shows_keys_models_and_errors(start_gateway, tmp_path):
 
     cards = {card.attrs["data-instance"]: card for card in page.find_all(cls="key-card")}
     assert sorted(cards) == ["opencode-go.1", "opencode-go.2"]
+    used = {(key["instance"], window): figures["used_percent"]
+            for key in report["keys"] for window, figures in key["windows"].items()}
     for name, card in cards.items():
         assert card.attrs["data-status"] == "ok"
         assert card.find(cls="status").text == "ok"
@@ -212,7 +214,7 @@ def test_the_dashboard_shows_keys_models_and_errors(start_gateway, tmp_path):
         bars = card.find_all(cls="window")
         assert [bar.attrs["data-window"] for bar in bars] == list(WINDOWS)
         for bar in bars:
-            assert re.fullmatch(r"\d+\.\d%", bar.find(cls="percent").text)
+            assert bar.find(cls="percent").text == f"{used[name, bar.attrs['data-window']]:.1f}%"
             assert bar.attrs["data-level"] == "ok"
             assert bar.find(cls="bar-fill").attrs["style"].startswith("width:")
             assert bar.find(cls="threshold-mark").attrs["data-threshold"] == "95"

@@ -14,10 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_upstream import anthropic_tool_id, answer_text, openai_tool_id
+from tests.fake_upstream import (REASONING_TEXT, SHELL_MARKER, anthropic_tool_id, answer_text,
+                                 openai_tool_id)
 from tests.node_clients import explain, installed_client
 
-MODELS = ["opencode-go/glm-5.1", "opencode-go/minimax-m2.7"]
+# OpenAI wire (passed through) and Anthropic wire (translated), two models each.
+MODELS = ["opencode-go/glm-5.1", "opencode-go/minimax-m2.7", "opencode-go/deepseek-v4-pro",
+          "opencode-go/qwen3.7-plus"]
+ANTHROPIC_WIRE = ("minimax", "qwen")
 TIMEOUT = 240
 
 
@@ -51,7 +55,8 @@ def test_opencode_prints_the_answer(opencode, gateway, fake, tmp_path, model):
     assert result.returncode == 0, explain("opencode", result, gateway)
     assert answer_text() in result.stdout, explain("opencode", result, gateway)
     paths = {sent["path"] for sent in fake.requests()}
-    assert paths == {"/v1/messages" if "minimax" in model else "/v1/chat/completions"}
+    assert paths == {"/v1/messages" if any(f in model for f in ANTHROPIC_WIRE)
+                     else "/v1/chat/completions"}
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -66,10 +71,27 @@ def test_opencode_tool_round_trip(opencode, gateway, fake, tmp_path, model):
     # opencode also asks for a session title, in parallel: pick the agent's follow-up turn.
     [messages] = [sent["body"]["messages"] for sent in fake.requests()
                   if any(m["role"] == "assistant" for m in sent["body"]["messages"])]
-    if "minimax" in model:
+    if any(family in model for family in ANTHROPIC_WIRE):
         assert [m["role"] for m in messages] == ["user", "assistant", "user"]
         assert [(b["type"], b["tool_use_id"]) for b in messages[2]["content"]] == [
             ("tool_result", anthropic_tool_id(0)), ("tool_result", anthropic_tool_id(1))]
     else:
         assert [(m["role"], m.get("tool_call_id")) for m in messages[-2:]] == [
             ("tool", openai_tool_id(0)), ("tool", openai_tool_id(1))]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("model", MODELS)
+def test_opencode_runs_the_shell_command_the_model_asked_for(opencode, start_gateway, fake,
+                                                             tmp_path, model, workers):
+    gateway = start_gateway(workers=workers)
+    result = run_opencode(opencode, gateway.url, model, "[[fake: run=bash]] greet me", tmp_path)
+    assert result.returncode == 0, explain("opencode", result, gateway)
+    # The agent's follow-up turn (opencode also asks for a session title in parallel).
+    [follow_up] = [sent["body"] for sent in fake.requests()
+                   if any(m["role"] == "assistant" for m in sent["body"]["messages"])]
+    assert SHELL_MARKER in json.dumps(follow_up).replace(f"echo {SHELL_MARKER}", "")
+    assert answer_text() in result.stdout, explain("opencode", result, gateway)
+    if model.endswith("deepseek-v4-pro"):
+        assistant = next(m for m in follow_up["messages"] if m.get("tool_calls"))
+        assert assistant["reasoning_content"] == REASONING_TEXT

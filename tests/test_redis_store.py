@@ -181,5 +181,7 @@ def test_the_password_never_shows():
     for url in ("redis://:s3cret@10.0.0.5:6379/0", "redis://app:s3cret@10.0.0.5:6379/0",
                 "rediss://default:s3cret@cache.example:6380/2"):
         shown = repr(redis_store(url))
-        assert "s3cret" not in shown and "10.0.0.5" in shown or "cache.example" in shown
+        assert "s3cret" not in shown and "***" in shown, shown
+        assert shown.startswith(url.partition(":")[0] + "://") and url.endswith(
+            shown.rpartition("@")[2]), shown
     assert repr(redis_store("redis://127.0.0.1:%d/0" % free_port())).startswith("redis://127")

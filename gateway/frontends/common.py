@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from gateway.errors import GatewayError
 from gateway.routing.catalogue import WIRES
-from gateway.upstream.forwarder import WrongWire
+from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
@@ -130,12 +130,25 @@ def check_at_door(body: dict, shape: type, example_model: str):
     return checked
 
 
-def upstream_payload(ctx) -> bytes:
-    """The body the upstream receives: the bare model id, translated for its wire, encoded once."""
+def upstream_body(ctx) -> dict:
+    """The body the upstream receives: the bare model id, translated for its wire."""
     body = ctx.body
     body["model"] = ctx.model_id
     if ctx.translation.request is not None:
         body = ctx.translation.request(body, ctx)
+    return body
+
+
+def upstream_payload(ctx) -> bytes:
+    return _encode(upstream_body(ctx))
+
+
+async def _payload(gateway, ctx) -> bytes:
+    """The encoded upstream body; a model that needs its reasoning back on tool-call turns
+    gets what the client dropped (state/reasoning.py)."""
+    body = upstream_body(ctx)
+    if ctx.protocol == "openai" and ctx.catalogues[ctx.backend].needs_reasoning_back(ctx.model_id):
+        await gateway.reasoning.restore(body, ctx.session, ctx.request_id)
     return _encode(body)
 
 
@@ -188,7 +201,20 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Response:
     while True:
         try:
             response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
-                                                         upstream_payload(ctx))
+                                                         await _payload(gateway, ctx))
+        except ReasoningRequired as refused:
+            catalogue = gateway.router.catalogues[ctx.backend]
+            if catalogue.needs_reasoning_back(ctx.model_id):
+                raise GatewayError(400, f"{ctx.model_id} refused the conversation because an "
+                                        "assistant tool-call turn lacks the reasoning it wrote, "
+                                        "although the gateway put back what it had; send the "
+                                        f"turn's `reasoning_content` (upstream: "
+                                        f"{refused.message})", param="messages") from None
+            _log.warning("%s: the upstream wants the reasoning of earlier tool-call turns back "
+                         "for %s; the gateway keeps and restores it from now on",
+                         ctx.request_id, ctx.model_id)
+            catalogue.learned_reasoning.add(ctx.model_id)
+            continue
         except WrongWire as refused:
             following = next((wire for wire in WIRES if wire not in tried), None)
             if following is None:

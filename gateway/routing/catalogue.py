@@ -91,6 +91,7 @@ class Catalogue:
     def __init__(self, overrides: dict[str, str]):
         self.overrides = dict(overrides)
         self.learned: dict[str, str] = {}
+        self.learned_reasoning: set[str] = set()  # models whose errors asked for reasoning
         self.upstream_ids: frozenset[str] | None = None
         self.upstream_fetched_at: float | None = None  # wall-clock time of that list
 
@@ -117,6 +118,9 @@ class Catalogue:
     def advertised(self) -> list[str]:
         listed = self.upstream_ids if self.upstream_ids is not None else BUILTIN_WIRES.keys()
         return sorted({*listed, *self.overrides})
+
+    def needs_reasoning_back(self, model_id: str) -> bool:
+        return needs_reasoning_back(model_id) or model_id in self.learned_reasoning
 
     def learn(self, model_id: str, wire: str) -> None:
         """The upstream answered `model_id` on `wire` after refusing it on the expected one."""

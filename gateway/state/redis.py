@@ -2,19 +2,21 @@
 
 Same semantics as the SQLite store. Each worker keeps one connection pool (made in `open`), with
 one-second connect and read timeouts: a Redis that is down makes a sync fail within a second or
-two, and the worker serves on its own view (`quota/book.py`) until it is back. Each call is one
-round trip: writes as one MULTI/EXEC, reads as one pipeline.
+two, and the worker serves on its own view (`quota/book.py`) until it is back. A sync is two
+round trips: `record` one MULTI/EXEC, `snapshot` one pipeline.
 
 Keys (prefix `ocg:`; the URL's database number keeps gateways that must not share apart):
 
     ocg:u:KEY:MINUTE   hash, one usage bucket: `MODEL|requests`, `MODEL|input`, `MODEL|cached`,
                        `MODEL|output` (HINCRBY), `MODEL|cost` (HINCRBYFLOAT); expires 2 days
                        after its minute
-    ocg:m:KEY:MINUTE   string, the bucket's dollars over every model (INCRBYFLOAT), so the
-                       rolling 5 hours is one MGET of 300 keys; expires with the bucket
+    ocg:m:KEY:MINUTE   string, the bucket's dollars over every model (INCRBYFLOAT): the rolling
+                       5 hours is a sum of 300 of these, made inside Redis by a script that
+                       answers three numbers per key (`_SUMS`); expires with the bucket
     ocg:d:KEY:DAY      string, the key's dollars that UTC day; expires 40 days after it ends
-    ocg:buckets        sorted set of `MINUTE:KEY`, score the minute: the index `report` reads;
-                       trimmed to 2 days on every write
+    ocg:buckets        sorted set of `KEY:MINUTE`, score the minute: the index of the buckets,
+                       trimmed to 2 days on every write; `report` reads the buckets it names
+                       inside Redis and answers them as one JSON text (`_REPORT`)
     ocg:keys           hash, key id -> its KeyState as JSON
     ocg:sessions       stream of assignments {s: session, k: key id, t: when}, trimmed (MINID) to
                        the session TTL; its entry ids are the snapshot cursor
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+import uuid
 
 import msgspec
 import redis.asyncio as aioredis
@@ -51,10 +54,56 @@ _MINUTES_KEPT = 2 * 24 * 60
 _DAYS_KEPT = 40
 _TIMEOUT = 1.0
 _PAGE = 10_000       # stream entries per read
+_MARKER_SECONDS = 600  # how long a write's marker says it was applied
 _COUNTS = (("requests", "requests"), ("input", "input_tokens"), ("cached", "cached_tokens"),
            ("output", "output_tokens"))
+_FIELDS = dict(_COUNTS)
 _encode = msgspec.json.encode
 _decode_state = msgspec.json.Decoder(KeyState).decode
+_decode_report = msgspec.json.Decoder(list[str | list[str]]).decode
+
+# Each key's dollars in its three windows, summed here so that three numbers per key cross the
+# wire instead of some 340 (the per-minute and per-day totals). ARGV: the prefix, then per key:
+# its id, first and last minute, week and month start days, first and last day.
+# (The key names are made here, not passed: fine on one Redis, not on a Redis Cluster.)
+_SUMS = """
+local prefix, sums = ARGV[1], {}
+for i = 2, #ARGV, 7 do
+    local minutes, days = prefix .. 'm:' .. ARGV[i] .. ':', prefix .. 'd:' .. ARGV[i] .. ':'
+    local week_day, month_day = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    local rolling, week, month = 0, 0, 0
+    for minute = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]) do
+        local dollars = redis.call('GET', minutes .. minute)
+        if dollars then rolling = rolling + tonumber(dollars) end
+    end
+    for day = tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6]) do
+        local dollars = redis.call('GET', days .. day)
+        if dollars then
+            if day >= week_day then week = week + tonumber(dollars) end
+            if day >= month_day then month = month + tonumber(dollars) end
+        end
+    end
+    for _, total in ipairs({rolling, week, month}) do
+        sums[#sums + 1] = string.format('%.17g', total)
+    end
+end
+return sums
+"""
+
+# Every usage bucket from a minute on, as one JSON text: [bucket, [field, value, ...], ...].
+# A day of busy buckets is thousands of hashes: one text decodes far faster than a reply each.
+_REPORT = """
+local found = {}
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+    local fields = redis.call('HGETALL', ARGV[2] .. member)
+    if #fields > 0 then
+        found[#found + 1] = member
+        found[#found + 1] = fields
+    end
+end
+if #found == 0 then return false end
+return cjson.encode(found)
+"""
 
 # Store the texts, then drop the expired ids and those past the bound (soonest to expire
 # first), and let both keys go when the last text does.
@@ -98,6 +147,39 @@ def _day_total(key_id: str, day: int) -> str:
     return f"{_PREFIX}d:{key_id}:{day}"
 
 
+def _add(into: dict[tuple[str, str, int], UsageRow], row: UsageRow) -> None:
+    held = into.get((row.key_id, row.model, row.minute))
+    if held is None:
+        into[(row.key_id, row.model, row.minute)] = UsageRow(*msgspec.structs.astuple(row))
+        return
+    held.requests += row.requests
+    held.input_tokens += row.input_tokens
+    held.cached_tokens += row.cached_tokens
+    held.output_tokens += row.output_tokens
+    held.cost_usd += row.cost_usd
+
+
+def _less(usage: list[UsageRow], owed: dict[tuple[str, str, int], UsageRow]) -> list[UsageRow]:
+    """`usage` without what is `owed` (already in Redis), bucket by bucket."""
+    if not owed:
+        return usage
+    left = []
+    for row in usage:
+        paid = owed.get((row.key_id, row.model, row.minute))
+        if paid is None:
+            left.append(row)
+            continue
+        rest = UsageRow(row.key_id, row.model, row.minute,
+                        max(row.requests - paid.requests, 0),
+                        max(row.input_tokens - paid.input_tokens, 0),
+                        max(row.cached_tokens - paid.cached_tokens, 0),
+                        max(row.output_tokens - paid.output_tokens, 0),
+                        max(row.cost_usd - paid.cost_usd, 0.0))
+        if rest.requests or rest.cost_usd > 1e-12:
+            left.append(rest)
+    return left
+
+
 def masked_url(url: str) -> str:
     """The URL with its password (if any) replaced by ***."""
     try:
@@ -130,6 +212,12 @@ class RedisStore(StateStore):
         self._max_reasoning = settings.max_reasoning
         self._redis: aioredis.Redis | None = None
         self._remember = None
+        # A write that failed may still have been applied (a Redis that stalled past the read
+        # timeout runs it when it wakes), and the book sends its usage again with the next
+        # batch: `_unsure` is that write (its marker, its usage), `_owed` the usage known to be
+        # in Redis that the book will send again.
+        self._unsure: tuple[str, list[UsageRow]] | None = None
+        self._owed: dict[tuple[str, str, int], UsageRow] = {}
 
     def __repr__(self) -> str:
         return masked_url(self.url)
@@ -177,12 +265,35 @@ class RedisStore(StateStore):
     # ---- writes ----
 
     async def record(self, batch: Batch) -> None:
+        """One MULTI/EXEC. The book gives a batch that failed back with the next one (its usage
+        merged in), so usage that a failed write put in Redis after all is left out then."""
+        client = self._client
+        if self._unsure is not None:
+            marker, usage = self._unsure
+            if await client.exists(marker):
+                for row in usage:
+                    _add(self._owed, row)
+            self._unsure = None
+        usage = _less(batch.usage, self._owed)
+        marker = f"{_PREFIX}batch:{uuid.uuid4().hex}"
+        try:
+            await self._write(client, batch, usage, marker)
+        except BaseException:
+            if usage:
+                self._unsure = (marker, usage)
+            raise
+        self._owed = {}
+
+    async def _write(self, client: aioredis.Redis, batch: Batch, usage: list[UsageRow],
+                     marker: str) -> None:
         now = time.time()
         now_minute = int(now // 60)
-        pipe = self._client.pipeline(transaction=True)
+        pipe = client.pipeline(transaction=True)
+        if usage:
+            pipe.set(marker, 1, ex=_MARKER_SECONDS)
         minutes: dict[tuple[str, int], float] = {}
         days: dict[tuple[str, int], float] = {}
-        for row in batch.usage:
+        for row in usage:
             bucket = _bucket(row.key_id, row.minute)
             for field, attribute in _COUNTS:
                 count = getattr(row, attribute)
@@ -190,7 +301,7 @@ class RedisStore(StateStore):
                     pipe.hincrby(bucket, f"{row.model}|{field}", count)
             pipe.hincrbyfloat(bucket, f"{row.model}|cost", row.cost_usd)
             pipe.expireat(bucket, (row.minute + _MINUTES_KEPT) * 60)
-            pipe.zadd(_BUCKETS, {f"{row.minute}:{row.key_id}": row.minute})
+            pipe.zadd(_BUCKETS, {f"{row.key_id}:{row.minute}": row.minute})
             minutes[(row.key_id, row.minute)] = minutes.get((row.key_id, row.minute), 0.0) \
                 + row.cost_usd
             day = (row.key_id, row.minute // 1440)
@@ -201,7 +312,7 @@ class RedisStore(StateStore):
         for (key_id, day), dollars in days.items():
             pipe.incrbyfloat(_day_total(key_id, day), dollars)
             pipe.expireat(_day_total(key_id, day), (day + 1 + _DAYS_KEPT) * 86400)
-        if batch.usage:
+        if usage:
             pipe.zremrangebyscore(_BUCKETS, "-inf", f"({now_minute - _MINUTES_KEPT}")
         if batch.keys:
             pipe.hset(_KEYS, mapping={key_id: _encode(state)
@@ -222,37 +333,27 @@ class RedisStore(StateStore):
         now = time.time()
         now_minute = int(now // 60)
         today = now_minute // 1440
-        pipe = self._client.pipeline(transaction=False)
-        plans = []
+        sums = [_PREFIX]
         for key_id, start in starts.items():
-            # A few minutes past now: another machine's clock may run ahead of this one's.
-            first_minute = max(start.rolling_minute, now_minute - _MINUTES_KEPT)
-            pipe.mget([_minute_total(key_id, minute)
-                       for minute in range(first_minute, now_minute + 6)])
-            first_day = max(min(start.week_day, start.month_day), today - _DAYS_KEPT)
-            days = range(first_day, today + 2)
-            pipe.mget([_day_total(key_id, day) for day in days])
-            plans.append((key_id, start, days))
+            # A few minutes and a day past now: another machine's clock may run ahead.
+            sums += (key_id, max(start.rolling_minute, now_minute - _MINUTES_KEPT),
+                     now_minute + 5, start.week_day, start.month_day,
+                     max(min(start.week_day, start.month_day), today - _DAYS_KEPT), today + 1)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.eval(_SUMS, 0, *sums)
         pipe.hgetall(_KEYS)
         since = cursor if isinstance(cursor, str) else None
         pipe.xrange(_SESSIONS, f"({since}" if since else "-", "+", count=_PAGE)
         answers = await pipe.execute()
-        spent = {}
-        for index, (key_id, start, days) in enumerate(plans):
-            rolling = sum(float(value) for value in answers[2 * index] if value)
-            by_day = answers[2 * index + 1]
-            week = sum(float(value) for day, value in zip(days, by_day)
-                       if value and day >= start.week_day)
-            month = sum(float(value) for day, value in zip(days, by_day)
-                        if value and day >= start.month_day)
-            spent[key_id] = (rolling, week, month)
+        figures = iter(float(value) for value in answers[0])
+        spent = {key_id: (next(figures), next(figures), next(figures)) for key_id in starts}
         keys = {}
-        for key_id, state in answers[-2].items():
+        for key_id, state in answers[1].items():
             try:
                 keys[key_id] = _decode_state(state)
             except msgspec.DecodeError:
                 continue  # written by something else: not ours to break every sync over
-        page = entries = answers[-1]
+        page = entries = answers[2]
         while len(page) == _PAGE:  # a worker far behind (or new): the rest, page by page
             page = await self._client.xrange(_SESSIONS, f"({page[-1][0]}", "+", count=_PAGE)
             entries = entries + page
@@ -268,34 +369,21 @@ class RedisStore(StateStore):
         return Snapshot(spent, keys, sessions, new_cursor)
 
     async def report(self, since_minute: int) -> list[UsageRow]:
-        client = self._client
-        members = await client.zrangebyscore(_BUCKETS, since_minute, "+inf")
-        if not members:
-            return []
-        pipe = client.pipeline(transaction=False)
-        places = []
-        for member in members:
-            minute, _, key_id = member.partition(":")
-            places.append((key_id, int(minute)))
-            pipe.hgetall(_bucket(key_id, int(minute)))
+        found = await self._client.eval(_REPORT, 1, _BUCKETS, since_minute, _PREFIX + "u:")
+        held = _decode_report(found) if found else []
         rows = []
-        for (key_id, minute), fields in zip(places, await pipe.execute()):
+        for member, fields in zip(held[::2], held[1::2]):
+            key_id, _, minute = member.rpartition(":")
             by_model: dict[str, UsageRow] = {}
-            for field, value in fields.items():
+            for field, value in zip(fields[::2], fields[1::2]):
                 model, _, name = field.rpartition("|")
                 row = by_model.get(model)
                 if row is None:
-                    row = by_model[model] = UsageRow(key_id, model, minute)
+                    row = by_model[model] = UsageRow(key_id, model, int(minute))
                 if name == "cost":
                     row.cost_usd = float(value)
-                elif name == "requests":
-                    row.requests = int(value)
-                elif name == "input":
-                    row.input_tokens = int(value)
-                elif name == "cached":
-                    row.cached_tokens = int(value)
-                elif name == "output":
-                    row.output_tokens = int(value)
+                elif name in _FIELDS:
+                    setattr(row, _FIELDS[name], int(value))
             rows.extend(by_model.values())
         return rows
 

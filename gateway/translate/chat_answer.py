@@ -184,7 +184,8 @@ def read_answer(raw: bytes) -> Answer:
 
 
 class ChatStreamReader(StreamReader):
-    __slots__ = ("_parser", "_started", "_calls", "_last_key", "_count", "_finish")
+    __slots__ = ("_parser", "_started", "_calls", "_last_key", "_count", "_finish",
+                 "reasoning_parts", "call_ids")
 
     def __init__(self, writer: StreamWriter,
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
@@ -196,6 +197,15 @@ class ChatStreamReader(StreamReader):
         self._last_key = 0
         self._count = 0
         self._finish: str | None = None
+        # Kept only when asked (`record`): the answer's reasoning and its tool calls' ids, for
+        # models that need the reasoning back on the next turn (state/reasoning.py).
+        self.reasoning_parts: list[str] | None = None
+        self.call_ids: list[str] | None = None
+
+    def record(self) -> "ChatStreamReader":
+        self.reasoning_parts = []
+        self.call_ids = []
+        return self
 
     def feed(self, chunk: bytes) -> None:
         for _event, data in self._parser.feed(chunk):
@@ -274,6 +284,8 @@ class ChatStreamReader(StreamReader):
             reasoning = delta.reasoning_content or delta.reasoning
             if reasoning:
                 writer.reasoning(reasoning)
+                if self.reasoning_parts is not None:
+                    self.reasoning_parts.append(reasoning)
             if delta.content:
                 writer.text(delta.content)
             if delta.tool_calls:
@@ -294,6 +306,8 @@ class ChatStreamReader(StreamReader):
             known = self._calls[key] = (self._count, call_id)
             self._count += 1
             self._last_key = key
+            if self.call_ids is not None:
+                self.call_ids.append(call_id)
             self.writer.tool_call(known[0], call_id,
                                   (function.name if function is not None else None) or "")
         arguments = function.arguments if function is not None else None

@@ -28,6 +28,9 @@ from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_
                             read_upstream_error)
 from gateway.observer import Observer
 from gateway.routing.context import RouteContext
+from gateway.state.reasoning import ReasoningMemory
+from gateway.translate import chat_answer
+from gateway.translate.hub import StreamWriter
 from gateway.translate.responses_answer import stream_failure as responses_stream_error
 from gateway.translate.sse import SSELimitError
 from gateway.upstream.instances import Instance, InstancePool
@@ -43,6 +46,8 @@ _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _ERROR_BODY_LIMIT = 64 * 1024
 USAGE_LIMIT_ERROR = "GoUsageLimitError"
 _WRONG_WIRE = re.compile(r"not supported for format", re.IGNORECASE)
+# DeepSeek's refusal of a tool-call turn that lost its reasoning.
+_REASONING_REQUIRED = re.compile(r"reasoning_content.*passed back", re.IGNORECASE | re.DOTALL)
 
 
 def _moves_on(status: int) -> bool:
@@ -134,14 +139,20 @@ class WrongWire(GatewayError):
     """The upstream refused the model on this wire ("Model X is not supported for format …")."""
 
 
+class ReasoningRequired(GatewayError):
+    """The upstream refused a tool-call turn without its reasoning ("must be passed back")."""
+
+
 class Forwarder:
     def __init__(self, session: aiohttp.ClientSession, settings: Upstream,
-                 pools: dict[str, InstancePool], observer: Observer, redactor: Redactor):
+                 pools: dict[str, InstancePool], observer: Observer, redactor: Redactor,
+                 memory: ReasoningMemory | None = None):
         self._session = session
         self._settings = settings
         self._pools = pools
         self._observer = observer
         self._redactor = redactor
+        self._memory = memory
         self._headers: dict[tuple[str, str], dict[str, str]] = {}
 
     def _headers_for(self, instance: Instance, protocol: str, session: str) -> dict[str, str]:
@@ -253,24 +264,50 @@ class Forwarder:
             pool.failed(instance, retry_after)
         if status in (400, 404) and _WRONG_WIRE.search(message):
             return WrongWire(status, message, headers=headers)
+        if status == 400 and _REASONING_REQUIRED.search(message):
+            return ReasoningRequired(status, message, headers=headers)
         return GatewayError(status, message, headers=headers)
+
+    def _keeps_reasoning(self, ctx: RouteContext) -> bool:
+        """Whether this answer's reasoning must be remembered for the conversation's next turn."""
+        return (self._memory is not None and ctx.protocol == "openai"
+                and ctx.catalogues[ctx.backend].needs_reasoning_back(ctx.model_id))
+
+    def _remember(self, ctx: RouteContext, reasoning: str, call_ids: list[str]) -> None:
+        if reasoning and call_ids:
+            self._memory.remember(ctx.session, call_ids, reasoning)
 
     async def _answer(self, ctx: RouteContext, upstream: aiohttp.ClientResponse) -> Response:
         translation = ctx.translation
+        keeps_reasoning = self._keeps_reasoning(ctx)
         if ctx.stream and upstream.content_type == "text/event-stream":
             if translation.stream is not None:
-                relay = self._relay_translated(ctx, upstream, translation.stream(ctx))
+                stream = translation.stream(ctx)
+                if keeps_reasoning:
+                    stream.reader.record()
+                relay = self._relay_translated(ctx, upstream, stream)
             else:
-                relay = self._relay_bytes(ctx, upstream)
+                recorder = chat_answer.ChatStreamReader(StreamWriter()).record() \
+                    if keeps_reasoning else None
+                relay = self._relay_bytes(ctx, upstream, recorder)
             return StreamingResponse(relay, status_code=upstream.status,
                                      headers={**_SSE_HEADERS, "x-request-id": ctx.request_id},
                                      media_type="text/event-stream")
         body = await self._read_whole(ctx, upstream)
+        answer = None
         if translation.response is not None:
             body, answer = translation.response(body, ctx)
             usage, cost = answer.usage, answer.cost
         else:
             usage, cost = answer_usage(ctx.protocol, body)
+        if keeps_reasoning:
+            if answer is None:
+                try:
+                    answer = chat_answer.read_answer(body)
+                except GatewayError:
+                    answer = None
+            if answer is not None:
+                self._remember(ctx, answer.reasoning, [call.id for call in answer.tool_calls])
         body = self._redactor.bytes(body)
         self._observer.finished(ctx, upstream.status, usage, cost)
         return Response(body, status_code=upstream.status, headers={"x-request-id": ctx.request_id},
@@ -312,8 +349,10 @@ class Forwarder:
             upstream.connection.protocol.read_timeout = None  # _IdleWatch keeps time from here
         return _IdleWatch(upstream, self._settings.idle_timeout)
 
-    async def _relay_bytes(self, ctx: RouteContext, upstream: aiohttp.ClientResponse):
-        """A same-protocol stream: the upstream's bytes up to its protocol's end."""
+    async def _relay_bytes(self, ctx: RouteContext, upstream: aiohttp.ClientResponse,
+                           recorder: chat_answer.ChatStreamReader | None):
+        """A same-protocol stream: the upstream's bytes up to its protocol's end (read by
+        `recorder` too, when the answer's reasoning must be remembered)."""
         status = upstream.status
         failure: tuple[int, str] | None = None
         finished = False
@@ -335,6 +374,8 @@ class Forwarder:
                         trailer = chunk[end:]
                         chunk = chunk[:end]
                     tap(chunk)
+                    if recorder is not None:
+                        recorder.feed(chunk)
                     if failure is None:
                         failure = stream_error(ctx.protocol, chunk)
                     out = redact.feed(chunk)
@@ -369,6 +410,8 @@ class Forwarder:
                     status = 499  # the client went away mid-stream
             if failure is not None and status == 200:
                 status = failure[0]
+            if recorder is not None and finished and failure is None:
+                self._remember(ctx, "".join(recorder.reasoning_parts), recorder.call_ids)
             self._observer.stream_finished(ctx, status, tap.usage(), trailer_cost(trailer),
                                            self._redactor.text(failure[1]) if failure else None)
 
@@ -410,6 +453,9 @@ class Forwarder:
             failure = translation.failure
             if failure is not None and status in (200, 502):
                 status = failure[0] if status == 200 else status
+            reader = translation.reader
+            if finished and failure is None and getattr(reader, "call_ids", None):
+                self._remember(ctx, "".join(reader.reasoning_parts), reader.call_ids)
             self._observer.stream_finished(ctx, status, translation.full_usage, translation.cost,
                                            self._redactor.text(failure[1]) if failure else None)
 
