@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.info import count_tokens, healthz, list_models
@@ -33,6 +33,7 @@ from gateway.quota.upstream_usage import poll_forever
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
+from gateway.server import on_shutdown
 from gateway.upstream.catalogue_refresh import keep_fresh
 from gateway.upstream.forwarder import Forwarder, create_session
 from gateway.upstream.instances import build_pools
@@ -69,8 +70,12 @@ class Gateway:
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
         keys = list(config.server.api_keys)
-        keys += [key.strip() for key in env.get(CLIENT_KEYS_ENV, "").split(",") if key.strip()]
-        self.client_keys = [key.encode() for key in keys if key]
+        listed = env.get(CLIENT_KEYS_ENV, "")
+        from_env = [key.strip() for key in listed.split(",") if key.strip()]
+        if listed.strip() and not from_env:
+            raise ConfigError(f"{CLIENT_KEYS_ENV}={listed!r} holds no key; the gateway will not "
+                              "start open when client keys were asked for")
+        self.client_keys = [key.encode() for key in keys + from_env if key]
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
         self.book = KeyBook(config, self.pools, self.store)
@@ -123,7 +128,7 @@ def create_app(gateway: Gateway) -> Starlette:
         await gateway.store.open()
         await gateway.book.sync()  # start from what the other workers (and the last run) know
         session = create_session(settings)
-        gateway.attach(session)
+        on_shutdown(gateway.attach(session).shutting_down)
         background = [asyncio.create_task(gateway.keep_in_step())]
         if settings.models_refresh_seconds > 0:
             background.append(asyncio.create_task(keep_fresh(

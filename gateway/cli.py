@@ -14,6 +14,7 @@ from gateway.config import ConfigError, load_config
 from gateway.errors import GatewayError
 from gateway.quota.report import usage_report
 from gateway.routing.chain import RuleLoadError
+from gateway.server import hypercorn_config
 from gateway.state.store import StoreError
 from gateway.upstream.catalogue_refresh import refresh_once
 from gateway.upstream.forwarder import ANTHROPIC_VERSION, PATHS, create_session
@@ -72,7 +73,6 @@ def _metrics_dir(workers: int) -> str | None:
 
 
 def _serve(args) -> int:
-    from hypercorn.config import Config as HypercornConfig
     from hypercorn.run import run
     # gateway.asgi builds its app when imported, from the environment set below: not before.
 
@@ -86,21 +86,10 @@ def _serve(args) -> int:
         os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     if args.rules_dir:
         os.environ[RULES_DIR_ENV] = os.path.abspath(args.rules_dir)
-    config = HypercornConfig()
-    config.application_path = "gateway.asgi:app"
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-    config.worker_class = "uvloop"
-    # One worker runs in this process; more are spawned processes sharing the socket.
-    config.workers = 0 if workers == 1 else workers
-    config.backlog = server.backlog
-    config.keep_alive_timeout = server.keep_alive_timeout
-    config.keep_alive_max_requests = 1_000_000
-    config.graceful_timeout = server.graceful_timeout
-    config.h11_max_incomplete_size = server.max_header_bytes
-    config.accesslog = None
-    config.errorlog = "-"
-    print(f"opencode-gateway: serving on http://{host}:{port} with {workers} worker(s); "
-          f"models: {', '.join(gateway.router.advertised_models())}", file=sys.stderr, flush=True)
+    config = hypercorn_config(server, host, port, workers)
+    print(f"opencode-gateway: serving on http://{host}:{port} with {workers} worker(s), "
+          f"{len(gateway.router.advertised_models())} models (`opencode-gateway models` lists "
+          f"them), state in {gateway.store!r}", file=sys.stderr, flush=True)
     metrics_dir = _metrics_dir(workers)
     try:
         return run(config)

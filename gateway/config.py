@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -17,6 +17,16 @@ DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
 DEFAULT_BACKEND = "opencode-go"
 
 Protocol = Literal["openai", "anthropic", "responses"]
+
+# Ranges every value is checked against when a file is loaded (msgspec names the field).
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Count = Annotated[int, msgspec.Meta(ge=0)]          # 0 allowed (off / none)
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Bytes = Annotated[int, msgspec.Meta(ge=1024)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]      # a timeout or a period
+Pause = Annotated[float, msgspec.Meta(ge=0)]        # 0 allowed (off / at once)
+Dollars = Annotated[float, msgspec.Meta(gt=0)]
+Share = Annotated[float, msgspec.Meta(gt=0, le=1)]
 
 
 class BackendExtra(msgspec.Struct, forbid_unknown_fields=True):
@@ -33,45 +43,48 @@ class Backend(msgspec.Struct, forbid_unknown_fields=True):
 
 class Server(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
+    port: Port = 8000
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     # Client keys; empty leaves the gateway open. GATEWAY_API_KEYS (comma-separated) adds to them.
     api_keys: list[str] = []
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_header_bytes: int = 64 * 1024
+    max_body_bytes: Positive = 32 * 1024 * 1024
+    max_header_bytes: Bytes = 64 * 1024
+    # Longest time a client may take to send a request body (a slow sender holds a connection
+    # and a worker task; hypercorn bounds only the headers).
+    body_timeout: Seconds = 60.0
     # Seconds in-flight requests get to finish after SIGTERM before they are cut.
-    graceful_timeout: float = 30.0
+    graceful_timeout: Pause = 30.0
     # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.
-    backlog: int = 2048
-    keep_alive_timeout: float = 75.0
+    backlog: Positive = 2048
+    keep_alive_timeout: Seconds = 75.0
     access_log: bool = True
 
 
 class Upstream(msgspec.Struct, forbid_unknown_fields=True):
-    connect_timeout: float = 10.0
+    connect_timeout: Seconds = 10.0
     # Longest wait for the answer to start (its response headers); for a non-streamed answer
     # also the longest silence while it is read.
-    first_byte_timeout: float = 300.0
+    first_byte_timeout: Seconds = 300.0
     # Longest silence between two chunks of a streamed answer (a stalled stream ends after it).
-    idle_timeout: float = 300.0
+    idle_timeout: Seconds = 300.0
     # Concurrent upstream connections per worker; more requests wait for a free one. 0 = no cap.
-    max_connections: int = 1024
+    max_connections: Count = 1024
     # How many other instances an unpinned request may move to after a failure before any byte.
-    failover_hops: int = 2
+    failover_hops: Count = 2
     # Consecutive failures that take an instance out, and for how long.
-    cooldown_after_failures: int = 3
-    cooldown_seconds: float = 10.0
+    cooldown_after_failures: Positive = 3
+    cooldown_seconds: Pause = 10.0
     # How often the upstream's model list (GET {api_url}/models) is read; 0 = never.
-    models_refresh_seconds: float = 300.0
+    models_refresh_seconds: Pause = 300.0
     # Bounds on what the gateway holds of an answer: a whole (non-streamed) answer, and one
     # event of a stream it translates (a line without an end would otherwise grow forever).
-    max_answer_bytes: int = 64 * 1024 * 1024
-    max_event_bytes: int = 8 * 1024 * 1024
+    max_answer_bytes: Bytes = 64 * 1024 * 1024
+    max_event_bytes: Bytes = 8 * 1024 * 1024
 
 
 class Translation(msgspec.Struct, forbid_unknown_fields=True):
     # Anthropic requires max_tokens; used when an OpenAI client sent none.
-    default_max_tokens: int = 8192
+    default_max_tokens: Positive = 8192
 
 
 class State(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,42 +96,42 @@ class State(msgspec.Struct, forbid_unknown_fields=True):
     path: str = ""
     url: str = "redis://127.0.0.1:6379/0"
     # How often a worker writes what it gathered and reads what the others wrote.
-    sync_seconds: float = 1.0
+    sync_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
     # How long a conversation is remembered on its key after its last turn.
-    session_ttl_hours: float = 6.0
+    session_ttl_hours: Seconds = 6.0
     # Reasoning remembered for models that need it back on tool-call turns.
-    reasoning_ttl_hours: float = 24.0
-    max_reasoning: int = 100_000
+    reasoning_ttl_hours: Seconds = 24.0
+    max_reasoning: Positive = 100_000
 
 
 class WindowLimits(msgspec.Struct, forbid_unknown_fields=True):
     """Dollars a key may spend per window (OpenCode Go's subscription limits)."""
-    rolling: float = 12.0   # the rolling 5 hours
-    weekly: float = 30.0    # the calendar week, UTC, from Monday
-    monthly: float = 60.0   # the month from the key's anchor day
+    rolling: Dollars = 12.0   # the rolling 5 hours
+    weekly: Dollars = 30.0    # the calendar week, UTC, from Monday
+    monthly: Dollars = 60.0   # the month from the key's anchor day
 
 
 class KeyQuota(msgspec.Struct, forbid_unknown_fields=True):
     limits: WindowLimits | None = None
-    anchor_day: int = 1     # the day of the month the subscription started
+    anchor_day: Annotated[int, msgspec.Meta(ge=1, le=31)] = 1  # the subscription's day
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True):
     """USD per million tokens; `multiplier` is the model's usage multiplier."""
-    input: float
-    output: float
-    cache_read: float = 0.0
-    multiplier: float = 1.0
+    input: Pause
+    output: Pause
+    cache_read: Pause = 0.0
+    multiplier: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
 
 class Quota(msgspec.Struct, forbid_unknown_fields=True):
     # A key past this share of any window takes no new conversations.
-    threshold: float = 0.95
+    threshold: Share = 0.95
     limits: WindowLimits = msgspec.field(default_factory=WindowLimits)
     # Per instance (`opencode-go.2`): its own limits and month anchor.
     keys: dict[str, KeyQuota] = {}
     # How often each key's `GET {api_url}/usage` is read; 0 = never.
-    usage_poll_seconds: float = 300.0
+    usage_poll_seconds: Pause = 300.0
     # Model id -> price, over the built-in table (used when the upstream reports no cost).
     prices: dict[str, Price] = {}
 
@@ -190,15 +203,34 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
     return config
 
 
+_URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")
+
+
+def check_api_url(url: str, where: str) -> None:
+    """An upstream URL must be http(s)://host[/path]; `where` names the field or variable."""
+    if not _URL.fullmatch(url):
+        raise ConfigError(f"{where}: {url!r} is not an http(s) URL; OpenCode Go's is "
+                          f"{DEFAULT_API_URL}")
+
+
 def _check(config: Config, path: str) -> None:
+    """What the structs' ranges cannot say, checked once at load."""
     if not config.backends:
         raise ConfigError(f"{path}: `backends` is empty; name at least one backend")
-    for name in config.backends:
+    for name, backend in config.backends.items():
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ConfigError(f"{path}: backend name {name!r} may only hold letters, digits, - and _"
                               " (`.`, `:` and `/` separate backend, instance and model)")
-    for field, value in (("server.port", config.server.port), ("server.workers", config.server.workers)):
-        if value < (0 if field == "server.port" else 1):
-            raise ConfigError(f"{path}: `{field}` must be positive, got {value}")
-    if config.upstream.failover_hops < 0:
-        raise ConfigError(f"{path}: `upstream.failover_hops` must be 0 or more")
+        if backend.api_url:
+            check_api_url(backend.api_url, f"{path}: `backends.{name}.api_url`")
+    for index, key in enumerate(config.server.api_keys):
+        if not key.strip():
+            # "${GATEWAY_KEY}" with the variable unset: client keys were asked for, and a
+            # gateway that asked for them must not start open.
+            raise ConfigError(f"{path}: `server.api_keys[{index}]` is empty (is the variable it "
+                              "names set?); the gateway will not start open when client keys "
+                              "were asked for")
+    if config.state.backend == "redis" and not config.state.url.startswith(
+            ("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{path}: `state.url` must be a redis://, rediss:// or unix:// URL, "
+                          f"got {config.state.url!r}")

@@ -57,6 +57,11 @@ items after the last assistant message / function_call / reasoning item):
                      deepseek-* either)
     slow=SECONDS     sleep between stream events
     ttfb=SECONDS     sleep before the response headers
+    leak             every answer and error quotes the caller's key (the word "wörld" in the
+                     text and the stream error's message carry it): a key-leaking upstream
+    error200         200 with an error body (in the endpoint's error shape) instead of an answer
+    bad_utf8         the word "wörld" arrives as invalid UTF-8 (b"w\xffrld")
+    garbage=N        after the first stream event, N bytes with no line end, then the rest
     run=TOOL         one call to the client's own shell tool TOOL (`Bash`, `bash`,
                      `exec_command`) running `echo opencode-go-fake-ran` (SHELL_COMMAND), so a
                      real agent runs it and sends the output back: `shell_arguments(TOOL)`
@@ -356,13 +361,18 @@ class Script(NamedTuple):
     slow: float = 0.0
     ttfb: float = 0.0
     run: str | None = None
+    leak: bool = False
+    error200: bool = False
+    bad_utf8: bool = False
+    garbage: int = 0
 
 
 DEFAULT_SCRIPT = Script()
 _DIRECTIVE = "[[fake:"
-_INT_KEYS = {"deltas", "tools", "error"}
+_INT_KEYS = {"deltas", "tools", "error", "garbage"}
 _FLOAT_KEYS = {"slow", "ttfb"}
-_FLAG_KEYS = {"reasoning", "text", "length", "stream_error", "cut"}
+_FLAG_KEYS = {"reasoning", "text", "length", "stream_error", "cut", "leak", "error200",
+              "bad_utf8"}
 
 
 class _BadDirective(ValueError):
@@ -394,7 +404,8 @@ def parse_script(text: str) -> Script:
         except ValueError:
             raise _BadDirective(f"fake upstream: bad directive item {item!r}; keys: deltas=N "
                                 "reasoning tools=N text length error=STATUS retry_after=S "
-                                "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL") from None
+                                "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL leak error200 "
+                                "bad_utf8 garbage=N") from None
     if fields.get("deltas", 1) < 1:
         raise _BadDirective("fake upstream: deltas must be at least 1")
     if fields.get("run"):
@@ -1271,14 +1282,36 @@ async def _pause(request: web.Request, seconds: float) -> bool:
     return False
 
 
+_LEAK_WORD = "wörld".encode()
+_STREAM_ERROR_WORDS = b"fake upstream stream error"
+
+
+def _misbehave(data: bytes, script: Script, key: str) -> bytes:
+    """An answer's bytes as a misbehaving upstream sends them (leak, bad_utf8)."""
+    if script.leak:
+        data = data.replace(_LEAK_WORD, key.encode()).replace(
+            _STREAM_ERROR_WORDS, _STREAM_ERROR_WORDS + b" for key " + key.encode())
+    if script.bad_utf8:
+        data = data.replace(_LEAK_WORD, b"w\xffrld")
+    return data
+
+
 async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: Script,
                   key: str) -> web.StreamResponse:
+    if script.error200:
+        message = "fake upstream error body" + (f" for key {key}" if script.leak else "")
+        if sh.flavour == "anthropic":
+            error = {"type": "error", "error": {"type": "api_error", "message": message}}
+        else:
+            error = {"error": {"message": message, "type": "server_error"}}
+        return _json_response(_encode(error), 200)
     rendered = _render(state, sh)
+    odd = script.leak or script.bad_utf8
     if not sh.stream:
         if script.ttfb and not await _pause(request, script.ttfb):
             return web.Response(status=499)  # nobody is listening any more
         state.charge(key, sh.model, rendered.charge)
-        body = rendered.payload
+        body = _misbehave(rendered.payload, script, key) if odd else rendered.payload
         if not script.cut:
             return web.Response(body=body, content_type="application/json")
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -1298,7 +1331,9 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
         for n, event in enumerate(rendered.payload):
             if script.slow and n and not await _pause(request, script.slow):
                 return resp
-            await resp.write(event)
+            await resp.write(_misbehave(event, script, key) if odd else event)
+            if script.garbage and n == 0:
+                await resp.write(b"x" * script.garbage)
         if script.cut:
             _abort(request)
         else:

@@ -242,8 +242,10 @@ def test_unknown_directive_key_is_a_loud_400(oai):
 def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
-    assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None)
-    assert parse_script("[[fake: run=Bash]]")[-1] == "Bash"
+    assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None, False,
+                      False, False, 0)
+    assert parse_script("[[fake: run=Bash]]").run == "Bash"
+    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9]]")[-4:] == (True, True, True, 9)
     assert parse_script("no directive here").deltas == 5
 
 

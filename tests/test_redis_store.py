@@ -154,6 +154,29 @@ async def test_a_frozen_redis_fails_a_sync_within_the_read_timeout(redis_server,
     await store.close()
 
 
+async def test_a_write_a_stalled_redis_ran_late_is_not_counted_twice(redis_server, redis_url):
+    store = redis_store(redis_url)
+    await store.open()
+    await store.snapshot(starts(), None)
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Exception):  # times out; Redis runs it when it wakes
+            await store.record(Batch(usage=[UsageRow("k1", "m", NOW_MINUTE, 1, 10, 0, 1, 0.5)]))
+        with pytest.raises(Exception):  # the book's next try, the first batch merged in
+            await store.record(Batch(usage=[UsageRow("k1", "m", NOW_MINUTE, 2, 20, 0, 2, 1.5)]))
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    await store.record(Batch(usage=[UsageRow("k1", "m", NOW_MINUTE, 3, 30, 0, 3, 1.75),
+                                    UsageRow("k2", "m", NOW_MINUTE, 1, 10, 0, 1, 0.125)]))
+    assert [(r.key_id, r.requests, r.input_tokens, r.cost_usd)
+            for r in sorted(await store.report(NOW_MINUTE), key=lambda r: r.key_id)] == [
+        ("k1", 3, 30, pytest.approx(1.75)), ("k2", 1, 10, pytest.approx(0.125))]
+    assert (await store.snapshot(starts(), None)).spent["k1"] == pytest.approx((1.75,) * 3)
+    await store.record(Batch(usage=[UsageRow("k1", "m", NOW_MINUTE, 1, 10, 0, 1, 0.25)]))
+    assert (await store.snapshot(starts(), None)).spent["k1"] == pytest.approx((2.0,) * 3)
+    await store.close()
+
+
 async def test_an_unreachable_redis_at_open_is_an_oserror_and_the_store_works_later():
     server = RedisServer(redis_binary())
     store = redis_store(server.url)

@@ -8,12 +8,16 @@ front of both for the load test.
 - The shared ledger's dollars per key equal what the fake charged each key.
 - Redis killed in the middle of a load run through nginx costs no request, and the processes say
   `opencode_gateway_state_store_up 1` again once it is back.
+- A Redis that stalls past the read timeout and then runs the writes it had received counts
+  nothing twice.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
+import signal
 import threading
 import time
 import urllib.error
@@ -213,6 +217,38 @@ def test_redis_killed_during_a_load_run_loses_no_request(start_pair, fake, redis
             gateway.log()[-2000:]
         assert metric(gateway, "opencode_gateway_state_store_failures_total") >= 1
         assert "is back; shared state reconciled" in gateway.log()
+
+
+def test_a_redis_that_stalls_and_wakes_counts_nothing_twice(start_pair, fake, redis_server):
+    """A stalled Redis (here SIGSTOP) runs the writes that timed out when it wakes, while the
+    processes send the same usage again: the ledger must still equal the charges."""
+    a, b = start_pair()
+    stop = threading.Event()
+
+    def load(gateway, tag: str) -> None:
+        number = 0
+        while not stop.is_set():
+            chat(gateway, f"stall-{tag}-{number:05d} [[fake: deltas={5 + number % 50}]]")
+            number += 1
+
+    threads = [threading.Thread(target=load, args=(gateway, tag))
+               for gateway, tag in ((a, "a1"), (b, "b1"), (a, "a2"), (b, "b2"))]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.7)
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        time.sleep(2.2)  # past the read timeout, several syncs
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+        time.sleep(0.7)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    charged = fake.charges()["by_key"]
+    for gateway in (a, b):
+        assert metric(gateway, "opencode_gateway_state_store_failures_total") >= 1
+        assert wait_for(lambda: ledger_matches(gateway, charged)), (spent(gateway), charged)
 
 
 @pytest.mark.xfail(strict=True, reason="needs gateway/app.py's lifespan to start a worker when "

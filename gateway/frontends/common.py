@@ -55,8 +55,9 @@ def check_client_key(request: Request, keys: list[bytes]) -> str | None:
     return presented
 
 
-async def read_json_object(request: Request, limit: int) -> dict:
-    """The request body as a dict, refused with 413 as soon as it passes `limit` bytes."""
+async def read_json_object(request: Request, limit: int, timeout: float) -> dict:
+    """The request body as a dict, refused with 413 as soon as it passes `limit` bytes, and
+    with 408 when it has not all arrived within `timeout` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -67,14 +68,19 @@ async def read_json_object(request: Request, limit: int) -> dict:
     chunks = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise GatewayError(413, f"request body is over this gateway's limit of {limit} "
-                                        "bytes (server.max_body_bytes)")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise GatewayError(413, f"request body is over this gateway's limit of "
+                                            f"{limit} bytes (server.max_body_bytes)")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise GatewayError(400, "the client closed the connection before the body was complete") from None
+    except TimeoutError:
+        # The rest of the body is never read: the connection closes after this answer.
+        raise GatewayError(408, f"the request body did not arrive within {timeout:g} seconds "
+                                "(server.body_timeout)", headers={"connection": "close"}) from None
     raw = b"".join(chunks)
     if not raw:
         raise GatewayError(400, "the request body is empty; send a JSON object")
@@ -244,7 +250,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     model = None
     try:
         client_key = check_client_key(request, gateway.client_keys)
-        body = await read_json_object(request, gateway.config.server.max_body_bytes)
+        body = await read_json_object(request, gateway.config.server.max_body_bytes,
+                                      gateway.config.server.body_timeout)
         model = validate(body)
         ctx = await gateway.router.route(model, frontend, body, headers=request.headers,
                                          client_key=client_key)

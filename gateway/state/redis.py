@@ -30,6 +30,7 @@ worker's cursor and hide new assignments until it caught up). Needs Redis 6.2 or
 """
 from __future__ import annotations
 
+import re
 import time
 import urllib.parse
 import uuid
@@ -246,8 +247,8 @@ class RedisStore(StateStore):
             info = await self._redis.info("server")
         except RedisError as exc:
             raise ConnectionError(f"cannot reach Redis at {self!r}: {exc}") from exc
-        version = tuple(int(part) for part in info.get("redis_version", "0").split(".")[:2])
-        if version < (6, 2):
+        version = tuple(int(part) for part in re.findall(r"\d+", info.get("redis_version", "")))
+        if version[:2] < (6, 2):
             raise StoreError(f"Redis at {self!r} is version {info.get('redis_version')}; the "
                              "state store needs 6.2 or later")
 

@@ -101,12 +101,14 @@ def auth_headers(instance: Instance, protocol: str) -> dict[str, str]:
 
 
 class _IdleWatch:
-    """Closes a stream's upstream response after `limit` seconds without a chunk.
+    """Closes a stream's upstream response after `limit` seconds without a chunk, or when the
+    gateway must end the stream (`cut`: the graceful-shutdown deadline).
 
     One timer per stream that re-arms itself only when it fires; the relay just stamps the time
-    of each chunk (cheaper than a timer per chunk on a 50-event stream).
+    of each chunk (cheaper than a timer per chunk on a 50-event stream). Closing the upstream
+    makes the relay's pending read fail, and the relay ends the stream with an error event.
     """
-    __slots__ = ("_loop", "_limit", "_upstream", "_handle", "last", "fired")
+    __slots__ = ("_loop", "_limit", "_upstream", "_handle", "last", "fired", "cut_reason")
 
     def __init__(self, upstream: aiohttp.ClientResponse, limit: float):
         self._loop = asyncio.get_running_loop()
@@ -114,7 +116,17 @@ class _IdleWatch:
         self._upstream = upstream
         self.last = self._loop.time()
         self.fired = False
+        self.cut_reason: str | None = None
         self._handle = self._loop.call_at(self.last + limit, self._check)
+
+    def cut(self, reason: str) -> None:
+        self.cut_reason = reason
+        self._upstream.close()
+
+    @property
+    def stopped(self) -> bool:
+        """The gateway closed the upstream itself: a clean-looking end was not one."""
+        return self.fired or self.cut_reason is not None
 
     def _check(self) -> None:
         due = self.last + self._limit
@@ -153,7 +165,18 @@ class Forwarder:
         self._observer = observer
         self._redactor = redactor
         self._memory = memory
-        self._headers: dict[tuple[str, str], dict[str, str]] = {}
+        self._live: set[_IdleWatch] = set()  # the streams being relayed now
+
+    def shutting_down(self, graceful_timeout: float) -> None:
+        """The worker is stopping: streams still running just before the graceful deadline end
+        with an error event the client can read, instead of being cut mid-event."""
+        delay = max(graceful_timeout - 1.0, 0.0)
+        asyncio.get_running_loop().call_later(delay, self._cut_streams)
+
+    def _cut_streams(self) -> None:
+        for watch in list(self._live):
+            watch.cut("the gateway is shutting down and could not wait for the rest of the "
+                      "answer (server.graceful_timeout); retry the request")        self._headers: dict[tuple[str, str], dict[str, str]] = {}
 
     def _headers_for(self, instance: Instance, protocol: str, session: str) -> dict[str, str]:
         key = (instance.name, protocol)
@@ -335,19 +358,29 @@ class Forwarder:
         upstream.release()
         return b"".join(chunks)
 
-    def _broken(self, ctx: RouteContext, watch: _IdleWatch, exc: BaseException) -> str:
+    def _broken(self, ctx: RouteContext, watch: _IdleWatch,
+                exc: BaseException) -> tuple[int, str]:
+        """(status, message) of a stream that broke off."""
+        if watch.cut_reason is not None:
+            return 503, watch.cut_reason
         if watch.fired:
             reason = f"no data within idle_timeout ({self._settings.idle_timeout:g}s)"
         elif isinstance(exc, SSELimitError):
             reason = str(exc)
         else:
             reason = f"connection lost ({type(exc).__name__})"
-        return f"upstream {ctx.instance.name}: the stream broke off: {reason}"
+        return 502, f"upstream {ctx.instance.name}: the stream broke off: {reason}"
 
     def _start_relay(self, upstream: aiohttp.ClientResponse) -> _IdleWatch:
         if upstream.connection is not None:  # None when the whole answer has already arrived
             upstream.connection.protocol.read_timeout = None  # _IdleWatch keeps time from here
-        return _IdleWatch(upstream, self._settings.idle_timeout)
+        watch = _IdleWatch(upstream, self._settings.idle_timeout)
+        self._live.add(watch)
+        return watch
+
+    def _end_relay(self, watch: _IdleWatch) -> None:
+        watch.cancel()
+        self._live.discard(watch)
 
     async def _relay_bytes(self, ctx: RouteContext, upstream: aiohttp.ClientResponse,
                            recorder: chat_answer.ChatStreamReader | None):
@@ -387,19 +420,18 @@ class Forwarder:
                     trailer += chunk
                 else:
                     break  # nothing a client gets; the cost frame is not that long
-            if watch.fired:  # closing may read as a clean end: it was not
+            if watch.stopped:  # closing may read as a clean end: it was not
                 raise TimeoutError
             out = redact.flush()
             if out:
                 yield out
             finished = True
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            status = 502
-            message = self._broken(ctx, watch, exc)
-            failure = (502, message)
-            yield _stream_error(ctx.frontend)(502, message)
+            failure = self._broken(ctx, watch, exc)
+            status = failure[0]
+            yield _stream_error(ctx.frontend)(*failure)
         finally:
-            watch.cancel()
+            self._end_relay(watch)
             # A finished answer frees its connection for reuse; anything else (the client left,
             # the upstream broke) closes it so the upstream stops generating.
             if finished and not relaying and len(trailer) <= TRAILER_LIMIT:
@@ -431,19 +463,19 @@ class Forwarder:
                 out = feed(chunk)
                 if out:
                     yield redact(out)
-            if watch.fired:
+            if watch.stopped:
                 raise TimeoutError
             tail = translation.end()
             if tail:
                 yield redact(tail)
             finished = True
         except (aiohttp.ClientError, TimeoutError, OSError, SSELimitError) as exc:
-            status = 502
-            out = translation.fail(502, self._broken(ctx, watch, exc))
+            status, message = self._broken(ctx, watch, exc)
+            out = translation.fail(status, message)
             if out:
                 yield redact(out)
         finally:
-            watch.cancel()
+            self._end_relay(watch)
             if finished:
                 upstream.release()
             else:
@@ -451,8 +483,8 @@ class Forwarder:
                 if status == 200:
                     status = 499  # the client went away mid-stream
             failure = translation.failure
-            if failure is not None and status in (200, 502):
-                status = failure[0] if status == 200 else status
+            if failure is not None and status == 200:
+                status = failure[0]
             reader = translation.reader
             if finished and failure is None and getattr(reader, "call_ids", None):
                 self._remember(ctx, "".join(reader.reasoning_parts), reader.call_ids)

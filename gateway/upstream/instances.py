@@ -21,7 +21,7 @@ import math
 import re
 import time
 
-from gateway.config import DEFAULT_API_URL, Config, Upstream, env_prefix
+from gateway.config import DEFAULT_API_URL, Config, Upstream, check_api_url, env_prefix
 from gateway.errors import GatewayError
 
 
@@ -169,6 +169,8 @@ def build_pools(config: Config, env: dict[str, str]) -> dict[str, InstancePool]:
     for name, backend in config.backends.items():
         prefix = env_prefix(name)
         api_url = backend.api_url or env.get(prefix + "_API_URL") or DEFAULT_API_URL
+        if not backend.api_url and env.get(prefix + "_API_URL"):
+            check_api_url(api_url, prefix + "_API_URL")
         numbered = {}
         for var, value in env.items():
             if var.startswith(prefix + "_API_KEY_") and value:
