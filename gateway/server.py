@@ -104,13 +104,13 @@ def close_connections_clients_closed() -> bool:
         return event
 
     async def _read_data(self) -> None:
+        _watch_shutdown(self.context, self.config.graceful_timeout)
         try:
             await read_data(self)  # hypercorn's own loop: ends on EOF, a read error, a timeout
         finally:
             read_ended(self).set()  # nothing more can arrive: an idle connection may close now
 
     async def _idle_timeout(self) -> None:
-        _watch_shutdown(self.context, self.config.graceful_timeout)
         ended = read_ended(self)
         if not ended.is_set():
             waiters = [asyncio.ensure_future(self.context.terminated.wait()),

@@ -1282,6 +1282,11 @@ async def _pause(request: web.Request, seconds: float) -> bool:
     return False
 
 
+def _error_text(script: Script, key: str) -> str:
+    """The message of an `error=STATUS` answer (quoting the key with `leak`)."""
+    return f"fake upstream error {script.error}" + (f" for key {key}" if script.leak else "")
+
+
 _LEAK_WORD = "wörld".encode()
 _STREAM_ERROR_WORDS = b"fake upstream stream error"
 
@@ -1426,7 +1431,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
     if script.error:
-        return _openai_error(script.error, f"fake upstream error {script.error}", script.retry_after)
+        return _openai_error(script.error, _error_text(script, key), script.retry_after)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     sh = _shape("openai", req.stream, req.model, len(req.messages), include_usage, script)
     return await _answer(request, state, sh, script, key)
@@ -1459,7 +1464,7 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     except _BAD_BODY as exc:
         return _anthropic_error(400, str(exc))
     if script.error:
-        return _anthropic_error(script.error, f"fake upstream error {script.error}",
+        return _anthropic_error(script.error, _error_text(script, key),
                                 script.retry_after)
     sh = _shape("anthropic", req.stream, req.model, len(req.messages), False, script)
     return await _answer(request, state, sh, script, key)
@@ -1488,7 +1493,7 @@ async def _responses(request: web.Request) -> web.StreamResponse:
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
     if script.error:
-        return _openai_error(script.error, f"fake upstream error {script.error}", script.retry_after)
+        return _openai_error(script.error, _error_text(script, key), script.retry_after)
     sh = _shape("responses", req.stream, req.model, len(items), False, script)
     return await _answer(request, state, sh, script, key)
 

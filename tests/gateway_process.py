@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -16,7 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 class GatewayProcess:
     def __init__(self, upstream_url: str, *, env: dict[str, str] | None = None,
                  config_text: str | None = None, rules_dir: str | None = None,
-                 workers: int = 1, tmp_dir: Path | None = None):
+                 workers: int = 1, tmp_dir: Path | None = None, nofile: int | None = None):
+        self.nofile = nofile  # the open-file limit the gateway runs under, if not the default
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.environment = {key: value for key, value in os.environ.items()
@@ -40,8 +42,15 @@ class GatewayProcess:
 
     def start(self) -> "GatewayProcess":
         self._log = open(self.log_path, "wb")
+        limit = self.nofile
+
+        def limit_files() -> None:
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
         self.process = subprocess.Popen(self.args, cwd=REPO, env=self.environment,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
+                                        stdout=self._log, stderr=subprocess.STDOUT,
+                                        preexec_fn=limit_files)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -266,6 +266,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
                                   "see the gateway's log")
     else:
         return response  # the forwarder gave it its x-request-id
+    # An upstream may have quoted a key in a message that became this error.
+    error.message = gateway.redactor.text(error.message)
     if ctx is not None:
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:

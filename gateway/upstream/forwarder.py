@@ -166,6 +166,7 @@ class Forwarder:
         self._redactor = redactor
         self._memory = memory
         self._live: set[_IdleWatch] = set()  # the streams being relayed now
+        self._headers: dict[tuple[str, str], dict[str, str]] = {}
 
     def shutting_down(self, graceful_timeout: float) -> None:
         """The worker is stopping: streams still running just before the graceful deadline end
@@ -176,7 +177,7 @@ class Forwarder:
     def _cut_streams(self) -> None:
         for watch in list(self._live):
             watch.cut("the gateway is shutting down and could not wait for the rest of the "
-                      "answer (server.graceful_timeout); retry the request")        self._headers: dict[tuple[str, str], dict[str, str]] = {}
+                      "answer (server.graceful_timeout); retry the request")
 
     def _headers_for(self, instance: Instance, protocol: str, session: str) -> dict[str, str]:
         key = (instance.name, protocol)
