@@ -92,11 +92,17 @@ class Gateway:
         self.book.key_changed(instance)
 
     async def keep_in_step(self) -> None:
-        """The worker's background sync with the state store (see quota/book.py)."""
+        """The worker's background sync with the state store (see quota/book.py): every
+        `state.sync_seconds`, and at once when a key starts a rest."""
         every = self.config.state.sync_seconds
         metrics = self.observer.metrics
+        urgent = self.book.urgent = asyncio.Event()
         while True:
-            await asyncio.sleep(every)
+            try:
+                await asyncio.wait_for(urgent.wait(), every)
+            except TimeoutError:
+                pass
+            urgent.clear()
             await self.book.sync()
             metrics.quota(self.book.used_ratios(time.time()), self.book.store_up)
 
@@ -125,7 +131,10 @@ def create_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         settings = gateway.config.upstream
-        await gateway.store.open()
+        try:
+            await gateway.store.open()
+        except OSError:
+            pass  # a Redis that is down: the syncs say so, and keep trying until it is back
         await gateway.book.sync()  # start from what the other workers (and the last run) know
         session = create_session(settings)
         on_shutdown(gateway.attach(session).shutting_down)

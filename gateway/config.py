@@ -95,8 +95,9 @@ class State(msgspec.Struct, forbid_unknown_fields=True):
     # ~/.local/state, under opencode-gateway/state.sqlite3.
     path: str = ""
     url: str = "redis://127.0.0.1:6379/0"
-    # How often a worker writes what it gathered and reads what the others wrote.
-    sync_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    # How often a worker writes what it gathered and reads what the others wrote (at once when
+    # a key starts a rest).
+    sync_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
     # How long a conversation is remembered on its key after its last turn.
     session_ttl_hours: Seconds = 6.0
     # Reasoning remembered for models that need it back on tool-call turns.

@@ -13,9 +13,8 @@ So when a client closes an idle keep-alive connection, its read loop ends at onc
 stays in CLOSE-WAIT, holding a file descriptor, for the full timeout (75 s here, 5 s by
 default). A burst of short-lived connections (curl in a loop, SDKs without a pooled client, load
 tests) then exhausts the descriptors and the server stops answering, /healthz included. The
-fix wakes that timer as soon as the read side has ended, so a connection with no request in
-flight closes at once; a request still being answered is never cut (the timer only runs while
-the connection is idle). It patches two methods of hypercorn's `TCPServer` in each worker
+fix closes an idle connection as soon as its read side has ended, and one with a request in
+flight as soon as that answer is done: a request still being answered is never cut. It patches two methods of hypercorn's `TCPServer` in each worker
 process (the installed package cannot be changed in place), checks first that they still have
 the shape it expects, and otherwise leaves hypercorn alone and says so in the log;
 tests/test_connections.py fails if a hypercorn upgrade brings the leak back.
@@ -81,6 +80,7 @@ def close_connections_clients_closed() -> bool:
     False when hypercorn is missing or its internals changed (the patch is then not applied)."""
     try:
         from hypercorn.asyncio.tcp_server import TCPServer
+        from hypercorn.asyncio.worker_context import AsyncioSingleTask
     except ImportError:
         return False
     if getattr(TCPServer, _PATCHED, False):
@@ -90,6 +90,8 @@ def close_connections_clients_closed() -> bool:
                if not inspect.iscoroutinefunction(getattr(TCPServer, name, None))]
     changed += [name for name in ("idle_task", "context", "config")
                 if name not in TCPServer.__init__.__code__.co_names]
+    if "_handle" not in AsyncioSingleTask().__dict__:
+        changed.append("AsyncioSingleTask._handle")
     if changed:
         _log.warning("hypercorn's TCP server changed shape (%s): connections a client closed "
                      "are held until keep_alive_timeout", ", ".join(changed))
@@ -97,31 +99,25 @@ def close_connections_clients_closed() -> bool:
 
     read_data = TCPServer._read_data
 
-    def read_ended(server) -> asyncio.Event:
-        event = server.__dict__.get(_READ_ENDED)
-        if event is None:
-            event = server.__dict__[_READ_ENDED] = asyncio.Event()
-        return event
-
     async def _read_data(self) -> None:
         _watch_shutdown(self.context, self.config.graceful_timeout)
         try:
             await read_data(self)  # hypercorn's own loop: ends on EOF, a read error, a timeout
         finally:
-            read_ended(self).set()  # nothing more can arrive: an idle connection may close now
+            # Nothing more can arrive. An idle connection (its keep-alive timer running) closes
+            # now; one with a request in flight closes when the answer is done (below).
+            self.__dict__[_READ_ENDED] = True
+            if self.idle_task._handle is not None:
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
 
     async def _idle_timeout(self) -> None:
-        ended = read_ended(self)
-        if not ended.is_set():
-            waiters = [asyncio.ensure_future(self.context.terminated.wait()),
-                       asyncio.ensure_future(ended.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=self.config.keep_alive_timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-        await asyncio.shield(self._initiate_server_close())  # as hypercorn's own timer ends
+        if not self.__dict__.get(_READ_ENDED):
+            try:  # hypercorn's own keep-alive wait
+                await asyncio.wait_for(self.context.terminated.wait(),
+                                       self.config.keep_alive_timeout)
+            except asyncio.TimeoutError:
+                pass
+        await asyncio.shield(self._initiate_server_close())
 
     TCPServer._read_data = _read_data
     TCPServer._idle_timeout = _idle_timeout

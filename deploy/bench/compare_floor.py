@@ -8,6 +8,9 @@ gateway, all on loopback, then loads each with `hey` for three cases:
     stream         gateway `opencode-go/glm-5.1`, 50 deltas vs floor `glm-5.1`, 50 deltas
     translated     gateway `opencode-go/minimax-m2.7` over the OpenAI frontend (Anthropic
                    upstream, translated both ways) vs the floor's pass-through stream
+    composed       gateway `opencode-go/minimax-m2.7` over the Responses frontend (a Responses
+                   client on the Anthropic wire: two codecs composed around the hub) vs the
+                   floor's pass-through stream
 
 The floor and the gateway of a case run back to back, so the ratio gateway/floor holds even
 when absolute figures drift. The ratio is taken over successful (HTTP 200) requests per second;
@@ -25,6 +28,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +61,14 @@ class Case:
     gateway_body: str
     floor_body: str
     goal: float  # the least gateway/floor ratio the project aims for (PERFORMANCE.md)
+    gateway_path: str = "/v1/chat/completions"
+
+
+def responses_body(model: str) -> str:
+    """A streamed Responses request for hey, asking the fake for STREAM_DELTAS deltas."""
+    return json.dumps({"model": model, "stream": True,
+                       "input": f"benchmark [[fake: deltas={STREAM_DELTAS}]]"},
+                      separators=(",", ":"))
 
 
 CASES = {
@@ -66,6 +78,9 @@ CASES = {
                    chat_body("glm-5.1", True), 0.9),
     "translated": Case(f"translated stream {STREAM_DELTAS}", chat_body("opencode-go/minimax-m2.7", True),
                        chat_body("glm-5.1", True), 0.75),
+    "composed": Case(f"responses<-anthropic {STREAM_DELTAS}",
+                     responses_body("opencode-go/minimax-m2.7"), chat_body("glm-5.1", True),
+                     0.75, gateway_path="/v1/responses"),
 }
 
 
@@ -87,7 +102,7 @@ def _gateway_command(args: argparse.Namespace, port: int) -> list[str]:
 
 
 def start_servers(args: argparse.Namespace) -> tuple[dict[str, str], list[Server]]:
-    """Start what the run needs; the targets' chat-completions URLs by name, and the servers."""
+    """Start what the run needs; the targets' root URLs by name, and the servers."""
     started: list[Server] = []
     targets: dict[str, str] = {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_GO_API_KEY")}
@@ -112,19 +127,22 @@ def start_servers(args: argparse.Namespace) -> tuple[dict[str, str], list[Server
                             cwd=floor.parent, env={**env, "UPSTREAM": fake_url,
                                                    "PYTHONPATH": str(floor.parent)}, port=port)
             started.append(server)
-            targets["floor"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+            targets["floor"] = f"http://127.0.0.1:{port}"
             server.wait_ready(lambda: _tcp_open(port))
 
         if not args.floor_only:
             if args.gateway_url:
-                targets["gateway"] = args.gateway_url.rstrip("/") + "/v1/chat/completions"
+                targets["gateway"] = args.gateway_url.rstrip("/")
             else:
                 port = _free_port()
                 server = Server("gateway", _gateway_command(args, port), cwd=REPO,
                                 env={**env, "OPENCODE_GO_API_URL": fake_url,
-                                     "OPENCODE_GO_API_KEY": "bench"}, port=port)
+                                     "OPENCODE_GO_API_KEY": "bench",
+                                     # a ledger of its own, not the user's
+                                     "XDG_STATE_HOME": tempfile.mkdtemp(prefix="bench-state-")},
+                                port=port)
                 started.append(server)
-                targets["gateway"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+                targets["gateway"] = f"http://127.0.0.1:{port}"
                 server.wait_ready(
                     lambda: _http("GET", f"http://127.0.0.1:{port}/healthz")[0] == 200)
     except BaseException:
@@ -221,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             case = CASES[name]
             results: dict[str, Result] = {}
-            for target, url in targets.items():
-                body = case.gateway_body if target == "gateway" else case.floor_body
+            for target, root in targets.items():
+                gateway = target == "gateway"
+                body = case.gateway_body if gateway else case.floor_body
+                url = root + (case.gateway_path if gateway else "/v1/chat/completions")
                 smoke(target, url, body)
                 if args.warmup not in ("0", "0s", ""):
                     run_hey(url, body, args.warmup, args.concurrency)

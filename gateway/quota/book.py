@@ -96,6 +96,7 @@ class KeyBook:
         self._cursor = None
         self.store_up = True
         self.synced_at = 0.0
+        self.urgent = None  # set by the sync task: an asyncio.Event that starts a sync at once
 
     def account(self, instance: Instance) -> Account:
         return self._by_instance[instance.name]
@@ -174,6 +175,8 @@ class KeyBook:
         state.resting_until = max(state.resting_until, instance.resting_until)
         state.upstream = dict(account.upstream)
         self._keys[account.key_id] = state
+        if self.urgent is not None:  # other workers must stop using it now, not in a second
+            self.urgent.set()
 
     def upstream_usage(self, instance: Instance, figures: dict[str, tuple[float, float]],
                        pool: InstancePool) -> None:
@@ -198,14 +201,17 @@ class KeyBook:
         for account in self.accounts.values():
             account.taken = account.pending
         now = time.time()
+        recorded = False
         try:
             if batch.usage or batch.keys or batch.sessions:
                 await self.store.record(batch)
+            recorded = True
             snapshot = await self.store.snapshot(
                 {key_id: account.starts(now) for key_id, account in self.accounts.items()},
                 self._cursor)
         except Exception as exc:  # the store is down or slow: keep serving on this view
-            self._requeue(batch)
+            if not recorded:
+                self._requeue(batch)
             if self.store_up:
                 _log.warning("state store %r unreachable (%s: %s); serving on this worker's "
                              "own view until it is back", self.store, type(exc).__name__, exc)

@@ -27,7 +27,10 @@ async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
                        recent_errors: list[dict] | None = None,
                        now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
-    rows = await book.store.report(minute_of(now) - _HOURS * 60)
+    try:
+        rows = await book.store.report(minute_of(now) - _HOURS * 60)
+    except Exception:  # the store is down: the windows still come from this worker's view
+        rows = []
     oldest: dict[str, float] = {}   # key id -> its oldest spend inside the rolling window
     rolling_from = minute_of(now - 5 * 3600)
     for row in rows:

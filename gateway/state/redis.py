@@ -20,6 +20,8 @@ Keys (prefix `ocg:`; the URL's database number keeps gateways that must not shar
     ocg:keys           hash, key id -> its KeyState as JSON
     ocg:sessions       stream of assignments {s: session, k: key id, t: when}, trimmed (MINID) to
                        the session TTL; its entry ids are the snapshot cursor
+    ocg:batch:ID       string, set by each write of usage, for 10 minutes: when a write failed
+                       (a timeout), whether Redis ran it after all (see `record`)
     ocg:reasoning      hash, id -> reasoning text; with
     ocg:reasoning:expires  sorted set, id -> when it expires: expired and surplus ids (past
                        max_reasoning, the soonest to expire first) leave both on every write

@@ -34,8 +34,9 @@ from gateway.translate.hub import StreamWriter
 from gateway.translate.responses_answer import stream_failure as responses_stream_error
 from gateway.translate.sse import SSELimitError
 from gateway.upstream.instances import Instance, InstancePool
-from gateway.upstream.passthrough import (END_MARKERS, TRAILER_LIMIT, EndFinder, StreamTap,
-                                          answer_usage, stream_error, trailer_cost)
+from gateway.upstream.passthrough import (END_MARKERS, ERROR_MARKERS, TRAILER_LIMIT, EndFinder,
+                                          StreamTap, answer_usage, failed_end, stream_error,
+                                          trailer_cost)
 from gateway.upstream.redact import Redactor
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -393,8 +394,10 @@ class Forwarder:
         watch = self._start_relay(upstream)
         clock = watch._loop.time
         tap = StreamTap(ctx.protocol)
-        ends = EndFinder(END_MARKERS[ctx.protocol])
+        find_end = EndFinder(END_MARKERS[ctx.protocol]).find
+        error_marker = ERROR_MARKERS[ctx.protocol]
         redact = self._redactor.stream()
+        feed = redact.feed
         trailer = b""
         relaying = True
         self._observer.stream_started(ctx)
@@ -402,17 +405,18 @@ class Forwarder:
             async for chunk in upstream.content.iter_any():
                 watch.last = clock()
                 if relaying:
-                    end = ends.find(chunk)
+                    end = find_end(chunk)
                     if end >= 0:
                         relaying = False
                         trailer = chunk[end:]
                         chunk = chunk[:end]
+                        failure = failure or failed_end(ctx.protocol, chunk)
                     tap(chunk)
                     if recorder is not None:
                         recorder.feed(chunk)
-                    if failure is None:
+                    if failure is None and error_marker in chunk:
                         failure = stream_error(ctx.protocol, chunk)
-                    out = redact.feed(chunk)
+                    out = feed(chunk)
                     if not relaying:
                         out += redact.flush()
                     if out:

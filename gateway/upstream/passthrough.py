@@ -19,52 +19,49 @@ from gateway.errors import DECODE_ERRORS, upstream_error
 from gateway.translate import anthropic_answer, chat_answer, responses_answer
 from gateway.translate.hub import Usage, parse_cost
 
-# The event that ends an answer, per wire; each marker starts a line.
+# What the line that ends an answer holds, per wire (found by one `bytes.find` per chunk, then
+# checked to be that line: `data: [DONE]`, `event: message_stop`, `event: response.completed`…).
 END_MARKERS: dict[str, tuple[bytes, ...]] = {
-    "openai": (b"data: [DONE]", b"data:[DONE]"),
-    "anthropic": (b"event: message_stop", b"event:message_stop"),
-    "responses": (b"event: response.completed", b"event: response.incomplete",
-                  b"event: response.failed"),
+    "openai": (b"[DONE]",),
+    "anthropic": (b"message_stop",),
+    "responses": (b"response.completed", b"response.incomplete", b"response.failed"),
 }
+_END_LINE_STARTS = (b"data:", b"data: ", b"event:", b"event: ")
 # What an error inside a 200 stream looks like, per wire.
-ERROR_MARKERS: dict[str, tuple[bytes, ...]] = {
-    "openai": (b'"error":',),
-    "anthropic": (b"event: error",),
-    "responses": (b"event: response.failed", b"event: error"),
+ERROR_MARKERS: dict[str, bytes] = {
+    "openai": b'"error":',
+    "anthropic": b"event: error",
+    "responses": b"event: error",
 }
 TRAILER_LIMIT = 64 * 1024
 
 
 class EndFinder:
-    """Finds where the answer's last event ends, across chunk boundaries."""
+    """Finds where the answer's last event ends, across chunk boundaries.
+
+    The common chunk ends with a line end and holds no marker: one `find` per marker. Only a
+    chunk that ends mid-line keeps its tail, in case a marker was split there.
+    """
     __slots__ = ("_markers", "_tail", "_seen", "_longest")
 
     def __init__(self, markers: tuple[bytes, ...]):
         self._markers = markers
-        self._longest = max(len(marker) for marker in markers)
-        self._tail = b""      # the end of the previous chunk, for a marker split in two
+        self._longest = max(len(marker) for marker in markers) + len(b"event: ")
+        self._tail = b""      # the unfinished last line of the previous chunk (bounded)
         self._seen = False    # the marker is out; waiting for the blank line that ends its event
 
     def find(self, chunk: bytes) -> int:
         """The offset in `chunk` just past the answer's end, or -1 while it goes on."""
         start = 0
         if not self._seen:
-            at = -1
-            for marker in self._markers:
-                at = chunk.find(marker)
-                if at >= 0 and (at == 0 or chunk[at - 1] == 10):  # at a line start
-                    break
-                at = -1
-            if at < 0:
-                # A marker split between two chunks: look across the seam (a few bytes).
+            at = self._marker_line(chunk)
+            if at < 0 and self._tail:
                 seam = self._tail + chunk[:self._longest]
-                for marker in self._markers:
-                    found = seam.find(marker)
-                    if found >= 0 and (found == 0 or seam[found - 1] == 10):
-                        at = max(0, found - len(self._tail))
-                        break
-            self._tail = chunk[-self._longest:]
+                found = self._marker_line(seam)
+                if found >= 0:
+                    at = max(0, found - len(self._tail))
             if at < 0:
+                self._tail = b"" if chunk[-1:] == b"\n" else chunk[-self._longest:]
                 return -1
             self._seen = True
             start = at
@@ -74,6 +71,18 @@ class EndFinder:
                 return end + len(blank)
         if start == 0 and chunk[:1] == b"\n":  # the blank line's second half opens this chunk
             return 1
+        return -1
+
+    def _marker_line(self, data: bytes) -> int:
+        """Where a line that is one of the markers' lines begins in `data`, or -1."""
+        for marker in self._markers:
+            at = data.find(marker)
+            while at >= 0:
+                line = data.rfind(b"\n", 0, at) + 1
+                if data[line:at] in _END_LINE_STARTS and \
+                        data[at + len(marker):at + len(marker) + 1] in (b"\n", b"\r", b""):
+                    return line
+                at = data.find(marker, at + 1)
         return -1
 
 
@@ -228,12 +237,26 @@ class StreamTap:
 
 
 def stream_error(protocol: str, chunk: bytes) -> tuple[int, str] | None:
-    """(status, message) when `chunk` holds an upstream error event; None otherwise."""
-    for marker in ERROR_MARKERS[protocol]:
-        at = chunk.find(marker)
-        if at >= 0:
-            if protocol == "openai" and chunk.rfind(b"data:", 0, at) < 0:
-                return None
-            line = _data_line(chunk, at if protocol == "openai" else chunk.find(b"data:", at))
-            return upstream_error(line or b"", 502)
-    return None
+    """(status, message) of the upstream error event `chunk` holds (the relay calls this only
+    when the wire's ERROR_MARKERS is in it); None when it is not one after all."""
+    marker = ERROR_MARKERS[protocol]
+    at = chunk.find(marker)
+    if at < 0:
+        return None
+    if protocol == "openai":
+        if chunk.rfind(b"data:", 0, at) < 0:
+            return None
+        line = _data_line(chunk, at)
+    else:
+        line = _data_line(chunk, chunk.find(b"data:", at))
+    return upstream_error(line or b"", 502)
+
+
+def failed_end(protocol: str, last: bytes) -> tuple[int, str] | None:
+    """A Responses stream that ended with `response.failed`: its error."""
+    if protocol != "responses":
+        return None
+    at = last.rfind(b"response.failed")
+    if at < 0:
+        return None
+    return upstream_error(_data_line(last, last.find(b"data:", at)) or b"", 502)

@@ -62,6 +62,11 @@ class StreamRedactor:
         if self._held:
             chunk = self._held + chunk
             self._held = b""
+        elif chunk[-1:] == b"\n":  # the common chunk: whole lines
+            for key in redactor._keys:
+                if key in chunk:
+                    return redactor.bytes(chunk)
+            return chunk
         if chunk[-1:] != b"\n":
             cut = chunk.rfind(b"\n") + 1
             keep = max(cut, len(chunk) - redactor._hold + 1)
