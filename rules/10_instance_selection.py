@@ -43,6 +43,9 @@ class ChooseKey:
         if book is None:  # no quota view (a bare router in a test): round robin
             ctx.instance = pool.choose()
             return
+        if len(pool.instances) == 1:  # one key: nothing to choose, nowhere to move
+            ctx.instance = pool.choose()
+            return
         headroom = {i: book.headroom(i, now) for i in pool.instances}
         usable = sorted((i for i in pool.instances if i.available(now)),
                         key=lambda i: headroom[i], reverse=True)

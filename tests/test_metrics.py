@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.translate.hub import Usage
+from tests.conversations import sessions_preferring
 from gateway.metrics import MAX_MODELS, OTHER_MODEL, Metrics
 
 PREFIX = "opencode_gateway_"
@@ -121,8 +122,11 @@ def test_failovers_and_cooldowns_are_counted_per_instance(start_gateway, fake, w
     fake.set_key("key-one", 429, retry_after="30")
     gateway = start_gateway(workers=workers, env={"OPENCODE_GO_API_KEY_1": "key-one",
                                                   "OPENCODE_GO_API_KEY_2": "key-two"})
-    for _ in range(6):
-        assert post(gateway.url, chat("opencode-go/glm-5.1"))[0] == 200
+    # New conversations that start on key-one: the first fails over and rests it, the others
+    # go straight to key-two (with several workers, each learns it once).
+    for session in sessions_preferring("key-one", 6, keys=("key-one", "key-two")):
+        body = {**chat("opencode-go/glm-5.1"), "prompt_cache_key": session}
+        assert post(gateway.url, body)[0] == 200
     tried_first = sum(1 for seen in fake.requests() if seen["key"] == "key-one")
     samples = scrape(gateway.url)
     assert tried_first >= 1

@@ -204,7 +204,7 @@ async def test_an_unreachable_instance_fails_over_to_the_next(fake):
             return ctx, await forwarder.forward(ctx, upstream_payload(ctx))
 
         ctx, response = await send("opencode-go/glm-5.1")
-        assert response.status_code == 200 and ctx.instance.name == "opencode-go.2"
+        assert response.status == 200 and ctx.instance.name == "opencode-go.2"
         assert keys_seen(fake) == ["k2"]
         with pytest.raises(GatewayError) as pinned:
             await send("opencode-go.1:glm-5.1")

@@ -4,11 +4,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-
 from gateway.errors import GatewayError, anthropic_error_body
-from gateway.frontends.common import check_at_door, serve
+from gateway.frontends.common import Frontend, check_at_door
+from gateway.replies import Reply
 
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -46,10 +44,9 @@ def _validate(body: dict) -> str:
     return check_at_door(body, MessagesRequest, "opencode-go/minimax-m2.7").model
 
 
-def anthropic_error(exc: GatewayError) -> Response:
-    return Response(anthropic_error_body(exc.status, exc.message), status_code=exc.status,
-                    media_type="application/json", headers=exc.headers)
+def anthropic_error(exc: GatewayError, request_id: str | None = None) -> Reply:
+    headers = {**exc.headers, "x-request-id": request_id} if request_id else exc.headers
+    return Reply(anthropic_error_body(exc.status, exc.message), exc.status, headers)
 
 
-async def messages(request: Request) -> Response:
-    return await serve(request, "anthropic", _validate, anthropic_error)
+messages = Frontend("anthropic", _validate, anthropic_error)

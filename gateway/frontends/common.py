@@ -13,9 +13,9 @@ from typing import Callable
 
 import msgspec
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 
 from gateway.errors import GatewayError
+from gateway.replies import Reply, StreamReply
 from gateway.routing.catalogue import WIRES
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
@@ -67,20 +67,29 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
                                     f"limit of {limit} bytes (server.max_body_bytes)")
     chunks = []
     size = 0
+    # A deadline for the whole body: one timer that cancels this task (cheaper than
+    # asyncio.timeout on a path every request takes).
+    task = asyncio.current_task()
+    late = []
+    deadline = asyncio.get_running_loop().call_later(
+        timeout, lambda: (late.append(True), task.cancel()))
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise GatewayError(413, f"request body is over this gateway's limit of "
-                                            f"{limit} bytes (server.max_body_bytes)")
-                chunks.append(chunk)
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, f"request body is over this gateway's limit of {limit} "
+                                        "bytes (server.max_body_bytes)")
+            chunks.append(chunk)
     except ClientDisconnect:
         raise GatewayError(400, "the client closed the connection before the body was complete") from None
-    except TimeoutError:
+    except asyncio.CancelledError:
+        if not late or task.uncancel():
+            raise
         # The rest of the body is never read: the connection closes after this answer.
         raise GatewayError(408, f"the request body did not arrive within {timeout:g} seconds "
                                 "(server.body_timeout)", headers={"connection": "close"}) from None
+    finally:
+        deadline.cancel()
     raw = b"".join(chunks)
     if not raw:
         raise GatewayError(400, "the request body is empty; send a JSON object")
@@ -149,20 +158,16 @@ def upstream_payload(ctx) -> bytes:
     return _encode(upstream_body(ctx))
 
 
-async def _payload(gateway, ctx) -> bytes:
-    """The encoded upstream body; a model that needs its reasoning back on tool-call turns
-    gets what the client dropped (state/reasoning.py)."""
-    body = upstream_body(ctx)
-    if ctx.protocol == "openai" and ctx.catalogues[ctx.backend].needs_reasoning_back(ctx.model_id):
-        await gateway.reasoning.restore(body, ctx.session, ctx.request_id)
-    return _encode(body)
+def _needs_reasoning(ctx) -> bool:
+    """Whether the route's model needs its reasoning back on tool-call turns (DeepSeek)."""
+    return ctx.protocol == "openai" and ctx.catalogues[ctx.backend].needs_reasoning_back(ctx.model_id)
 
 
 _WATCH_AFTER = 0.2  # seconds
 
 
 async def _forward_while_client_waits(request: Request, forwarder, ctx,
-                                      payload: bytes) -> Response:
+                                      payload: bytes) -> Reply | StreamReply:
     """The forwarder's answer, unless the client hangs up first: then the upstream request is
     cancelled, not left generating (a whole answer can take minutes) for nobody."""
     task = asyncio.current_task()
@@ -200,14 +205,17 @@ async def _forward_while_client_waits(request: Request, forwarder, ctx,
             watcher.cancel()
 
 
-async def _forward_on_its_wire(request: Request, gateway, ctx) -> Response:
+async def _forward_on_its_wire(request: Request, gateway, ctx) -> Reply | StreamReply:
     """Forward; when the upstream says the model is not served on this wire ("not supported for
     format …"), try the model's other wires, and remember the one that answers."""
     tried = [ctx.protocol]
     while True:
+        body = upstream_body(ctx)
+        if _needs_reasoning(ctx):  # it gets back what the client dropped (state/reasoning.py)
+            await gateway.reasoning.restore(body, ctx.session, ctx.request_id)
         try:
             response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
-                                                         await _payload(gateway, ctx))
+                                                         _encode(body))
         except ReasoningRequired as refused:
             catalogue = gateway.router.catalogues[ctx.backend]
             if catalogue.needs_reasoning_back(ctx.model_id):
@@ -219,7 +227,7 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Response:
             _log.warning("%s: the upstream wants the reasoning of earlier tool-call turns back "
                          "for %s; the gateway keeps and restores it from now on",
                          ctx.request_id, ctx.model_id)
-            catalogue.learned_reasoning.add(ctx.model_id)
+            catalogue.learn_needs_reasoning(ctx.model_id)
             continue
         except WrongWire as refused:
             following = next((wire for wire in WIRES if wire not in tried), None)
@@ -241,7 +249,7 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Response:
 
 
 async def serve(request: Request, frontend: str, validate: Callable[[dict], str],
-                render_error: Callable[[GatewayError], Response]) -> Response:
+                render_error: Callable[[GatewayError, str], Reply]) -> Reply | StreamReply:
     """One request on a frontend: key, body, route, upstream; every refusal in its shape."""
     gateway = request.app.state.gateway
     started = time.monotonic()
@@ -272,6 +280,19 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
         gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
-    response = render_error(error)
-    response.headers["x-request-id"] = request_id
-    return response
+    return render_error(error, request_id)
+
+
+class Frontend:
+    """One protocol's endpoint, as a plain ASGI app: Starlette routes to it, and it answers with
+    the gateway's own replies (no Response or request-wrapper objects on the hot path)."""
+
+    def __init__(self, name: str, validate: Callable[[dict], str],
+                 render_error: Callable[[GatewayError, str], Reply]):
+        self.name = name
+        self.validate = validate
+        self.render_error = render_error
+
+    async def __call__(self, scope, receive, send) -> None:
+        reply = await serve(Request(scope, receive), self.name, self.validate, self.render_error)
+        await reply(scope, receive, send)

@@ -5,12 +5,12 @@ import time
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
 
 from gateway.errors import GatewayError
 from gateway.frontends.anthropic_messages import anthropic_error
 from gateway.frontends.common import check_client_key, read_json_object
 from gateway.frontends.openai_chat import openai_error
+from gateway.replies import Reply
 
 _encode = msgspec.json.Encoder().encode
 _STARTED = int(time.time())
@@ -42,11 +42,11 @@ class _AnthropicModelList(msgspec.Struct):
     last_id: str | None
 
 
-def _json(body: bytes, status: int = 200) -> Response:
-    return Response(body, status_code=status, media_type="application/json")
+def _json(body: bytes, status: int = 200) -> Reply:
+    return Reply(body, status)
 
 
-async def list_models(request: Request) -> Response:
+async def list_models(request: Request) -> Reply:
     """OpenAI's list shape, or Anthropic's when the client sends `anthropic-version` (its SDKs do)."""
     gateway = request.app.state.gateway
     anthropic = "anthropic-version" in request.headers
@@ -62,12 +62,12 @@ async def list_models(request: Request) -> Response:
     return _json(_encode(_OpenAIModelList([_OpenAIModel(id=model) for model in ids])))
 
 
-async def healthz(request: Request) -> Response:
+async def healthz(request: Request) -> Reply:
     """Open even when client keys lock the gateway: probes carry no key, and it tells nothing."""
     return _json(b'{"status":"ok"}')
 
 
-async def count_tokens(request: Request) -> Response:
+async def count_tokens(request: Request) -> Reply:
     """An estimate (about four bytes of JSON per token): OpenCode Go has no counting endpoint,
     and clients such as Claude Code only use the figure to decide when to compact."""
     gateway = request.app.state.gateway

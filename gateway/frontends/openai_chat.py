@@ -4,11 +4,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-
 from gateway.errors import GatewayError, openai_error_body
-from gateway.frontends.common import check_at_door, serve
+from gateway.frontends.common import Frontend, check_at_door
+from gateway.replies import Reply
 
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -78,10 +76,10 @@ def _validate(body: dict) -> str:
     return check_at_door(body, ChatRequest, "opencode-go/glm-5.1").model
 
 
-def openai_error(exc: GatewayError) -> Response:
-    return Response(openai_error_body(exc.status, exc.message, exc.param, exc.code),
-                    status_code=exc.status, media_type="application/json", headers=exc.headers)
+def openai_error(exc: GatewayError, request_id: str | None = None) -> Reply:
+    headers = {**exc.headers, "x-request-id": request_id} if request_id else exc.headers
+    return Reply(openai_error_body(exc.status, exc.message, exc.param, exc.code), exc.status,
+                 headers)
 
 
-async def chat_completions(request: Request) -> Response:
-    return await serve(request, "openai", _validate, openai_error)
+chat_completions = Frontend("openai", _validate, openai_error)

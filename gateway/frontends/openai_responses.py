@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
-
-from gateway.frontends.common import check_at_door, serve
+from gateway.frontends.common import Frontend, check_at_door
 from gateway.frontends.openai_chat import openai_error
 
 _Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -51,5 +48,4 @@ def _validate(body: dict) -> str:
     return check_at_door(body, ResponsesRequest, "opencode-go/glm-5.1").model
 
 
-async def responses(request: Request) -> Response:
-    return await serve(request, "responses", _validate, openai_error)
+responses = Frontend("responses", _validate, openai_error)

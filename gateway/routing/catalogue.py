@@ -92,6 +92,7 @@ class Catalogue:
         self.overrides = dict(overrides)
         self.learned: dict[str, str] = {}
         self.learned_reasoning: set[str] = set()  # models whose errors asked for reasoning
+        self._needs_reasoning: dict[str, bool] = {}  # answers of needs_reasoning_back, by id
         self.upstream_ids: frozenset[str] | None = None
         self.upstream_fetched_at: float | None = None  # wall-clock time of that list
 
@@ -120,7 +121,16 @@ class Catalogue:
         return sorted({*listed, *self.overrides})
 
     def needs_reasoning_back(self, model_id: str) -> bool:
-        return needs_reasoning_back(model_id) or model_id in self.learned_reasoning
+        found = self._needs_reasoning.get(model_id)
+        if found is None:  # asked on every request: answered once per id
+            found = needs_reasoning_back(model_id) or model_id in self.learned_reasoning
+            if len(self._needs_reasoning) < 4096:
+                self._needs_reasoning[model_id] = found
+        return found
+
+    def learn_needs_reasoning(self, model_id: str) -> None:
+        self.learned_reasoning.add(model_id)
+        self._needs_reasoning[model_id] = True
 
     def learn(self, model_id: str, wire: str) -> None:
         """The upstream answered `model_id` on `wire` after refusing it on the expected one."""

@@ -28,6 +28,7 @@ MAX_LENGTH = 128
 _SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_HEADERS = ("x-opencode-session", "session-id", "session_id", "x-session-id",
                   "x-claude-code-session-id")
+_HEADER_RANK = {name.encode(): rank for rank, name in enumerate(CLIENT_HEADERS)}
 _CLAUDE_USER_ID = re.compile(r"_session_([0-9A-Za-z-]{8,})$")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
@@ -45,29 +46,37 @@ class Sessions:
     def __init__(self, secret: bytes):
         self._secret = secret
 
-    def _hash(self, *parts: bytes) -> str:
-        digest = hashlib.blake2b(digest_size=16, key=self._secret)
-        for part in parts:
-            digest.update(len(part).to_bytes(8, "little"))
-            digest.update(part)
-        return digest.hexdigest()
+    def _hash(self, parts: list) -> str:
+        # msgspec's encoding of the list keeps the parts apart (no two lists encode the same).
+        return hashlib.blake2b(_encode(parts), digest_size=16, key=self._secret).hexdigest()
 
     def _safe(self, value: str) -> str:
         if _SAFE.fullmatch(value):
             return value
-        return "h-" + self._hash(b"client", value.encode("utf-8", "surrogatepass"))
+        return "h-" + self._hash(["client", value])
 
     def session(self, headers, body: dict, frontend: str, client_key: str | None) -> str:
-        for name in CLIENT_HEADERS:
-            value = headers.get(name)
-            if value:
-                return self._safe(value.strip())
-        own = _from_body(body)
+        """`headers`: Starlette's Headers (read in one pass over its raw pairs) or a mapping."""
+        own = _from_headers(headers) or _from_body(body)
         if own:
             return self._safe(own)
-        opening = _opening(body, frontend)
-        return "gw-" + self._hash(b"derived", (client_key or "").encode(), frontend.encode(),
-                                  _encode(opening))
+        return "gw-" + self._hash(["derived", client_key or "", frontend, _opening(body, frontend)])
+
+
+def _from_headers(headers) -> str | None:
+    raw = getattr(headers, "raw", None)
+    if raw is None:  # a plain mapping (a rule, a test, the CLI)
+        for name in CLIENT_HEADERS:
+            value = (headers or {}).get(name)
+            if value and value.strip():
+                return value.strip()
+        return None
+    found, best = None, len(CLIENT_HEADERS)
+    for name, value in raw:  # one pass; the earliest name of CLIENT_HEADERS wins
+        rank = _HEADER_RANK.get(name)
+        if rank is not None and rank < best and value.strip():
+            found, best = value, rank
+    return found.decode("latin-1").strip() if found is not None else None
 
 
 def _from_body(body: dict) -> str | None:

@@ -21,12 +21,12 @@ import re
 import time
 
 import aiohttp
-from starlette.responses import Response, StreamingResponse
 
 from gateway.config import Upstream
 from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_error,
                             read_upstream_error)
 from gateway.observer import Observer
+from gateway.replies import Reply, StreamReply
 from gateway.routing.context import RouteContext
 from gateway.state.reasoning import ReasoningMemory
 from gateway.translate import chat_answer
@@ -42,8 +42,6 @@ from gateway.upstream.redact import Redactor
 ANTHROPIC_VERSION = "2023-06-01"
 SESSION_HEADER = "x-opencode-session"
 PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "responses": "/responses"}
-# No proxy between the gateway and a client may hold back a stream (nginx reads X-Accel-Buffering).
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _ERROR_BODY_LIMIT = 64 * 1024
 USAGE_LIMIT_ERROR = "GoUsageLimitError"
 _WRONG_WIRE = re.compile(r"not supported for format", re.IGNORECASE)
@@ -187,7 +185,7 @@ class Forwarder:
             headers = self._headers[key] = auth_headers(instance, protocol)
         return {**headers, SESSION_HEADER: session} if session else headers
 
-    async def forward(self, ctx: RouteContext, payload: bytes) -> Response:
+    async def forward(self, ctx: RouteContext, payload: bytes) -> Reply | StreamReply:
         pool = self._pools[ctx.backend]
         instance = ctx.instance
         tried: list[Instance] = []
@@ -302,7 +300,8 @@ class Forwarder:
         if reasoning and call_ids:
             self._memory.remember(ctx.session, call_ids, reasoning)
 
-    async def _answer(self, ctx: RouteContext, upstream: aiohttp.ClientResponse) -> Response:
+    async def _answer(self, ctx: RouteContext,
+                      upstream: aiohttp.ClientResponse) -> Reply | StreamReply:
         translation = ctx.translation
         keeps_reasoning = self._keeps_reasoning(ctx)
         if ctx.stream and upstream.content_type == "text/event-stream":
@@ -315,9 +314,7 @@ class Forwarder:
                 recorder = chat_answer.ChatStreamReader(StreamWriter()).record() \
                     if keeps_reasoning else None
                 relay = self._relay_bytes(ctx, upstream, recorder)
-            return StreamingResponse(relay, status_code=upstream.status,
-                                     headers={**_SSE_HEADERS, "x-request-id": ctx.request_id},
-                                     media_type="text/event-stream")
+            return StreamReply(relay, upstream.status, {"x-request-id": ctx.request_id})
         body = await self._read_whole(ctx, upstream)
         answer = None
         if translation.response is not None:
@@ -335,11 +332,24 @@ class Forwarder:
                 self._remember(ctx, answer.reasoning, [call.id for call in answer.tool_calls])
         body = self._redactor.bytes(body)
         self._observer.finished(ctx, upstream.status, usage, cost)
-        return Response(body, status_code=upstream.status, headers={"x-request-id": ctx.request_id},
-                        media_type=upstream.content_type or "application/json")
+        return Reply(body, upstream.status, {"x-request-id": ctx.request_id},
+                     (upstream.content_type or "application/json").encode("latin-1"))
 
     async def _read_whole(self, ctx: RouteContext, upstream: aiohttp.ClientResponse) -> bytes:
         limit = self._settings.max_answer_bytes
+        declared = upstream.content_length
+        if declared is not None and declared <= limit:
+            try:  # the common answer: its length is known and within the bound
+                body = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                upstream.close()
+                raise GatewayError(502, f"upstream {ctx.instance.name}: the answer broke off "
+                                        f"({type(exc).__name__})") from None
+            except BaseException:  # the client left: the upstream stops generating too
+                upstream.close()
+                raise
+            upstream.release()
+            return body
         chunks: list[bytes] = []
         size = 0
         try:
