@@ -253,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(run=_check_config)
 
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # `opencode-gateway models | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
