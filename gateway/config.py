@@ -233,5 +233,6 @@ def _check(config: Config, path: str) -> None:
                               "were asked for")
     if config.state.backend == "redis" and not config.state.url.startswith(
             ("redis://", "rediss://", "unix://")):
+        shown = re.sub(r"//[^/@]*@", "//***@", config.state.url)  # no password in any message
         raise ConfigError(f"{path}: `state.url` must be a redis://, rediss:// or unix:// URL, "
-                          f"got {config.state.url!r}")
+                          f"got {shown!r}")

@@ -18,8 +18,9 @@ where there is room.
 - `ctx.fallbacks` lists the other keys, best first: where the forwarder moves the request if
   the chosen key fails before the answer starts.
 
-Replace this module (a file of your own with the same `10_` prefix in --rules-dir, or an earlier
-one that sets `ctx.instance`) to choose keys differently.
+To choose keys differently, put a module of your own in --rules-dir whose name sorts before
+this one (`05_my_keys.py`) and set `ctx.instance` (and `ctx.fallbacks`): this rule leaves a
+chosen instance alone.
 """
 import time
 

@@ -2,8 +2,12 @@
 import copy
 import json
 
+import pytest
+
 from gateway.translate.anthropic_compat import normalize_for_opencode
 from gateway.translate.anthropic_request import to_hub as to_openai_request
+from gateway.translate.compose import TRANSLATIONS
+from tests import translations
 
 _EPHEMERAL = {"type": "ephemeral"}
 
@@ -257,3 +261,14 @@ def test_claude_code_request_normalised_for_the_anthropic_flavour_upstream():
          "text": "<system-reminder>\nOutput style changed to concise.\n</system-reminder>"},
         {"type": "text", "text": "now read a.py"},
     ]
+
+
+@pytest.mark.parametrize("wire", ["anthropic", "openai"])
+def test_server_tools_a_claude_client_sends_are_dropped_and_reported(wire):
+    body = {"model": "m", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "Read", "input_schema": {"type": "object"}},
+                      {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]}
+    ctx = translations.route_ctx(body, "m")
+    out = TRANSLATIONS[("anthropic", wire)].request(body, ctx)
+    assert len(out["tools"]) == 1 and "web_search" not in str(out["tools"])
+    assert ctx.dropped_tools == ["web_search"]

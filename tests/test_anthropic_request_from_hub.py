@@ -386,6 +386,13 @@ def test_thinking_budgets_grow_with_the_effort():
     assert budgets == sorted(budgets) and len(set(budgets)) == len(budgets)
 
 
+def test_an_upstream_without_thinking_keeps_the_clients_max_tokens():
+    out = to_anthropic_request({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                               "max_tokens": 1000, "reasoning_effort": "high"},
+                              default_max_tokens=4096, thinking=False)
+    assert "thinking" not in out and out["max_tokens"] == 1000
+
+
 def test_reasoning_effort_none_sends_no_thinking():
     assert "thinking" not in translate(reasoning_effort="none")
 

@@ -1,8 +1,10 @@
 """The forwarder against a mocked upstream (aioresponses): headers, failover, errors, relay."""
+import asyncio
 import email.utils
 import time
 
 import aiohttp
+import aiohttp.web
 import msgspec
 import pytest
 from aioresponses import aioresponses
@@ -11,7 +13,10 @@ from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.errors import GatewayError
 from gateway.frontends.common import upstream_payload
+from gateway.quota.upstream_usage import read_usage
+from gateway.upstream.catalogue_refresh import fetch_model_ids
 from gateway.upstream.forwarder import create_session, parse_retry_after
+from gateway.upstream.instances import Instance
 from tests.conversations import sessions_preferring
 
 UP = "http://up.test/v1"
@@ -135,3 +140,36 @@ def test_retry_after_in_seconds_and_as_http_date():
     assert parse_retry_after("soon") is None
     later = email.utils.formatdate(time.time() + 60, usegmt=True)
     assert 55 < parse_retry_after(later) <= 61
+
+
+async def test_a_model_list_and_usage_that_arrive_in_pieces_are_read_whole():
+    """Small upstream bodies (the model list, /usage) read to their end, not to the first
+    segment: a slow link splits them."""
+    async def in_two_pieces(request):
+        body = (b'{"object":"list","data":[{"id":"glm-5.1"},{"id":"kimi-k3"}]}'
+                if request.path.endswith("/models") else
+                b'{"usage":{"rolling":{"status":"ok","percent":42,'
+                b'"resetsAt":"2030-01-01T00:00:00Z"}}}')
+        answer = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        answer.content_length = len(body)
+        await answer.prepare(request)
+        await answer.write(body[:20])
+        await asyncio.sleep(0.05)
+        await answer.write(body[20:])
+        return answer
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/v1/models", in_two_pieces)
+    app.router.add_get("/v1/usage", in_two_pieces)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    instance = Instance("opencode-go.1", "opencode-go", 1, f"http://127.0.0.1:{port}/v1", "k")
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await fetch_model_ids(session, instance) == {"glm-5.1", "kimi-k3"}
+            assert (await read_usage(session, instance))["rolling"][0] == 42
+    finally:
+        await runner.cleanup()

@@ -1,12 +1,14 @@
 """The built-in key choice (rules/10_instance_selection.py): new conversations go where there is
 room, a conversation stays on its key, a key at a usage limit takes nothing."""
+import asyncio
 import time
 
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import load_config
+from gateway.config import State, load_config
 from gateway.errors import GatewayError
+from gateway.state.memory import MemoryStore
 from gateway.state.store import UpstreamUsage
 from gateway.translate.hub import Usage
 
@@ -137,3 +139,51 @@ async def test_spending_recorded_by_this_worker_counts_at_once():
     assert gw.book.headroom(ctx.instance, time.time()) == pytest.approx(1 - 10.5 / 12)
     other = {(await route(gw, f"new-{n}")).instance.name for n in range(10)}
     assert other == {i.name for i in gw.pools["opencode-go"].instances} - {ctx.instance.name}
+
+
+async def test_a_usage_limit_another_worker_wrote_over_still_reaches_every_worker():
+    """The store keeps one state per key, the last writer's. Worker A learns a key is at its
+    limit; worker B, before reading that, writes its own state of the key (its /usage poll).
+    A sees that the store lost the limit and says it again, so worker C still learns it."""
+    store = MemoryStore(State(backend="memory"))
+    a, b, c = gateway(), gateway(), gateway()
+    for gw in (a, b, c):
+        gw.book.store = store
+        await gw.book.sync()
+    limited = a.pools["opencode-go"].instances[0]
+    a.pools["opencode-go"].limit_reached(limited, 3600, "5 hour")
+    await a.book.sync()
+    b.book.key_changed(b.pools["opencode-go"].instances[0])
+    await b.book.sync()
+    for _ in range(2):  # A reads the store without its limit, then writes it again
+        await a.book.sync()
+    await c.book.sync()
+    seen_by_c = c.pools["opencode-go"].instances[0]
+    assert seen_by_c.limited(time.time()) and seen_by_c.limit_name == "5 hour"
+    assert {(await route(c, f"new-{n}")).instance.name for n in range(10)} == {"opencode-go.2"}
+
+
+async def test_spending_whose_sync_was_cancelled_by_a_stopping_worker_is_written_by_the_last():
+    class StalledStore(MemoryStore):
+        def __init__(self):
+            super().__init__(State(backend="memory"))
+            self.open_gate = asyncio.Event()
+
+        async def record(self, batch):
+            await self.open_gate.wait()
+            await super().record(batch)
+
+    store = StalledStore()
+    gw = gateway()
+    gw.book.store = store
+    instance = gw.pools["opencode-go"].instances[0]
+    gw.book.record(instance, "glm-5.1", Usage(100, 10), cost=1.5)
+    background = asyncio.create_task(gw.book.sync())
+    await asyncio.sleep(0.01)
+    background.cancel()  # the worker stops while the store is slow
+    with pytest.raises(asyncio.CancelledError):
+        await background
+    store.open_gate.set()
+    await gw.book.sync()  # the shutdown's last sync
+    starts = {instance.key_id: gw.book.account(instance).starts(time.time())}
+    assert (await store.snapshot(starts, None)).spent[instance.key_id] == (1.5, 1.5, 1.5)

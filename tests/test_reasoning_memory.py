@@ -5,6 +5,7 @@ The fake upstream refuses, as DeepSeek does, any assistant tool-call turn that c
 `reasoning_content`; every second turn below passed that check."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -157,3 +158,34 @@ async def test_a_turn_that_kept_its_reasoning_is_left_alone():
                           "tool_calls": [{"id": "call_1"}]}]}
     await memory.restore(body, "s", "r")
     assert body["messages"][0]["reasoning_content"] == "the client's own"
+
+
+def _tool_turn(call_id: str) -> dict:
+    return {"messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}
+
+
+async def test_a_store_that_does_not_answer_delays_the_turn_only_briefly():
+    class HungStore(MemoryStore):
+        async def recall(self, ids):
+            await asyncio.Event().wait()  # Redis frozen, SQLite locked
+
+    memory = ReasoningMemory(HungStore(State()), ttl_hours=1)
+    body = _tool_turn("call_1")
+    # Bounded by the memory itself; the outer guard only keeps a regression from hanging CI.
+    assert await asyncio.wait_for(memory.restore(body, "s", "r"), 30) == 1
+    assert body["messages"][0]["reasoning_content"] == NEUTRAL_REASONING
+
+
+async def test_a_call_found_nowhere_is_not_looked_up_again_on_later_turns():
+    class CountingStore(MemoryStore):
+        lookups = 0
+
+        async def recall(self, ids):
+            CountingStore.lookups += 1
+            return await super().recall(ids)
+
+    memory = ReasoningMemory(CountingStore(State()), ttl_hours=1)
+    for turn in range(3):  # the same history grows by a turn each time: same call, same miss
+        assert await memory.restore(_tool_turn("call_from_elsewhere"), "s", f"r{turn}") == 1
+    assert CountingStore.lookups == 1

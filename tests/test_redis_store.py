@@ -177,6 +177,28 @@ async def test_a_write_a_stalled_redis_ran_late_is_not_counted_twice(redis_serve
     await store.close()
 
 
+async def test_usage_merged_into_a_stalled_batch_still_arrives(redis_server, redis_url):
+    """The book gives a batch the store did not take back merged with what came since (the same
+    row objects, added to): when the stalled write turns out to have been applied, only what it
+    carried is left out of the next one, and the spending after it still arrives."""
+    store = redis_store(redis_url)
+    await store.open()
+    await store.snapshot(starts(), None)
+    row = UsageRow("k1", "m", NOW_MINUTE, 5, 50, 0, 5, 1.0)
+    os.kill(redis_server.process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(Exception):  # times out; Redis runs it when it wakes
+            await store.record(Batch(usage=[row]))
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    row.requests += 1  # one more request in the same minute, merged by the book
+    row.cost_usd += 0.25
+    await store.record(Batch(usage=[row]))
+    assert (await store.snapshot(starts(), None)).spent["k1"] == pytest.approx((1.25,) * 3)
+    assert [r.requests for r in await store.report(NOW_MINUTE)] == [6]
+    await store.close()
+
+
 async def test_an_unreachable_redis_at_open_is_an_oserror_and_the_store_works_later():
     server = RedisServer(redis_binary())
     store = redis_store(server.url)

@@ -351,3 +351,42 @@ def test_a_failed_whole_responses_answer_is_the_upstreams_error():
     with pytest.raises(GatewayError) as caught:
         translations.answer("responses", "openai", json.dumps(body).encode())
     assert (caught.value.status, caught.value.message) == (429, "slow down")
+
+
+def test_a_refusal_reaches_chat_clients_as_the_answer_whole_or_streamed():
+    body = dict(RESPONSE_DONE, output=[
+        {"type": "message", "id": "m", "role": "assistant", "status": "completed",
+         "content": [{"type": "refusal", "refusal": "I can't help with that."}]}])
+    raw, _ = translations.answer("responses", "openai", json.dumps(body).encode())
+    assert json.loads(raw)["choices"][0]["message"]["content"] == "I can't help with that."
+    out, _ = run_reader("openai", [
+        responses_event("response.created", response={"id": "r", "model": "gpt-5.6-luna"}),
+        responses_event("response.refusal.delta", output_index=0, item_id="m", content_index=0,
+                        delta="I can't help with that."),
+        responses_event("response.completed", response=RESPONSE_DONE)])
+    deltas = [c["choices"][0]["delta"] for c in chat_deltas(out) if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "I can't help with that."
+
+
+def test_reasoning_summary_parts_are_apart_in_a_stream_as_in_a_whole_answer():
+    summary = [{"type": "summary_text", "text": "First."}, {"type": "summary_text", "text": "Then."}]
+    whole, _ = translations.answer("responses", "openai", json.dumps(dict(RESPONSE_DONE, output=[
+        {"type": "reasoning", "id": "rs", "summary": summary}])).encode())
+    part = {"item_id": "rs", "output_index": 0}
+    out, _ = run_reader("openai", [
+        responses_event("response.created", response={"id": "r", "model": "gpt-5.6-luna"}),
+        responses_event("response.output_item.added", output_index=0,
+                        item={"type": "reasoning", "id": "rs", "summary": []}),
+        responses_event("response.reasoning_summary_part.added", **part, summary_index=0,
+                        part={"type": "summary_text", "text": ""}),
+        responses_event("response.reasoning_summary_text.delta", **part, summary_index=0,
+                        delta="First."),
+        responses_event("response.reasoning_summary_part.added", **part, summary_index=1,
+                        part={"type": "summary_text", "text": ""}),
+        responses_event("response.reasoning_summary_text.delta", **part, summary_index=1,
+                        delta="Then."),
+        responses_event("response.completed", response=RESPONSE_DONE)])
+    streamed = "".join(c["choices"][0]["delta"].get("reasoning_content", "")
+                       for c in chat_deltas(out) if c["choices"])
+    assert streamed == json.loads(whole)["choices"][0]["message"]["reasoning_content"] \
+        == "First.\n\nThen."

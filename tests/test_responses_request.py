@@ -104,6 +104,21 @@ def test_images_in_a_tool_output_follow_the_results_as_a_user_turn():
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
 
 
+def test_an_image_a_tool_returned_stays_before_the_next_call():
+    """Codex's loop after view_image: the image was seen before the next call was chosen, and
+    the history the upstream gets says so on every later turn (one stable prompt prefix)."""
+    hub = to_hub({"model": "m", "input": [
+        {"type": "message", "role": "user", "content": "look"},
+        {"type": "function_call", "call_id": "a", "name": "view_image", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "a", "output": [
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
+        {"type": "function_call", "call_id": "b", "name": "shell", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "b", "output": "ok"}]})
+    assert [m["role"] for m in hub["messages"]] == ["user", "assistant", "tool", "user",
+                                                     "assistant", "tool"]
+    assert hub["messages"][3]["content"][0]["type"] == "image_url"
+
+
 def test_tools_from_an_additional_tools_item_join_the_list():
     hub = to_hub({"model": "m", "input": [
         {"type": "additional_tools", "role": "developer", "tools": [
@@ -210,3 +225,23 @@ def test_n_above_one_is_refused_for_the_responses_wire():
     with pytest.raises(GatewayError) as caught:
         from_hub({"model": "m", "n": 2, "messages": [{"role": "user", "content": "x"}]})
     assert caught.value.param == "n"
+
+
+def test_a_user_id_over_64_characters_becomes_a_stable_64_character_safety_identifier():
+    claude_code_user = "user_" + "a" * 64 + "_account_" + "b" * 36 + "_session_" + "c" * 36
+    first, again, other = (from_hub({"model": "m", "user": user,
+                                     "messages": [{"role": "user", "content": "x"}]})
+                           ["safety_identifier"]
+                           for user in (claude_code_user, claude_code_user, claude_code_user + "d"))
+    assert len(first) == 64 and first == again and first != other
+    short = from_hub({"model": "m", "user": "u-1", "messages": [{"role": "user", "content": "x"}]})
+    assert short["safety_identifier"] == "u-1"
+
+
+def test_reasoning_of_an_interrupted_turn_stays_as_an_assistant_turn_with_content():
+    hub = to_hub({"model": "m", "input": [
+        {"type": "message", "role": "user", "content": "go"},
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "thinking..."}]},
+        {"type": "message", "role": "user", "content": "stop, do this instead"}]})
+    assert hub["messages"][1] == {"role": "assistant", "content": "",
+                                  "reasoning_content": "thinking..."}

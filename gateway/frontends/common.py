@@ -183,7 +183,7 @@ async def _forward_while_client_waits(request: Request, forwarder, ctx,
     # Most answers start within milliseconds: watching only from _WATCH_AFTER on spares them a
     # task each (a measurable share of a pass-through request) and still frees a long wait.
     # Once the answer is back the watcher stops, so a streamed answer's own disconnect
-    # listener (Starlette's) is the only reader of the connection from then on.
+    # listener (StreamReply's) is the only reader of the connection from then on.
     loop = asyncio.get_running_loop()
     watcher = None
 

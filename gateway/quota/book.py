@@ -12,15 +12,16 @@ was spent since it was read.
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
 import zlib
 
-from gateway.config import Config, WindowLimits
+from gateway.config import Config, ConfigError, WindowLimits
 from gateway.quota.prices import Prices
-from gateway.quota.windows import (LIMIT_NAMES, WINDOW_BY_LIMIT_NAME, WINDOWS, day_of,
-                                   minute_of, month_start, rolling_start_minute, week_start)
+from gateway.quota.windows import (LIMIT_NAMES, WINDOWS, day_of, minute_of, month_start,
+                                   rolling_start_minute, week_start)
 from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, UpstreamUsage, UsageRow,
                                  WindowStarts)
 from gateway.translate.hub import Usage
@@ -56,10 +57,8 @@ class Account:
         figure = self.upstream.get(name)
         if figure is not None and figure.resets_at > now:
             since = max(self.spent(window) - figure.spent_at_fetch, 0.0)
-            return figure.percent / 100 + (since / limit if limit > 0 else 0.0)
-        if limit <= 0:
-            return 0.0
-        return self.spent(window) / limit
+            return figure.percent / 100 + since / limit
+        return self.spent(window) / limit  # limits are over 0 (config.Dollars)
 
     def headroom(self, now: float) -> float:
         """What is left of the tightest window (1.0 = nothing spent, 0 or less = exhausted)."""
@@ -88,6 +87,10 @@ class KeyBook:
                         instance.key_id, limits, settings.anchor_day if settings else 1)
                 account.instances.append(instance)
                 self._by_instance[instance.name] = account
+        unknown = sorted(set(config.quota.keys) - set(self._by_instance))
+        if unknown:
+            raise ConfigError(f"quota.keys names {', '.join(unknown)}, which no instance is "
+                              f"called; the instances are: {', '.join(self._by_instance)}")
         self._session_ttl = config.state.session_ttl_hours * 3600
         self._sessions: collections.OrderedDict[str, tuple[str, float]] = collections.OrderedDict()
         self._usage: dict[tuple[str, str, int], UsageRow] = {}
@@ -169,12 +172,7 @@ class KeyBook:
     def key_changed(self, instance: Instance) -> None:
         """An instance started a rest: every worker must know."""
         account = self._by_instance[instance.name]
-        state = self._keys.get(account.key_id) or KeyState()
-        state.limit_until = max(state.limit_until, instance.limit_until)
-        state.limit_name = instance.limit_name or state.limit_name
-        state.resting_until = max(state.resting_until, instance.resting_until)
-        state.upstream = dict(account.upstream)
-        self._keys[account.key_id] = state
+        self._keys[account.key_id] = _state_of(account)
         if self.urgent is not None:  # other workers must stop using it now, not in a second
             self.urgent.set()
 
@@ -209,6 +207,10 @@ class KeyBook:
             snapshot = await self.store.snapshot(
                 {key_id: account.starts(now) for key_id, account in self.accounts.items()},
                 self._cursor)
+        except asyncio.CancelledError:  # the worker is stopping: its last sync writes this
+            if not recorded:
+                self._requeue(batch)
+            raise
         except Exception as exc:  # the store is down or slow: keep serving on this view
             if not recorded:
                 self._requeue(batch)
@@ -265,10 +267,21 @@ class KeyBook:
                     instance.limit_name = state.limit_name
                 if state.resting_until > instance.resting_until:
                     instance.resting_until = state.resting_until
+        # The store keeps one state per key, the last writer's: a worker that had not yet read
+        # this one's news may have written over it. Whatever the store lacks is said again at
+        # the next write (rests and figures only grow newer, so the workers agree in a sync).
+        now = time.time()
+        for key_id, account in self.accounts.items():
+            if key_id not in self._keys and _lacks(snapshot.keys.get(key_id), account, now):
+                self._keys[key_id] = _state_of(account)
+        # A session in the snapshot was assigned or used by some worker since the last read:
+        # it is alive now, whichever worker served it.
+        sessions = self._sessions
         for session, key_id in snapshot.sessions.items():
-            held = self._sessions.get(session)
-            if held is None or held[0] != key_id:
-                self._sessions[session] = (key_id, time.time())
+            sessions[session] = (key_id, now)
+            sessions.move_to_end(session)
+        while len(sessions) > MAX_SESSIONS:
+            sessions.popitem(last=False)
         self._cursor = snapshot.cursor
 
     # ---- for the usage view and the metrics ----
@@ -279,5 +292,26 @@ class KeyBook:
                 for name, account in self._by_instance.items()}
 
 
-def window_of_limit(limit_name: str) -> str | None:
-    return WINDOW_BY_LIMIT_NAME.get(limit_name)
+def _state_of(account: Account) -> KeyState:
+    """What this worker knows of a key: its rests, and the upstream's figures."""
+    state = KeyState(upstream=dict(account.upstream))
+    for instance in account.instances:
+        if instance.limit_until > state.limit_until:
+            state.limit_until, state.limit_name = instance.limit_until, instance.limit_name
+        state.resting_until = max(state.resting_until, instance.resting_until)
+    return state
+
+
+def _lacks(stored: KeyState | None, account: Account, now: float) -> bool:
+    """Whether the store's state of a key lacks a rest still running or an upstream figure
+    newer than its own, that this worker knows."""
+    stored = stored or KeyState()
+    for instance in account.instances:
+        if instance.limit_until > max(stored.limit_until, now) or \
+                instance.resting_until > max(stored.resting_until, now):
+            return True
+    for window, figure in account.upstream.items():
+        held = stored.upstream.get(window)
+        if held is None or figure.fetched_at > held.fetched_at:
+            return True
+    return False

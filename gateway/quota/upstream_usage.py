@@ -19,6 +19,7 @@ from gateway.errors import DECODE_ERRORS
 from gateway.quota.book import KeyBook
 from gateway.upstream.forwarder import SESSION_HEADER
 from gateway.upstream.instances import Instance, InstancePool
+from gateway.upstream.reading import read_at_most
 
 _log = logging.getLogger("gateway")
 _SESSION = "opencode-gateway-usage"
@@ -57,7 +58,7 @@ async def read_usage(session: aiohttp.ClientSession,
                SESSION_HEADER: _SESSION}
     async with session.get(instance.api_url + "/usage", headers=headers,
                            timeout=aiohttp.ClientTimeout(total=15)) as answer:
-        body = await answer.content.read(256 * 1024)
+        body = await read_at_most(answer.content, 256 * 1024)
         if answer.status == 404:
             raise NoUsageEndpoint
         if answer.status != 200:

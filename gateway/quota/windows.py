@@ -14,7 +14,6 @@ import datetime as dt
 WINDOWS = ("rolling", "weekly", "monthly")
 # What OpenCode Go calls each window in its GoUsageLimitError (`metadata.limitName`).
 LIMIT_NAMES = {"rolling": "5 hour", "weekly": "weekly", "monthly": "monthly"}
-WINDOW_BY_LIMIT_NAME = {name: window for window, name in LIMIT_NAMES.items()}
 ROLLING_SECONDS = 5 * 3600
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import time
 
-from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, UsageRow,
-                                 WindowStarts)
+from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
+                                 UsageRow, WindowStarts)
+
+_PRUNE_EVERY = 600.0
 
 
 class MemoryStore(StateStore):
@@ -17,11 +19,13 @@ class MemoryStore(StateStore):
     def __init__(self, settings):
         self._session_ttl = settings.session_ttl_hours * 3600
         self._max_reasoning = settings.max_reasoning
-        self._usage: dict[tuple[str, str, int], UsageRow] = {}
+        self._usage: dict[tuple[str, str, int], UsageRow] = {}   # the last MINUTES_KEPT
+        self._days: dict[tuple[str, int], float] = {}            # (key, day) -> dollars
         self._keys: dict[str, KeyState] = {}
         self._sessions: dict[str, tuple[str, float, int]] = {}
         self._seq = 0
         self._reasoning: dict[str, tuple[str, float]] = {}
+        self._pruned = time.time()
 
     def __repr__(self) -> str:
         return "memory"
@@ -39,20 +43,38 @@ class MemoryStore(StateStore):
                 held.cached_tokens += row.cached_tokens
                 held.output_tokens += row.output_tokens
                 held.cost_usd += row.cost_usd
+            day = (row.key_id, row.minute // 1440)
+            self._days[day] = self._days.get(day, 0.0) + row.cost_usd
         self._keys.update(batch.keys)
         if batch.sessions:
             self._seq += 1
             for session, (key_id, assigned) in batch.sessions.items():
                 self._sessions[session] = (key_id, assigned, self._seq)
+        now = time.time()
+        if now - self._pruned > _PRUNE_EVERY:  # a long-lived gateway stays small, and its
+            self._pruned = now                 # syncs quick
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        minute = int(now // 60)
+        self._usage = {key: row for key, row in self._usage.items()
+                       if row.minute >= minute - MINUTES_KEPT}
+        self._days = {key: dollars for key, dollars in self._days.items()
+                      if key[1] >= minute // 1440 - DAYS_KEPT}
+        oldest = now - self._session_ttl
+        self._sessions = {session: held for session, held in self._sessions.items()
+                          if held[1] >= oldest}
 
     async def snapshot(self, starts: dict[str, WindowStarts], cursor) -> Snapshot:
         spent = {}
         for key_id, start in starts.items():
-            rows = [row for row in self._usage.values() if row.key_id == key_id]
             spent[key_id] = (
-                sum(r.cost_usd for r in rows if r.minute >= start.rolling_minute),
-                sum(r.cost_usd for r in rows if r.minute // 1440 >= start.week_day),
-                sum(r.cost_usd for r in rows if r.minute // 1440 >= start.month_day))
+                sum(row.cost_usd for row in self._usage.values()
+                    if row.key_id == key_id and row.minute >= start.rolling_minute),
+                sum(dollars for (key, day), dollars in self._days.items()
+                    if key == key_id and day >= start.week_day),
+                sum(dollars for (key, day), dollars in self._days.items()
+                    if key == key_id and day >= start.month_day))
         since = cursor if isinstance(cursor, int) else -1
         oldest = time.time() - self._session_ttl
         sessions = {session: key_id for session, (key_id, assigned, seq) in self._sessions.items()

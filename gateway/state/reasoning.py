@@ -15,7 +15,9 @@ some reasoning, and the conversation goes on instead of failing with DeepSeek's 
 log says so.
 
 The cost on the request path: a scan of the messages for requests to such a model, and a store
-lookup only when a tool-call turn lacks its reasoning (this worker's recent memories first).
+lookup only when a tool-call turn lacks its reasoning and this worker has not seen the call (its
+recent memories and misses first), given at most `RECALL_SECONDS`: a store that is down or busy
+delays no request by more.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from gateway.state.store import StateStore
 _log = logging.getLogger("gateway")
 NEUTRAL_REASONING = "(The reasoning behind this step is not available; continue from its result.)"
 _LOCAL = 4096
+RECALL_SECONDS = 0.5
 
 
 def memory_key(session: str, call_id: str) -> str:
@@ -46,14 +49,19 @@ class ReasoningMemory:
         if not reasoning or not call_ids:
             return
         items = {memory_key(session, call_id): reasoning for call_id in call_ids if call_id}
-        for key, text in items.items():
-            self._recent[key] = text
-            self._recent.move_to_end(key)
-        while len(self._recent) > _LOCAL:
-            self._recent.popitem(last=False)
+        self._keep(items)
         task = asyncio.get_running_loop().create_task(self._write(items))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+
+    def _keep(self, items: dict[str, str]) -> None:
+        """This worker's recent memories ("" for a call known to have none)."""
+        recent = self._recent
+        for key, text in items.items():
+            recent[key] = text
+            recent.move_to_end(key)
+        while len(recent) > _LOCAL:
+            recent.popitem(last=False)
 
     async def _write(self, items: dict[str, str]) -> None:
         try:
@@ -79,10 +87,14 @@ class ReasoningMemory:
         missing = [key for key in wanted if key not in found]
         if missing:
             try:
-                found.update(await self._store.recall(missing))
+                found.update(await asyncio.wait_for(self._store.recall(missing), RECALL_SECONDS))
             except Exception as exc:
                 _log.warning("%s: could not read remembered reasoning (%s: %s)", request_id,
-                             type(exc).__name__, exc)
+                             type(exc).__name__, exc or f"over {RECALL_SECONDS:g}s")
+            else:
+                # Known misses: the next turns of this conversation carry the same calls, and
+                # the store will not learn them later (they were answered elsewhere, or expired).
+                self._keep({key: found.get(key, "") for key in missing})
         neutral = 0
         for message in lacking:
             texts = []

@@ -44,8 +44,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, StoreError, UsageRow,
-                                 WindowStarts)
+from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
+                                 StoreError, UsageRow, WindowStarts)
 
 _PREFIX = "ocg:"
 _BUCKETS = _PREFIX + "buckets"
@@ -53,8 +53,6 @@ _KEYS = _PREFIX + "keys"
 _SESSIONS = _PREFIX + "sessions"
 _REASONING = _PREFIX + "reasoning"
 _REASONING_EXPIRES = _PREFIX + "reasoning:expires"
-_MINUTES_KEPT = 2 * 24 * 60
-_DAYS_KEPT = 40
 _TIMEOUT = 1.0
 _PAGE = 10_000       # stream entries per read
 _MARKER_SECONDS = 600  # how long a write's marker says it was applied
@@ -283,7 +281,9 @@ class RedisStore(StateStore):
             await self._write(client, batch, usage, marker)
         except BaseException:
             if usage:
-                self._unsure = (marker, usage)
+                # Copies: the book merges later usage into the rows it gets back, and only what
+                # this write carried may be counted as owed if the write turns out applied.
+                self._unsure = (marker, [msgspec.structs.replace(row) for row in usage])
             raise
         self._owed = {}
 
@@ -303,7 +303,7 @@ class RedisStore(StateStore):
                 if count:
                     pipe.hincrby(bucket, f"{row.model}|{field}", count)
             pipe.hincrbyfloat(bucket, f"{row.model}|cost", row.cost_usd)
-            pipe.expireat(bucket, (row.minute + _MINUTES_KEPT) * 60)
+            pipe.expireat(bucket, (row.minute + MINUTES_KEPT) * 60)
             pipe.zadd(_BUCKETS, {f"{row.key_id}:{row.minute}": row.minute})
             minutes[(row.key_id, row.minute)] = minutes.get((row.key_id, row.minute), 0.0) \
                 + row.cost_usd
@@ -311,12 +311,12 @@ class RedisStore(StateStore):
             days[day] = days.get(day, 0.0) + row.cost_usd
         for (key_id, minute), dollars in minutes.items():
             pipe.incrbyfloat(_minute_total(key_id, minute), dollars)
-            pipe.expireat(_minute_total(key_id, minute), (minute + _MINUTES_KEPT) * 60)
+            pipe.expireat(_minute_total(key_id, minute), (minute + MINUTES_KEPT) * 60)
         for (key_id, day), dollars in days.items():
             pipe.incrbyfloat(_day_total(key_id, day), dollars)
-            pipe.expireat(_day_total(key_id, day), (day + 1 + _DAYS_KEPT) * 86400)
+            pipe.expireat(_day_total(key_id, day), (day + 1 + DAYS_KEPT) * 86400)
         if usage:
-            pipe.zremrangebyscore(_BUCKETS, "-inf", f"({now_minute - _MINUTES_KEPT}")
+            pipe.zremrangebyscore(_BUCKETS, "-inf", f"({now_minute - MINUTES_KEPT}")
         if batch.keys:
             pipe.hset(_KEYS, mapping={key_id: _encode(state)
                                       for key_id, state in batch.keys.items()})
@@ -339,9 +339,9 @@ class RedisStore(StateStore):
         sums = [_PREFIX]
         for key_id, start in starts.items():
             # A few minutes and a day past now: another machine's clock may run ahead.
-            sums += (key_id, max(start.rolling_minute, now_minute - _MINUTES_KEPT),
+            sums += (key_id, max(start.rolling_minute, now_minute - MINUTES_KEPT),
                      now_minute + 5, start.week_day, start.month_day,
-                     max(min(start.week_day, start.month_day), today - _DAYS_KEPT), today + 1)
+                     max(min(start.week_day, start.month_day), today - DAYS_KEPT), today + 1)
         pipe = self._client.pipeline(transaction=False)
         pipe.eval(_SUMS, 0, *sums)
         pipe.hgetall(_KEYS)

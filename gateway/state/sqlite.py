@@ -21,8 +21,8 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, StoreError, UsageRow,
-                                 WindowStarts)
+from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
+                                 StoreError, UsageRow, WindowStarts)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -43,8 +43,6 @@ CREATE TABLE IF NOT EXISTS reasoning (id TEXT PRIMARY KEY, text TEXT NOT NULL, e
 CREATE INDEX IF NOT EXISTS reasoning_expires ON reasoning (expires);
 """
 
-_MINUTES_KEPT = 2 * 24 * 60
-_DAYS_KEPT = 40
 _PRUNE_EVERY = 600.0
 _encode = msgspec.json.encode
 _decode_state = msgspec.json.Decoder(KeyState).decode
@@ -149,8 +147,8 @@ class SQLiteStore(StateStore):
 
     def _prune(self, db: sqlite3.Connection, now: float) -> None:
         minute = int(now // 60)
-        db.execute("DELETE FROM usage WHERE minute < ?", (minute - _MINUTES_KEPT,))
-        db.execute("DELETE FROM usage_day WHERE day < ?", (minute // 1440 - _DAYS_KEPT,))
+        db.execute("DELETE FROM usage WHERE minute < ?", (minute - MINUTES_KEPT,))
+        db.execute("DELETE FROM usage_day WHERE day < ?", (minute // 1440 - DAYS_KEPT,))
         db.execute("DELETE FROM sessions WHERE assigned < ?", (now - self._session_ttl,))
         db.execute("DELETE FROM reasoning WHERE expires < ?", (now,))
 
@@ -169,8 +167,12 @@ class SQLiteStore(StateStore):
                                       "key_id = ? AND day >= ?", (key_id, day)).fetchone()[0]
                            for day in (start.week_day, start.month_day))
             spent[key_id] = (rolling, week, month)
-        keys = {key_id: _decode_state(state)
-                for key_id, state in db.execute("SELECT key_id, state FROM keys")}
+        keys = {}
+        for key_id, state in db.execute("SELECT key_id, state FROM keys"):
+            try:
+                keys[key_id] = _decode_state(state)
+            except msgspec.DecodeError:
+                continue  # a row this version cannot read: not worth failing every sync over
         since = cursor if isinstance(cursor, int) else -1
         if since < 0:
             rows = db.execute("SELECT session, key_id, seq FROM sessions WHERE assigned >= ?",

@@ -5,11 +5,12 @@ per-day totals for the long windows), each key's state (a usage-limit or short r
 upstream's own usage percentages), which key each conversation is on, and the reasoning the
 gateway remembers for models that need it back.
 
-The request path never calls a store. It reads the per-worker view (`quota/book.py`) that one
-background task keeps in step: every `state.sync_seconds` it writes what the worker gathered
-(`record`) and reads back what every worker wrote (`snapshot`). Reports (`report`) and the
-reasoning memory (`remember` / `recall`, only for a tool-call turn that lost its reasoning) are
-the only other calls.
+The request path reads the per-worker view (`quota/book.py`) that one background task keeps in
+step: every `state.sync_seconds` it writes what the worker gathered (`record`) and reads back
+what every worker wrote (`snapshot`). The other calls are reports (`report`, for /v1/usage) and
+the reasoning memory: `remember` in the background, and `recall`, the one a request may wait
+for, only when a tool-call turn to a model that needs its reasoning back lost it and this worker
+has not seen the call (bounded: `reasoning.RECALL_SECONDS`).
 
 Backends: `memory` (one process: tests, a throwaway gateway), `sqlite` (the default: one machine,
 any number of workers, survives restarts), `redis` (many machines).
@@ -20,6 +21,12 @@ import os
 from pathlib import Path
 
 import msgspec
+
+
+# How long each backend keeps the ledger: minutes for the rolling window and the usage view's
+# recent charts, days for the week and the month (the longest month, and its anchor day, fit).
+MINUTES_KEPT = 2 * 24 * 60
+DAYS_KEPT = 40
 
 
 class UsageRow(msgspec.Struct, array_like=True):
@@ -77,7 +84,7 @@ class StoreError(Exception):
 
 
 class StateStore:
-    """The interface every backend implements (coroutines; none runs on the request path)."""
+    """The interface every backend implements (coroutines; none blocks the event loop)."""
 
     name = "abstract"
 

@@ -272,7 +272,6 @@ class AnthropicStreamReader(StreamReader):
         super().__init__(writer)
         self._parser = SSEParser(max_event_bytes)
         self._started = False
-        self.complete = False
         self._calls: dict[int, _Call] = {}  # by Anthropic block index
         self._count = 0
         self._stop_reason: str | None = None

@@ -1,9 +1,10 @@
 """Anthropic Messages request → what OpenCode Go's Anthropic-compatible `/messages` accepts.
 
-Used when an Anthropic client calls an Anthropic-flavour model (MiniMax). The upstream speaks
-the classic Messages API only: it answers 400 to `thinking`, and newer fields and shapes that
-current Claude Code sends must be assumed unknown to it. The request keeps its meaning where the
-classic API can express it and loses only what it cannot:
+Applied to every request for OpenCode Go's /messages (MiniMax, Qwen), from an Anthropic client
+or translated from another protocol. The upstream speaks the classic Messages API only: it
+answers 400 to `thinking`, and newer fields and shapes that current Claude Code sends must be
+assumed unknown to it. The request keeps its meaning where the classic API can express it and
+loses only what it cannot:
 
 - Top-level fields outside `CLASSIC_FIELDS` are dropped (`thinking`, `context_management`,
   `output_config`, `container`, `service_tier`, top-level `cache_control`, ...). `metadata`
@@ -60,6 +61,14 @@ def normalize_for_opencode(body: dict) -> dict:
     if isinstance(out.get("messages"), list):
         out["messages"] = _normalize_messages(out["messages"])
     return out
+
+
+def server_tool_names(tools: Any) -> list[str]:
+    """The server tools among `tools` (what `normalize_for_opencode` drops), by name."""
+    if not isinstance(tools, list):
+        return []
+    return [str(tool.get("name") or tool.get("type")) for tool in tools
+            if isinstance(tool, dict) and tool.get("type") not in (None, "custom")]
 
 
 def _classic_tool(tool: Any) -> Any:

@@ -29,11 +29,16 @@ upstream that would refuse it):
   thinking on, Anthropic counts the thinking budget inside `max_tokens`, so a `max_tokens` not
   above the budget becomes `budget + max_tokens`: the answer keeps the room the client asked for.
 - `reasoning_effort` -> `thinking.budget_tokens` by `THINKING_BUDGET_BY_EFFORT`; `none` sends no
-  `thinking` (OpenCode Go's /messages then drops it again: `anthropic_compat`).
+  `thinking`. An upstream that refuses `thinking` (OpenCode Go's /messages: `thinking=False`)
+  gets neither it nor the raised `max_tokens`: the effort is checked, and the answer keeps the
+  bound the client set.
 - Every `system`/`developer` message, wherever it sits, joins the top-level `system` in order.
 - `n` other than 1 is refused (400): Anthropic returns one answer per request, and fanning out
   would multiply the user's cost behind their back.
 - `user` (or, without it, `safety_identifier`) -> `metadata.user_id`.
+- An assistant turn's `reasoning_content` is not sent: a `thinking` block must carry the
+  signature only Anthropic issues, and the models on OpenCode Go's /messages do not ask for
+  their reasoning back (the models that do are on the Chat wire).
 """
 from __future__ import annotations
 
@@ -94,9 +99,11 @@ def to_hub(body: dict) -> dict:
 
     tools = body.get("tools")
     if tools:
-        translated = _translate_tools(tools)
+        translated, dropped = _translate_tools(tools)
         if translated:
             out["tools"] = translated
+        if dropped:
+            out["dropped_tools"] = dropped  # read by the route for its log line, not sent upstream
     tool_choice = body.get("tool_choice")
     if tool_choice is not None:
         _translate_tool_choice(tool_choice, out)
@@ -311,16 +318,20 @@ def _tool_call(block: dict, where: str) -> dict:
             "function": {"name": name, "arguments": arguments}}
 
 
-def _translate_tools(tools: Any) -> list[dict]:
+def _translate_tools(tools: Any) -> tuple[list[dict], list[str]]:
+    """(the function tools, the names of the server tools dropped)."""
     if not isinstance(tools, list):
         raise GatewayError(400, "`tools` must be a list", param="tools")
     out = []
+    dropped = []
     for i, tool in enumerate(tools):
         at = f"tools[{i}]"
         if not isinstance(tool, dict):
             raise GatewayError(400, f"`{at}` must be an object", param=at)
         if tool.get("type") not in (None, "custom"):
-            continue  # an Anthropic server tool: nothing on this upstream can run it
+            # An Anthropic server tool (web search, code execution): only Anthropic runs it.
+            dropped.append(str(tool.get("name") or tool.get("type")))
+            continue
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise GatewayError(400, f"`{at}.name` must be a non-empty string",
@@ -336,7 +347,7 @@ def _translate_tools(tools: Any) -> list[dict]:
             function["description"] = tool["description"]
         function["parameters"] = schema
         out.append({"type": "function", "function": function})
-    return out
+    return out, dropped
 
 
 def _translate_tool_choice(choice: Any, out: dict) -> None:
@@ -378,8 +389,9 @@ _TOOL_CHOICE_BY_MODE = {"auto": "auto", "required": "any", "none": "none"}
 _decode_json = msgspec.json.decode
 
 
-def from_hub(body: dict, *, default_max_tokens: int) -> dict:
-    """The Anthropic Messages body that asks what the hub `body` asks."""
+def from_hub(body: dict, *, default_max_tokens: int, thinking: bool = True) -> dict:
+    """The Anthropic Messages body that asks what the hub `body` asks (`thinking`: whether the
+    upstream takes a `thinking` field)."""
     n = body.get("n")
     if n is not None and n != 1:
         raise GatewayError(400, f"n={n!r} is not supported for this model: it returns one choice "
@@ -396,7 +408,7 @@ def from_hub(body: dict, *, default_max_tokens: int) -> dict:
 
     max_tokens = _max_tokens(body, default_max_tokens)
     thinking_budget = _thinking_budget(body.get("reasoning_effort"))
-    if thinking_budget is not None:
+    if thinking_budget is not None and thinking:
         if max_tokens <= thinking_budget:
             max_tokens += thinking_budget
         out["thinking"] = {"type": "enabled", "budget_tokens": thinking_budget}

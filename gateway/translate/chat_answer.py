@@ -192,7 +192,6 @@ class ChatStreamReader(StreamReader):
         super().__init__(writer)
         self._parser = SSEParser(max_event_bytes)
         self._started = False
-        self.complete = False
         self._calls: dict[int, tuple[int, str]] = {}  # upstream index -> (hub index, call id)
         self._last_key = 0
         self._count = 0

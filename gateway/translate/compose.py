@@ -16,7 +16,7 @@ from gateway.routing.context import RouteContext, Translation
 from gateway.translate import (anthropic_answer, anthropic_request, chat_answer,
                                responses_answer, responses_request)
 from gateway.translate.hub import Answer, StreamReader, StreamTranslation, StreamWriter
-from gateway.translate.opencode import WIRE_PREPARATION
+from gateway.translate.opencode import MESSAGES_TAKE_THINKING, WIRE_PREPARATION
 
 PROTOCOL_NAMES = {"openai": "OpenAI Chat", "anthropic": "Anthropic", "responses": "Responses"}
 
@@ -56,7 +56,8 @@ CODECS: dict[str, Codec] = {
     "anthropic": Codec(
         to_hub=anthropic_request.to_hub,
         from_hub=lambda hub, ctx: anthropic_request.from_hub(
-            hub, default_max_tokens=ctx.config.translation.default_max_tokens),
+            hub, default_max_tokens=ctx.config.translation.default_max_tokens,
+            thinking=MESSAGES_TAKE_THINKING),
         read_answer=anthropic_answer.read_answer,
         write_answer=lambda answer, ctx: anthropic_answer.write_answer(answer, ctx.model_id),
         reader=anthropic_answer.AnthropicStreamReader,

@@ -72,9 +72,10 @@ class StreamWriter:
 
     Calls come in answer order: `start` once, then any mix of `reasoning`, `text`, `tool_call`
     and `tool_arguments` (a call's fragments follow its `tool_call`; `index` counts calls from
-    0), then `finish` and `usage` (either order, each at most once), then `end`. `error` may
-    come at any point and ends the stream instead of `end`. The writer appends the bytes for
-    the client to `out`; the translation hands them on after each upstream chunk.
+    0), then `finish` and `usage` (either order; the last `finish` counts when an upstream
+    repeats it), then `end`. `error` may come at any point and ends the stream instead of
+    `end`. The writer appends the bytes for the client to `out`; the translation hands them on
+    after each upstream chunk.
     """
     __slots__ = ("out", "done", "failure")
 

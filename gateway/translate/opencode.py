@@ -9,9 +9,12 @@ Applied last, to the body the upstream receives, on pass-through and translated 
 from __future__ import annotations
 
 from gateway.routing.catalogue import takes_reasoning_controls
-from gateway.translate.anthropic_compat import normalize_for_opencode
+from gateway.translate.anthropic_compat import normalize_for_opencode, server_tool_names
 
 _REASONING_CONTROLS = ("reasoning_effort", "thinking")
+# /messages answers 400 to `thinking` (UPSTREAM.md): a translated request must not ask for it,
+# nor make room for it in `max_tokens`.
+MESSAGES_TAKE_THINKING = False
 
 
 def prepare_chat(body: dict, ctx) -> dict:
@@ -21,7 +24,14 @@ def prepare_chat(body: dict, ctx) -> dict:
     return body
 
 
+def prepare_messages(body: dict, ctx) -> dict:
+    dropped = server_tool_names(body.get("tools"))
+    if dropped:  # the access log says which tools the model never saw
+        ctx.dropped_tools = [*(ctx.dropped_tools or ()), *dropped]
+    return normalize_for_opencode(body)
+
+
 WIRE_PREPARATION = {
     "openai": prepare_chat,
-    "anthropic": lambda body, ctx: normalize_for_opencode(body),
+    "anthropic": prepare_messages,
 }

@@ -35,8 +35,9 @@ from typing import Any
 import msgspec
 
 from gateway.errors import DECODE_ERRORS, GatewayError
-from gateway.translate.hub import (CUT_MESSAGE, LENGTH, STOP, TOOL_CALLS, Answer, StreamReader,
-                                   StreamWriter, ToolCall, Usage, new_id, parse_cost)
+from gateway.translate.hub import (CONTENT_FILTER, CUT_MESSAGE, LENGTH, STOP, TOOL_CALLS, Answer,
+                                   StreamReader, StreamWriter, ToolCall, Usage, new_id,
+                                   parse_cost)
 from gateway.translate.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
 
 CUSTOM_TOOL_INPUT = "input"  # the one string parameter a freeform tool becomes elsewhere
@@ -76,6 +77,7 @@ def hub_usage(usage: WireUsage) -> Usage:
 class _Text(msgspec.Struct):
     type: str = ""
     text: str = ""
+    refusal: str = ""  # a `refusal` part's text: the model's answer all the same
 
 
 class _Item(msgspec.Struct):
@@ -111,6 +113,7 @@ class _Response(msgspec.Struct):
 
 
 _decode_response = msgspec.json.Decoder(_Response).decode
+_SUMMARY_SEPARATOR = "\n\n"  # between the parts of reasoning summaries
 
 # Responses error codes -> HTTP status, for a failure reported inside a 200 answer or stream.
 _STATUS_BY_CODE = {"rate_limit_exceeded": 429, "invalid_prompt": 400, "server_error": 500,
@@ -129,7 +132,7 @@ def _failure(error: _ErrorDetail | None) -> tuple[int, str]:
 def _finish_of(response: _Response, has_calls: bool) -> str:
     if response.status == "incomplete":
         reason = response.incomplete_details.reason if response.incomplete_details else None
-        return "content_filter" if reason == "content_filter" else LENGTH
+        return CONTENT_FILTER if reason == "content_filter" else LENGTH
     return TOOL_CALLS if has_calls else STOP
 
 
@@ -153,14 +156,16 @@ def read_answer(raw: bytes) -> Answer:
     calls: list[ToolCall] = []
     for item in response.output:
         if item.type == "message":
-            texts.extend(part.text for part in item.content or () if part.type == "output_text")
+            texts.extend(part.text or part.refusal for part in item.content or ()
+                         if part.type in ("output_text", "refusal"))
         elif item.type == "reasoning":
             parts = item.summary or item.content or ()
             thoughts.extend(part.text for part in parts)
         elif item.type in ("function_call", "custom_tool_call"):
             calls.append(ToolCall(item.call_id or "", item.name or "",
                                   _arguments_of(item)))
-    return Answer(id=response.id, model=response.model, reasoning="\n\n".join(thoughts),
+    return Answer(id=response.id, model=response.model,
+                  reasoning=_SUMMARY_SEPARATOR.join(thoughts),
                   text="".join(texts), tool_calls=calls,
                   finish=_finish_of(response, bool(calls)),
                   usage=hub_usage(response.usage) if response.usage is not None else None,
@@ -172,6 +177,7 @@ class _StreamEvent(msgspec.Struct):
     output_index: int = 0
     item: _Item | None = None
     delta: str = ""
+    summary_index: int = 0
     arguments: str | None = None
     response: _Response | None = None
     message: str | None = None  # an `error` event
@@ -190,7 +196,6 @@ class ResponsesStreamReader(StreamReader):
         super().__init__(writer)
         self._parser = SSEParser(max_event_bytes)
         self._started = False
-        self.complete = False
         self._calls: dict[int, list] = {}  # output index -> [hub index, arguments sent?]
         self._count = 0
 
@@ -208,7 +213,7 @@ class ResponsesStreamReader(StreamReader):
             if self.complete:
                 continue
             kind = event.type
-            if kind == "response.output_text.delta":
+            if kind == "response.output_text.delta" or kind == "response.refusal.delta":
                 self._ensure_started()
                 writer.text(event.delta)
             elif kind == "response.function_call_arguments.delta" or \
@@ -222,6 +227,8 @@ class ResponsesStreamReader(StreamReader):
             elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
                 self._ensure_started()
                 writer.reasoning(event.delta)
+            elif kind == "response.reasoning_summary_part.added" and event.summary_index > 0:
+                writer.reasoning(_SUMMARY_SEPARATOR)  # as a whole answer joins them
             elif kind == "response.output_item.added":
                 self._on_item_added(event)
             elif kind == "response.output_item.done":
@@ -305,7 +312,7 @@ def wire_usage(usage: Usage | None) -> dict[str, Any]:
 def _status_of(finish: str) -> tuple[str, dict | None]:
     if finish == LENGTH:
         return "incomplete", {"reason": "max_output_tokens"}
-    if finish == "content_filter":
+    if finish == CONTENT_FILTER:
         return "incomplete", {"reason": "content_filter"}
     return "completed", None
 

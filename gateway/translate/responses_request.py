@@ -40,6 +40,7 @@ no Responses counterpart and is dropped; `n` other than 1 is a 400.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -50,6 +51,7 @@ from gateway.translate.responses_answer import CUSTOM_TOOL_INPUT, namespaced_nam
 _encode_json = msgspec.json.Encoder().encode
 _SEPARATOR = "\n\n"
 _MESSAGE_ROLES = ("system", "developer", "user", "assistant")
+_SAFETY_ID_LIMIT = 64
 _TOOL_CHOICE_MODES = ("auto", "required", "none")
 
 
@@ -119,6 +121,8 @@ class _Turns:
     def assistant(self) -> dict:
         last = self.out[-1] if self.out else None
         if last is None or last["role"] != "assistant":
+            # Images of the tool outputs just before were seen before this turn was written.
+            self.flush_images()
             last = {"role": "assistant", "content": None}
             self.out.append(last)
         if self.reasoning:
@@ -141,7 +145,9 @@ class _Turns:
 
     def flush_reasoning(self) -> None:
         if self.reasoning:  # reasoning with no assistant turn after it: keep it on its own
-            self.assistant()
+            message = self.assistant()
+            if message["content"] is None and not message.get("tool_calls"):
+                message["content"] = ""  # Chat wants content or tool calls on every turn
 
 
 def _input_messages(items: Any, out: list[dict], extra_tools: list) -> None:
@@ -454,7 +460,10 @@ def from_hub(body: dict) -> dict:
             out["text"] = {"format": {"type": "json_object"}}
     user = body.get("user")
     if isinstance(user, str) and user:
-        out["safety_identifier"] = user
+        # The Responses API takes at most 64 characters; Claude Code's `metadata.user_id` is
+        # about 160. A longer id is sent as its hash: still one stable id per user.
+        out["safety_identifier"] = user if len(user) <= _SAFETY_ID_LIMIT else \
+            hashlib.blake2b(user.encode(), digest_size=_SAFETY_ID_LIMIT // 2).hexdigest()
     if body.get("stream"):
         out["stream"] = True
     return out

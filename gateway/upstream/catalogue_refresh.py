@@ -17,6 +17,7 @@ from gateway.errors import DECODE_ERRORS
 from gateway.routing.catalogue import Catalogue
 from gateway.upstream.forwarder import SESSION_HEADER
 from gateway.upstream.instances import Instance, InstancePool
+from gateway.upstream.reading import read_at_most
 
 _log = logging.getLogger("gateway")
 _LIST_LIMIT = 4 * 1024 * 1024
@@ -47,7 +48,7 @@ async def fetch_model_ids(session: aiohttp.ClientSession, instance: Instance,
     try:
         async with session.get(instance.api_url + "/models", headers=headers,
                                timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
-            body = await answer.content.read(_LIST_LIMIT)
+            body = await read_at_most(answer.content, _LIST_LIMIT)
             if answer.status != 200:
                 raise CatalogueError(f"HTTP {answer.status}")
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

@@ -37,6 +37,7 @@ from gateway.upstream.instances import Instance, InstancePool
 from gateway.upstream.passthrough import (END_MARKERS, ERROR_MARKERS, TRAILER_LIMIT, EndFinder,
                                           StreamTap, answer_usage, failed_end, stream_error,
                                           trailer_cost)
+from gateway.upstream.reading import read_at_most
 from gateway.upstream.redact import Redactor
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -256,15 +257,10 @@ class Forwarder:
     async def _refused(self, upstream: aiohttp.ClientResponse, instance: Instance,
                        pool: InstancePool, ctx: RouteContext) -> GatewayError:
         """The error an upstream answered with; rests the instance when the error says to."""
-        body = b""
         try:
-            while len(body) < _ERROR_BODY_LIMIT:  # read(n) returns what has arrived so far
-                chunk = await upstream.content.read(_ERROR_BODY_LIMIT - len(body))
-                if not chunk:
-                    break
-                body += chunk
+            body = await read_at_most(upstream.content, _ERROR_BODY_LIMIT)
         except (aiohttp.ClientError, TimeoutError, OSError):
-            pass  # what arrived before the break is still worth quoting
+            body = b""  # the status alone still says what happened
         finally:
             upstream.close()
         status = upstream.status
