@@ -72,6 +72,19 @@ def _metrics_dir(workers: int) -> str | None:
     return path
 
 
+def _in_range(low: int, high: int):
+    """An argparse type: a whole number from `low` to `high` (a clear message otherwise)."""
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+    return number
+
+
 def _serve(args) -> int:
     from hypercorn.run import run
     # gateway.asgi builds its app when imported, from the environment set below: not before.
@@ -93,6 +106,10 @@ def _serve(args) -> int:
     metrics_dir = _metrics_dir(workers)
     try:
         return run(config)
+    except OSError as exc:  # the address is taken, or not this machine's
+        print(f"opencode-gateway: cannot serve on {host}:{port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -169,7 +186,7 @@ def _usage(args) -> int:
 
     try:
         report = asyncio.run(read())
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:  # OSError: a Redis store that is down
         print(f"opencode-gateway: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -221,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the gateway with hypercorn")
     serve.add_argument("--config", help="YAML config file (default: built-in)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (default 8000)")
-    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.add_argument("--port", type=_in_range(1, 65535), help="port to bind (default 8000)")
+    serve.add_argument("--workers", type=_in_range(1, 256), help="worker processes (default 1)")
     serve.add_argument("--rules-dir", help="directory of extra rule modules")
     serve.set_defaults(run=_serve)
 

@@ -20,11 +20,13 @@ DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeErro
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
+    504: "timeout_error",
     529: "overloaded_error",
 }
 

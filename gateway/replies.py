@@ -63,10 +63,13 @@ class StreamReply:
     async def __call__(self, scope, receive, send) -> None:
         task = asyncio.current_task()
         left = False
+        finished = False
 
         def hang_up(waiting: asyncio.Task) -> None:
             nonlocal left
-            if not waiting.cancelled() and waiting.exception() is None \
+            # `finished`: a disconnect that came as the reply ended was scheduled before the
+            # callback could be removed; the cleanup below must not be cancelled by it.
+            if not finished and not waiting.cancelled() and waiting.exception() is None \
                     and waiting.result()["type"] == "http.disconnect":
                 left = True
                 task.cancel()
@@ -85,6 +88,7 @@ class StreamReply:
         except OSError:
             pass  # the connection broke while sending: the client is gone
         finally:
+            finished = True
             listener.remove_done_callback(hang_up)
             listener.cancel()
             await self.chunks.aclose()  # the relay's own cleanup runs now, whatever happened

@@ -14,10 +14,11 @@ stays in CLOSE-WAIT, holding a file descriptor, for the full timeout (75 s here,
 default). A burst of short-lived connections (curl in a loop, SDKs without a pooled client, load
 tests) then exhausts the descriptors and the server stops answering, /healthz included. The
 fix closes an idle connection as soon as its read side has ended, and one with a request in
-flight as soon as that answer is done: a request still being answered is never cut. It patches two methods of hypercorn's `TCPServer` in each worker
-process (the installed package cannot be changed in place), checks first that they still have
-the shape it expects, and otherwise leaves hypercorn alone and says so in the log;
-tests/test_connections.py fails if a hypercorn upgrade brings the leak back.
+flight as soon as that answer is done: a request still being answered is never cut. It patches
+two methods of hypercorn's `TCPServer` in each worker process (the installed package cannot be
+changed in place), checks first that they still have the shape it expects, and otherwise leaves
+hypercorn alone and says so in the log; tests/test_hardening.py fails if a hypercorn upgrade
+brings the leak back.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Starting the real gateway (`opencode-gateway serve`) as a process on a free loopback port."""
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -9,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from gateway.observer import FLUSH_SECONDS
 from tests.fake_upstream_client import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,6 +68,31 @@ class GatewayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def access_lines(self, at_least: int = 1, where=None, timeout: float = 10.0) -> list[dict]:
+        """The JSON access-log lines, once they hold `at_least` lines, or one that `where`
+        accepts (they are written in batches, every FLUSH_SECONDS, later on a busy machine);
+        with `at_least=0`, after one batch's time."""
+        wait = timeout if at_least or where else FLUSH_SECONDS + 0.3
+        deadline = time.monotonic() + wait
+        while True:
+            lines = self.logged_lines()
+            done = any(where(line) for line in lines) if where else \
+                at_least and len(lines) >= at_least
+            if done or time.monotonic() >= deadline:
+                return lines
+            time.sleep(0.05)
+
+    def logged_lines(self) -> list[dict]:
+        """The JSON access-log lines written so far."""
+        lines = []
+        for text in self.log().splitlines():
+            if text.startswith("{"):
+                try:
+                    lines.append(json.loads(text))
+                except ValueError:  # a line still being written
+                    pass
+        return lines
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

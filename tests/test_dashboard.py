@@ -370,7 +370,7 @@ def test_a_client_key_typed_into_the_form_is_kept_and_used(start_gateway):
         # the countdowns tick between fetches
         before = await page.evaluate("document.querySelector('.countdown').textContent")
         await page.wait_for("document.querySelector('.countdown').textContent !== "
-                            + json.dumps(before), timeout=2.5)
+                            + json.dumps(before), timeout=5)
 
         # a reload finds the key in localStorage: no form
         await page.evaluate("window.beforeReload = true")

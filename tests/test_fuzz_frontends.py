@@ -1,10 +1,10 @@
-"""Both frontends under fuzz: malformed bodies and odd headers get 4xx answers in the frontend's
+"""The three frontends under fuzz: malformed bodies and odd headers get 4xx answers in the frontend's
 own error shape, never a 5xx, and the gateway keeps serving.
 
 One gateway process serves the whole module (in front of the session's fake upstream); every
 example is one real HTTP request to it. Bodies range from random bytes and random JSON values to
 requests that are almost right (a real model, messages with fields of the wrong type) so that
-validation, routing and both request translators are all reached.
+validation, routing and every request translator are all reached.
 """
 import copy
 import http.client
@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from tests.gateway_process import GatewayProcess
 
-PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
+PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
+         "responses": "/v1/responses"}
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -70,7 +71,7 @@ def assert_answer_in_shape(frontend: str, status: int, headers: dict, data: byte
     assert 400 <= status < 500, (status, data[:500])
     assert headers.get("content-type", "").startswith("application/json"), (status, headers)
     answer = json.loads(data)
-    if frontend == "openai":
+    if frontend in ("openai", "responses"):
         assert set(answer) == {"error"}, answer
         assert set(answer["error"]) == {"message", "type", "param", "code"}, answer
     else:
@@ -90,7 +91,8 @@ json_value = st.recursive(json_leaf, lambda children: st.lists(children, max_siz
 models = st.sampled_from(["opencode-go/glm-5.1", "opencode-go/minimax-m2.7", "glm-5",
                           "minimax-m2.5", "opencode-go.1:kimi-k2.5", "opencode-go/glm-5.1",
                           "opencode-go/minimax-m2.7", "opencode-go.9:glm-5",
-                          "opencode-go/brand-new-model", "no-such-backend:x"])
+                          "opencode-go/brand-new-model", "no-such-backend:x",
+                          "opencode-go/gpt-5.6-luna"])
 words = st.text(max_size=30)
 part = st.fixed_dictionaries({"type": st.sampled_from([
     "text", "text", "text", "image_url", "image", "input_audio", "file", "tool_use",
@@ -123,6 +125,24 @@ tool = st.fixed_dictionaries({}, optional={
     "function": st.fixed_dictionaries({"name": words}, optional={
         "description": words, "parameters": st.just({"type": "object"}),
         "strict": st.booleans()})})
+# Responses input items, right and wrong.
+responses_part = st.fixed_dictionaries({"type": st.sampled_from([
+    "input_text", "output_text", "input_image", "input_file", "refusal", "summary_text"])},
+    optional={"text": words, "image_url": words, "refusal": words})
+responses_item = st.fixed_dictionaries({"type": st.sampled_from([
+    "message", "message", "function_call", "function_call_output", "reasoning",
+    "custom_tool_call", "custom_tool_call_output", "item_reference", "web_search_call",
+    "additional_tools"])}, optional={
+    "role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]),
+    "content": words | st.lists(responses_part, max_size=2),
+    "call_id": words, "name": words, "id": words, "input": words,
+    "arguments": st.sampled_from(['{"a": 1}', "{}", "", "{bad"]),
+    "output": words | st.lists(responses_part, max_size=2),
+    "summary": st.lists(st.fixed_dictionaries({"type": st.just("summary_text"), "text": words}),
+                        max_size=2),
+    "tools": st.lists(st.fixed_dictionaries({"type": st.just("function"), "name": words}),
+                      max_size=2),
+})
 plausible_body = st.fixed_dictionaries({"model": models,
                                         "messages": st.lists(message, min_size=1, max_size=4)},
                                        optional={
@@ -147,6 +167,12 @@ plausible_body = st.fixed_dictionaries({"model": models,
     "metadata": st.fixed_dictionaries({}, optional={"user_id": words}),
     "user": words, "response_format": st.just({"type": "json_object"}),
     "context_management": st.just({"edits": []}), "output_config": st.just({"effort": "low"}),
+    "input": words | st.lists(responses_item, max_size=4), "instructions": words,
+    "max_output_tokens": st.integers(-5, 100_000),
+    "reasoning": st.fixed_dictionaries({}, optional={"effort": st.sampled_from(
+        ["low", "high", "none", "bogus"]), "summary": st.sampled_from(["auto", "detailed"])}),
+    "text": st.just({"format": {"type": "json_object"}}),
+    "previous_response_id": words, "store": st.booleans(),
 })
 
 
@@ -189,7 +215,7 @@ odd_headers = st.fixed_dictionaries({}, optional={
 
 # --- the fuzz --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("frontend", ["openai", "anthropic"])
+@pytest.mark.parametrize("frontend", ["openai", "anthropic", "responses"])
 class TestFrontendFuzz:
     @FUZZ
     @given(body=st.binary(max_size=3000))

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from gateway.observer import FLUSH_SECONDS
 from tests.gateway_process import REPO
 
 LEAKY_KEY = "sk-opencode-go-very-secret-key-0042"
@@ -49,11 +48,6 @@ def raw_post(gateway, path: str, data: bytes, headers: dict | None = None):
 def post(gateway, frontend, model, text, stream=False, headers=None):
     return raw_post(gateway, PATHS[frontend],
                     json.dumps(body_for(frontend, model, text, stream)).encode(), headers)
-
-
-def access_lines(gateway) -> list[dict]:
-    time.sleep(FLUSH_SECONDS + 0.3)
-    return [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
 
 
 def error_shape(frontend: str, body: bytes) -> dict:
@@ -112,9 +106,10 @@ def test_the_server_answers_a_clients_close_at_once(gateway):
         assert received.startswith(b"HTTP/1.1 200")
         sock.shutdown(socket.SHUT_WR)
         started = time.monotonic()
-        sock.settimeout(5)
+        sock.settimeout(30)
         assert sock.recv(65536) == b""  # the server closed its side too
-        assert time.monotonic() - started < 1.5
+        # Without the fix it waits for keep_alive_timeout (75 s); a loaded machine is slower.
+        assert time.monotonic() - started < 15
 
 
 def test_a_burst_of_short_connections_under_a_low_file_limit_leaves_healthz_answering(
@@ -135,10 +130,9 @@ def test_a_burst_of_short_connections_under_a_low_file_limit_leaves_healthz_answ
     for thread in threads:
         thread.join()
     assert errors == []
-    started = time.monotonic()
-    with urllib.request.urlopen(gateway.url + "/healthz", timeout=2) as answer:
+    # Without the fix the descriptors stay used up until keep_alive_timeout (75 s) frees them.
+    with urllib.request.urlopen(gateway.url + "/healthz", timeout=20) as answer:
         assert answer.status == 200
-    assert time.monotonic() - started < 1.0
 
 
 # --- slow bodies -------------------------------------------------------------------------------
@@ -194,22 +188,26 @@ def leaky(start_gateway):
 @pytest.mark.parametrize("directive", ["leak", "leak stream_error"])
 def test_a_key_the_upstream_quotes_in_a_stream_never_reaches_client_or_log(
         leaky, fake, frontend, model, directive):
-    status, _, body = post(leaky, frontend, model, f"[[fake: {directive}]]", stream=True)
+    request_id = f"leak-stream-{frontend}-{model}-{directive}"
+    status, _, body = post(leaky, frontend, model, f"[[fake: {directive}]]", stream=True,
+                           headers={"x-request-id": request_id})
     assert status == 200
     assert b"****0042" in body
     assert LEAKY_KEY.encode() not in body
-    access_lines(leaky)
-    assert LEAKY_KEY not in leaky.log()
+    leaky.access_lines(where=lambda line: line["request_id"] == request_id)
+    assert request_id in leaky.log() and LEAKY_KEY not in leaky.log()
 
 
 @pytest.mark.parametrize("frontend, model", ROUTES, ids=IDS)
 @pytest.mark.parametrize("directive", ["leak", "leak error200", "leak error=500"])
 def test_a_key_the_upstream_quotes_in_a_whole_answer_never_reaches_client_or_log(
         leaky, fake, frontend, model, directive):
-    _, _, body = post(leaky, frontend, model, f"[[fake: {directive}]]")
+    request_id = f"leak-whole-{frontend}-{model}-{directive}"
+    _, _, body = post(leaky, frontend, model, f"[[fake: {directive}]]",
+                      headers={"x-request-id": request_id})
     assert LEAKY_KEY.encode() not in body and b"****0042" in body
-    access_lines(leaky)
-    assert LEAKY_KEY not in leaky.log()
+    leaky.access_lines(where=lambda line: line["request_id"] == request_id)
+    assert request_id in leaky.log() and LEAKY_KEY not in leaky.log()
 
 
 def test_a_short_key_is_masked_as_a_word_not_inside_words(start_gateway, fake):
@@ -231,7 +229,8 @@ def test_invalid_utf8_in_a_client_body_is_a_400_in_its_shape(gateway, path, fron
     status, headers, body = raw_post(gateway, path, data)
     assert status == 400
     assert headers["content-type"].startswith("application/json")
-    assert "not valid UTF-8" in error_shape(frontend, body)["message"]
+    message = error_shape(frontend, body)["message"]
+    assert "not valid UTF-8" in message and "byte 0xff" in message  # the byte that is wrong
     assert "Traceback" not in gateway.log()
 
 
@@ -245,7 +244,7 @@ def test_invalid_utf8_in_a_translated_stream_ends_it_with_an_error_event(gateway
     assert b"unreadable" in body or b"invalid stream chunk" in body
     assert not body.rstrip().endswith((b"[DONE]", b'"message_stop"}'))
     assert b"response.completed" not in body
-    [line] = access_lines(gateway)
+    [line] = gateway.access_lines()
     assert line["status"] == 502 and "error" in line
 
 
@@ -259,7 +258,7 @@ def test_a_line_without_end_is_bounded_and_answered_in_the_clients_shape(start_g
     status, _, body = post(gateway, frontend, model, "[[fake: garbage=300000]]", stream=True)
     assert status == 200
     assert b"upstream.max_event_bytes" in body
-    [line] = access_lines(gateway)
+    [line] = gateway.access_lines()
     assert line["status"] == 502
 
 
@@ -324,7 +323,7 @@ def test_an_error_event_inside_a_200_stream_is_logged_as_what_it_was(gateway, fa
                                                                      model):
     status, _, _ = post(gateway, frontend, model, "[[fake: stream_error]]", stream=True)
     assert status == 200
-    [line] = access_lines(gateway)
+    [line] = gateway.access_lines()
     assert line["status"] >= 500 and "fake upstream stream error" in line["error"]
     with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as answer:
         metrics = answer.read().decode()

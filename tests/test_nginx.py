@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from gateway.observer import FLUSH_SECONDS
 from tests.fake_upstream_client import free_port
 from tests.gateway_process import REPO
 
@@ -188,10 +187,16 @@ def chat(text: str, stream: bool = False) -> dict:
     return body
 
 
-def request_ids_logged(gateway) -> list[str]:
-    time.sleep(FLUSH_SECONDS + 0.3)  # access lines are written out in batches
-    return [json.loads(line)["request_id"] for line in gateway.log().splitlines()
-            if line.startswith("{")]
+def request_ids_logged(gateways, wanted: set[str]) -> list[list[str]]:
+    """Each gateway's logged request ids, once all of `wanted` are among them (access lines are
+    written in batches)."""
+    deadline = time.monotonic() + 10
+    while True:
+        logged = [[line["request_id"] for line in gateway.logged_lines()]
+                  for gateway in gateways]
+        if wanted <= set(sum(logged, [])) or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.1)
 
 
 # ---- the tests ----
@@ -226,7 +231,8 @@ def test_requests_spread_over_both_gateway_processes(nginx, gateways):
     for number in range(6):
         head, _ = timed_exchange(nginx.port, chat("hi"), {"X-Request-ID": f"spread-{number}"})
         assert head.startswith(b"HTTP/1.1 200"), head
-    seen = [[rid for rid in request_ids_logged(g) if rid.startswith("spread-")] for g in gateways]
+    seen = [[rid for rid in logged if rid.startswith("spread-")]
+            for logged in request_ids_logged(gateways, {f"spread-{n}" for n in range(6)})]
     assert all(seen), seen
     assert sorted(sum(seen, [])) == [f"spread-{number}" for number in range(6)]
 
@@ -237,7 +243,7 @@ def test_request_ids_pass_through_or_are_made_by_nginx(nginx, gateways):
     head, _ = timed_exchange(nginx.port, chat("hi"))
     made = header(head, "x-request-id")
     assert re.fullmatch(r"[0-9a-f]{32}", made)  # nginx's $request_id
-    logged = sum((request_ids_logged(g) for g in gateways), [])
+    logged = sum(request_ids_logged(gateways, {"client-chosen-7", made}), [])
     assert "client-chosen-7" in logged and made in logged
     deadline = time.monotonic() + 5
     while f"request_id={made}" not in nginx.access_log() and time.monotonic() < deadline:

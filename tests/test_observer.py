@@ -1,13 +1,11 @@
 """The access log (one JSON line per request, no bodies, no keys) and the token counts the
 observer reads from answers that pass through untouched."""
 import json
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from gateway.observer import FLUSH_SECONDS
 from gateway.upstream import passthrough
 
 SECRET_TEXT = "the-private-prompt-text"
@@ -25,15 +23,10 @@ def post(url: str, body: dict, path: str = "/v1/chat/completions",
         return error.code, dict(error.headers), error.read()
 
 
-def access_lines(gateway) -> list[dict]:
-    """The gateway's JSON access-log lines (its other output is hypercorn's start-up text),
-    once the lines of the requests made so far have been written out (they go in batches)."""
-    time.sleep(FLUSH_SECONDS + 0.3)
-    return [json.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
-
-
 def line_for(gateway, request_id: str) -> dict:
-    [line] = [entry for entry in access_lines(gateway) if entry["request_id"] == request_id]
+    """The access-log line of one request (the lines are written in batches)."""
+    lines = gateway.access_lines(where=lambda entry: entry["request_id"] == request_id)
+    [line] = [entry for entry in lines if entry["request_id"] == request_id]
     return line
 
 
@@ -81,7 +74,7 @@ def test_the_log_holds_no_bodies_and_no_keys(start_gateway):
     body = {"model": "opencode-go/glm-5.1", "messages": [{"role": "user", "content": SECRET_TEXT}]}
     assert post(gateway.url, body, headers={"authorization": "Bearer client-secret"})[0] == 200
     assert post(gateway.url, body, headers={"authorization": "Bearer wrong-secret"})[0] == 401
-    assert len(access_lines(gateway)) == 2
+    assert len(gateway.access_lines(at_least=2)) == 2
     log = gateway.log()
     for secret in (SECRET_TEXT, "sk-upstream-secret", "client-secret", "wrong-secret", "héllo"):
         assert secret not in log
@@ -91,7 +84,7 @@ def test_access_log_off_keeps_the_output_quiet(start_gateway):
     gateway = start_gateway(config_text="server:\n  access_log: false\n")
     assert post(gateway.url, {"model": "opencode-go/glm-5",
                               "messages": [{"role": "user", "content": "hi"}]})[0] == 200
-    assert access_lines(gateway) == []
+    assert gateway.access_lines(at_least=0) == []
 
 
 # ---- tokens read from pass-through answers ----

@@ -224,7 +224,7 @@ def test_a_client_hang_up_ends_the_upstream_stream_at_once(start_gateway, fake, 
     body = request_body(frontend, model, "[[fake: deltas=20 slow=4]]", stream=True)
     hang_up_mid_stream(gateway, frontend, body)
     stats = fake.wait_stats(lambda s: s["aborted_streams"] == 1 and s["active_streams"] == 0,
-                            timeout=1.0)
+                            timeout=5.0)  # "at once": well before the minute it would run
     assert stats["aborted_streams"] == 1 and stats["active_streams"] == 0, stats
     assert ask(gateway, frontend, model)[0] == 200  # and the gateway serves on
 
@@ -246,9 +246,9 @@ def test_a_client_hang_up_before_the_answer_starts_cancels_the_upstream_request(
             time.sleep(0.02)  # until the request is upstream, waiting for its answer
         assert fake.requests()
     if stream:  # the fake counts a stream it could not finish as aborted
-        stats = fake.wait_stats(lambda s: s["aborted_streams"] == 1, timeout=1.0)
+        stats = fake.wait_stats(lambda s: s["aborted_streams"] == 1, timeout=5.0)
         assert stats["aborted_streams"] == 1 and stats["active_streams"] == 0, stats
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + 5.0
     while '"status":499' not in gateway.log() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert '"status":499' in gateway.log()
@@ -321,6 +321,7 @@ def test_a_pinned_request_times_out_on_its_own_instance_only(start_gateway, fake
                           text="[[fake: ttfb=3]]", stream=True)
     assert status == 504
     assert json.loads(body)["type"] == "error"
+    assert json.loads(body)["error"]["type"] == "timeout_error"  # Anthropic's type for a 504
     assert keys_seen(fake) == ["k2"]
 
 

@@ -59,6 +59,18 @@ def test_a_broken_upstream_never_ends_completed(client, fake, model):
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_a_stream_cut_midway_fails_the_response_the_client_has_open(client, fake, model):
+    with client.responses.stream(model=model, input="[[fake: deltas=3 cut]] hi") as stream:
+        events = list(stream)
+    kinds = [event.type for event in events]
+    assert kinds.count("response.created") == 1 and kinds[-1] == "response.failed"
+    assert len({event.response.id for event in events if hasattr(event, "response")}) == 1
+    numbers = [event.sequence_number for event in events]
+    assert numbers == sorted(set(numbers))
+    assert "broke off" in events[-1].response.error.message
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_a_tool_round_trip(client, fake, model):
     first = client.responses.create(model=model, input="[[fake: tools=1]] weather?", tools=TOOLS)
     [call] = [item for item in first.output if item.type == "function_call"]
@@ -141,3 +153,14 @@ def test_a_known_field_with_the_wrong_type_is_a_400_naming_it_whatever_the_route
     if path != "/v1/messages":
         assert detail["param"] == field
     assert fake.requests() == []  # nothing went upstream
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+def test_a_body_without_a_model_is_a_400_that_names_model(gateway, fake, path):
+    status, error = post(gateway, path, {"messages": [{"role": "user", "content": "hi"}],
+                                         "input": "hi", "max_tokens": 10})
+    assert status == 400
+    assert error["error"]["message"] == "`model` is required"
+    if path != "/v1/messages":
+        assert error["error"]["param"] == "model"
+    assert fake.requests() == []

@@ -98,9 +98,10 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
     except msgspec.DecodeError as exc:
         raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:  # inside a string: msgspec checks UTF-8 there
-        raise GatewayError(400, f"the request body is not valid UTF-8 (byte 0x{raw[exc.start]:02x} "
-                                f"in a string, at offset {exc.start} of it); send UTF-8 JSON"
-                           ) from None
+        # exc.object is the string's own bytes, not the body's.
+        raise GatewayError(400, f"the request body is not valid UTF-8 (byte "
+                                f"0x{exc.object[exc.start]:02x} at offset {exc.start} of a "
+                                "string); send UTF-8 JSON") from None
     except RecursionError:  # msgspec's guard against a stack overflow on deep nesting
         raise GatewayError(400, "the request body is nested too deeply to be a chat "
                                 "request") from None
@@ -123,21 +124,24 @@ def check_at_door(body: dict, shape: type, example_model: str):
     """The body as the frontend's typed request `shape`; a 400 naming the first field whose JSON
     type is wrong (`max_tokens: "lots"` -> "`max_tokens`: Expected `int | null`, got `str`").
 
-    Only the fields the protocol defines are checked; unknown fields pass on untouched to a
-    same-protocol upstream. `msgspec.convert` on the decoded dict is a walk of the known fields,
+    Only the fields the protocol defines are checked; unknown fields pass on to a same-protocol
+    upstream (after the wire's own preparation, translate/opencode.py). `msgspec.convert` on the decoded dict is a walk of the known fields,
     a few microseconds even for a large agent request.
     """
     try:
         checked = msgspec.convert(body, shape)
     except msgspec.ValidationError as exc:
-        message, _, where = str(exc).rpartition(" - at `$")
-        if not _:
-            raise GatewayError(400, f"the request body is not a valid request: {exc}") from None
+        # "<what> - at `$.messages[0].content`"; a top-level problem has no " - at" part.
+        message, at, where = str(exc).rpartition(" - at `$")
+        if not at:
+            message, where = str(exc), ""
         field = where.rstrip("`").lstrip(".")
         if message.startswith("Object missing required field"):
             missing = message.rpartition("`")[0].rpartition("`")[2]
             field = f"{field}.{missing}" if field else missing
             raise GatewayError(400, f"`{field}` is required", param=field) from None
+        if not field:
+            raise GatewayError(400, f"the request body is not a valid request: {message}") from None
         raise GatewayError(400, f"`{field}`: {message}", param=field) from None
     if not checked.model:
         raise GatewayError(400, f"`model` is empty; send a model string such as "

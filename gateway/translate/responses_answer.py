@@ -506,6 +506,13 @@ class ResponsesStreamWriter(StreamWriter):
         self._lifecycle("response.created", "in_progress", [])
         self._lifecycle("response.in_progress", "in_progress", [])
 
+    def resume(self, id: str, sequence: int) -> None:
+        """Go on with a response whose opening (and `sequence` events) someone else sent."""
+        self._started = True
+        self._id = id
+        self._created = int(time.time())
+        self._sequence = sequence
+
     def _add_item(self, item: _OpenItem, body: dict[str, Any]) -> None:
         self._items.append(item)
         self._event("response.output_item.added", {"output_index": item.output_index,
@@ -644,8 +651,13 @@ class ResponsesStreamWriter(StreamWriter):
         self.failure = (status, message)
 
 
-def stream_failure(status: int, message: str) -> bytes:
-    """`response.failed` for a pass-through Responses stream that broke: the event clients read."""
+def stream_failure(status: int, message: str, response_id: str | None = None,
+                   sequence: int = 0) -> bytes:
+    """`response.failed` for a pass-through Responses stream that broke: the event clients read.
+    When the client already has the stream's opening (`response_id`), the failure continues
+    that response at the next `sequence` number instead of opening another one."""
     writer = ResponsesStreamWriter(model="", echo=ResponseEcho({}))
+    if response_id is not None:
+        writer.resume(response_id, sequence)
     writer.error(status, message)
     return writer.take()

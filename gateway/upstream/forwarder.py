@@ -440,7 +440,7 @@ class Forwarder:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = self._broken(ctx, watch, exc)
             status = failure[0]
-            yield _stream_error(ctx.frontend)(*failure)
+            yield _stream_error(ctx.frontend, tap, *failure)
         finally:
             self._end_relay(watch)
             # A finished answer frees its connection for reuse; anything else (the client left,
@@ -503,10 +503,11 @@ class Forwarder:
                                            self._redactor.text(failure[1]) if failure else None)
 
 
-def _stream_error(frontend: str):
+def _stream_error(frontend: str, tap: StreamTap, status: int, message: str) -> bytes:
+    """The event that ends a pass-through stream in error, in the client's protocol."""
     if frontend == "anthropic":
-        return anthropic_stream_error
-    if frontend == "responses":
-        return responses_stream_error
-    return openai_stream_error
+        return anthropic_stream_error(status, message)
+    if frontend == "responses":  # it goes on with the response the client has open
+        return responses_stream_error(status, message, *tap.responses_position())
+    return openai_stream_error(status, message)
 

@@ -235,6 +235,37 @@ class StreamTap:
         except DECODE_ERRORS:
             return None
 
+    def responses_position(self) -> tuple[str | None, int]:
+        """(the response id, the next sequence number) of the Responses stream relayed so far:
+        where an error event that ends it goes on from. (None, 0) before its opening."""
+        if self._head is None:
+            return None, 0
+        at = self._head.find(b'"response"')
+        line = _data_line(self._head, at) if at >= 0 else None
+        try:
+            opening = _decode_opening(line) if line else None
+        except DECODE_ERRORS:
+            opening = None
+        if opening is None or opening.response is None or not opening.response.id:
+            return None, 0
+        tail = self._previous + self._last
+        at = tail.rfind(b'"sequence_number":')
+        number = tail[at + 18:at + 40].lstrip()
+        digits = number[:len(number) - len(number.lstrip(b"0123456789"))] if at >= 0 else b""
+        return opening.response.id, int(digits) + 1 if digits else 0
+
+
+class _ResponsesResponseId(msgspec.Struct):
+    id: str = ""
+
+
+class _Opening(msgspec.Struct):
+    """`response.created`: the response the client has open."""
+    response: _ResponsesResponseId | None = None
+
+
+_decode_opening = msgspec.json.Decoder(_Opening).decode
+
 
 def stream_error(protocol: str, chunk: bytes) -> tuple[int, str] | None:
     """(status, message) of the upstream error event `chunk` holds (the relay calls this only
