@@ -5,6 +5,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from tests.fake_upstream_client import free_port
 from tests.gateway_process import REPO
 
 
@@ -97,7 +98,8 @@ def test_broken_rule_module_stops_start_up_with_its_name(tmp_path):
     rules.mkdir()
     (rules / "15_typo.py").write_text("RULE = undefined_name\n")
     result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--rules-dir", str(rules),
-                             "--port", "0"], cwd=REPO, capture_output=True, text=True, timeout=30)
+                             "--port", str(free_port())], cwd=REPO, capture_output=True, text=True,
+                            timeout=30)
     assert result.returncode == 2
     assert "15_typo.py" in result.stderr and "undefined_name" in result.stderr
 

@@ -333,7 +333,7 @@ def test_fail_mid_stream_gives_the_error_once_and_nothing_after():
     translator.feed(message_start())
     failed = translator.fail(504, "the upstream did not answer within 300 s")
     assert events(failed) == [{"error": {"message": "the upstream did not answer within 300 s",
-                                         "type": "api_error", "param": None, "code": None}}]
+                                         "type": "timeout_error", "param": None, "code": None}}]
     assert translator.feed(message_end()) == b""
     assert translator.end() == b""
     assert translator.fail(500, "again") == b""
