@@ -6,7 +6,7 @@ import time
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import State, load_config
+from gateway.config import ConfigError, State, load_config
 from gateway.errors import GatewayError
 from gateway.state.memory import MemoryStore
 from gateway.state.store import UpstreamUsage
@@ -187,3 +187,10 @@ async def test_spending_whose_sync_was_cancelled_by_a_stopping_worker_is_written
     await gw.book.sync()  # the shutdown's last sync
     starts = {instance.key_id: gw.book.account(instance).starts(time.time())}
     assert (await store.snapshot(starts, None)).spent[instance.key_id] == (1.5, 1.5, 1.5)
+
+
+def test_per_key_settings_for_an_instance_that_does_not_exist_stop_start_up(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        gateway(config_text="quota:\n  keys:\n    opencode-go.02: {anchor_day: 3}\n",
+                tmp_path=tmp_path)
+    assert "opencode-go.02" in str(caught.value) and "opencode-go.2" in str(caught.value)

@@ -125,8 +125,9 @@ def check_at_door(body: dict, shape: type, example_model: str):
     type is wrong (`max_tokens: "lots"` -> "`max_tokens`: Expected `int | null`, got `str`").
 
     Only the fields the protocol defines are checked; unknown fields pass on to a same-protocol
-    upstream (after the wire's own preparation, translate/opencode.py). `msgspec.convert` on the decoded dict is a walk of the known fields,
-    a few microseconds even for a large agent request.
+    upstream (after the wire's own preparation, translate/opencode.py). `msgspec.convert` on the
+    decoded dict is a walk of the known fields, a few microseconds even for a large agent
+    request.
     """
     try:
         checked = msgspec.convert(body, shape)
