@@ -40,8 +40,8 @@ import msgspec
 
 from gateway.errors import (DECODE_ERRORS, GatewayError, anthropic_stream_error,
                             upstream_error_message)
-from gateway.translate.hub import (CUT_MESSAGE, Answer, StreamReader, StreamWriter, ToolCall,
-                                   Usage, new_id, parse_cost)
+from gateway.translate.hub import (Answer, StreamReader, StreamWriter, ToolCall, Usage, new_id,
+                                   parse_cost)
 from gateway.translate.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
 
 # Claude Code discards thinking blocks without a signature. This is not a cryptographic one; it
@@ -264,14 +264,13 @@ class _Call:
 
 
 class AnthropicStreamReader(StreamReader):
-    __slots__ = ("_parser", "_started", "_calls", "_count", "_stop_reason",
+    __slots__ = ("_parser", "_calls", "_count", "_stop_reason",
                  "_counts")
 
     def __init__(self, writer: StreamWriter,
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         super().__init__(writer)
         self._parser = SSEParser(max_event_bytes)
-        self._started = False
         self._calls: dict[int, _Call] = {}  # by Anthropic block index
         self._count = 0
         self._stop_reason: str | None = None
@@ -312,9 +311,7 @@ class AnthropicStreamReader(StreamReader):
                     self._ensure_started()
                     writer.reasoning(delta.thinking)
             elif kind is _MessageStart:
-                if not self._started:
-                    self._started = True
-                    writer.start(event.message.id, event.message.model)
+                self._start(event.message.id, event.message.model)
                 if event.message.usage is not None:
                     self._count_usage(event.message.usage)
             elif kind is _ContentBlockStart:
@@ -339,20 +336,6 @@ class AnthropicStreamReader(StreamReader):
                 self._on_error(event.error)
             if writer.done:
                 self.complete = True
-
-    def end(self) -> None:
-        if not self.complete:
-            self._stop(502, CUT_MESSAGE)
-
-    def _stop(self, status: int, message: str) -> None:
-        self.complete = True
-        self.writer.error(status, message)
-
-    def _ensure_started(self) -> None:
-        """An upstream that skipped `message_start` still gets the client's opening."""
-        if not self._started:
-            self._started = True
-            self.writer.start("", "")
 
     def _on_block_start(self, event: _ContentBlockStart) -> None:
         self._ensure_started()

@@ -184,14 +184,13 @@ def read_answer(raw: bytes) -> Answer:
 
 
 class ChatStreamReader(StreamReader):
-    __slots__ = ("_parser", "_started", "_calls", "_last_key", "_count", "_finish",
+    __slots__ = ("_parser", "_calls", "_last_key", "_count", "_finish",
                  "reasoning_parts", "call_ids")
 
     def __init__(self, writer: StreamWriter,
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         super().__init__(writer)
         self._parser = SSEParser(max_event_bytes)
-        self._started = False
         self._calls: dict[int, tuple[int, str]] = {}  # upstream index -> (hub index, call id)
         self._last_key = 0
         self._count = 0
@@ -223,10 +222,6 @@ class ChatStreamReader(StreamReader):
         else:
             self._stop(502, CUT_MESSAGE)
 
-    def _stop(self, status: int, message: str) -> None:
-        self.complete = True
-        self.writer.error(status, message)
-
     def _read_cost(self, data: bytes) -> None:
         if b'"cost"' in data:
             try:
@@ -239,8 +234,7 @@ class ChatStreamReader(StreamReader):
     def _complete_answer(self) -> None:
         self.complete = True
         writer = self.writer
-        if not self._started:
-            writer.start("", "")
+        self._ensure_started()
         if self.usage is not None:
             writer.usage(self.usage)
         writer.end()
@@ -260,8 +254,7 @@ class ChatStreamReader(StreamReader):
             self.cost = parse_cost(chunk.cost)
         writer = self.writer
         if not self._started:
-            self._started = True
-            writer.start(chunk.id or "", chunk.model or "")
+            self._start(chunk.id or "", chunk.model or "")
         if chunk.choices:
             for choice in chunk.choices:
                 if choice.index == 0:

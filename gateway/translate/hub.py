@@ -113,19 +113,35 @@ class StreamReader:
     reading after the answer's end, for the cost frame OpenCode Go sends there, but the writer
     hears nothing more.
     """
-    __slots__ = ("writer", "usage", "cost", "complete")
+    __slots__ = ("writer", "usage", "cost", "complete", "_started")
 
     def __init__(self, writer: StreamWriter) -> None:
         self.writer = writer
         self.usage: Usage | None = None
         self.cost: float | None = None
         self.complete = False  # the answer ended (or broke): the writer hears nothing more
+        self._started = False  # the writer has been told `start`
 
     def feed(self, chunk: bytes) -> None:
         raise NotImplementedError
 
     def end(self) -> None:
-        raise NotImplementedError
+        """The upstream body ended: without its protocol's end, the answer was cut."""
+        if not self.complete:
+            self._stop(502, CUT_MESSAGE)
+
+    def _start(self, id: str, model: str) -> None:
+        if not self._started:
+            self._started = True
+            self.writer.start(id, model)
+
+    def _ensure_started(self) -> None:
+        """An upstream that skipped its opening event still gets the client's opening."""
+        self._start("", "")
+
+    def _stop(self, status: int, message: str) -> None:
+        self.complete = True
+        self.writer.error(status, message)
 
 
 class StreamTranslation:

@@ -35,9 +35,8 @@ from typing import Any
 import msgspec
 
 from gateway.errors import DECODE_ERRORS, GatewayError
-from gateway.translate.hub import (CONTENT_FILTER, CUT_MESSAGE, LENGTH, STOP, TOOL_CALLS, Answer,
-                                   StreamReader, StreamWriter, ToolCall, Usage, new_id,
-                                   parse_cost)
+from gateway.translate.hub import (CONTENT_FILTER, LENGTH, STOP, TOOL_CALLS, Answer, StreamReader,
+                                   StreamWriter, ToolCall, Usage, new_id, parse_cost)
 from gateway.translate.sse import DEFAULT_MAX_EVENT_BYTES, SSEParser
 
 CUSTOM_TOOL_INPUT = "input"  # the one string parameter a freeform tool becomes elsewhere
@@ -189,13 +188,12 @@ _decode_stream_event = msgspec.json.Decoder(_StreamEvent).decode
 
 
 class ResponsesStreamReader(StreamReader):
-    __slots__ = ("_parser", "_started", "_calls", "_count")
+    __slots__ = ("_parser", "_calls", "_count")
 
     def __init__(self, writer: StreamWriter,
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         super().__init__(writer)
         self._parser = SSEParser(max_event_bytes)
-        self._started = False
         self._calls: dict[int, list] = {}  # output index -> [hub index, arguments sent?]
         self._count = 0
 
@@ -234,9 +232,8 @@ class ResponsesStreamReader(StreamReader):
             elif kind == "response.output_item.done":
                 self._on_item_done(event)
             elif kind == "response.created":
-                if not self._started and event.response is not None:
-                    self._started = True
-                    writer.start(event.response.id, event.response.model)
+                if event.response is not None:
+                    self._start(event.response.id, event.response.model)
             elif kind in ("response.completed", "response.incomplete"):
                 self._on_completed(event.response)
             elif kind == "response.failed":
@@ -247,19 +244,6 @@ class ResponsesStreamReader(StreamReader):
                 self._stop(status, message)
             if writer.done:
                 self.complete = True
-
-    def end(self) -> None:
-        if not self.complete:
-            self._stop(502, CUT_MESSAGE)
-
-    def _stop(self, status: int, message: str) -> None:
-        self.complete = True
-        self.writer.error(status, message)
-
-    def _ensure_started(self) -> None:
-        if not self._started:
-            self._started = True
-            self.writer.start("", "")
 
     def _on_item_added(self, event: _StreamEvent) -> None:
         item = event.item
