@@ -23,7 +23,7 @@ from gateway.quota.prices import Prices
 from gateway.quota.windows import (LIMIT_NAMES, WINDOWS, day_of, minute_of, month_start,
                                    rolling_start_minute, week_start)
 from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, UpstreamUsage, UsageRow,
-                                 WindowStarts)
+                                 WindowStarts, add_usage)
 from gateway.translate.hub import Usage
 from gateway.upstream.instances import Instance, InstancePool
 
@@ -228,16 +228,7 @@ class KeyBook:
     def _requeue(self, batch: Batch) -> None:
         """A batch the store did not take goes back, merged with what came since."""
         for row in batch.usage:
-            key = (row.key_id, row.model, row.minute)
-            held = self._usage.get(key)
-            if held is None:
-                self._usage[key] = row
-            else:
-                held.requests += row.requests
-                held.input_tokens += row.input_tokens
-                held.cached_tokens += row.cached_tokens
-                held.output_tokens += row.output_tokens
-                held.cost_usd += row.cost_usd
+            add_usage(self._usage, row)
         for key_id, state in batch.keys.items():
             self._keys.setdefault(key_id, state)
         for session, held in batch.sessions.items():

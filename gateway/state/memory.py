@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
-                                 UsageRow, WindowStarts)
+                                 UsageRow, WindowStarts, add_usage)
 
 _PRUNE_EVERY = 600.0
 
@@ -32,17 +32,7 @@ class MemoryStore(StateStore):
 
     async def record(self, batch: Batch) -> None:
         for row in batch.usage:
-            held = self._usage.get((row.key_id, row.model, row.minute))
-            if held is None:
-                self._usage[(row.key_id, row.model, row.minute)] = UsageRow(
-                    row.key_id, row.model, row.minute, row.requests, row.input_tokens,
-                    row.cached_tokens, row.output_tokens, row.cost_usd)
-            else:
-                held.requests += row.requests
-                held.input_tokens += row.input_tokens
-                held.cached_tokens += row.cached_tokens
-                held.output_tokens += row.output_tokens
-                held.cost_usd += row.cost_usd
+            add_usage(self._usage, row)
             day = (row.key_id, row.minute // 1440)
             self._days[day] = self._days.get(day, 0.0) + row.cost_usd
         self._keys.update(batch.keys)

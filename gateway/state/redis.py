@@ -45,7 +45,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
-                                 StoreError, UsageRow, WindowStarts)
+                                 StoreError, UsageRow, WindowStarts, add_usage)
 
 _PREFIX = "ocg:"
 _BUCKETS = _PREFIX + "buckets"
@@ -146,18 +146,6 @@ def _minute_total(key_id: str, minute: int) -> str:
 
 def _day_total(key_id: str, day: int) -> str:
     return f"{_PREFIX}d:{key_id}:{day}"
-
-
-def _add(into: dict[tuple[str, str, int], UsageRow], row: UsageRow) -> None:
-    held = into.get((row.key_id, row.model, row.minute))
-    if held is None:
-        into[(row.key_id, row.model, row.minute)] = UsageRow(*msgspec.structs.astuple(row))
-        return
-    held.requests += row.requests
-    held.input_tokens += row.input_tokens
-    held.cached_tokens += row.cached_tokens
-    held.output_tokens += row.output_tokens
-    held.cost_usd += row.cost_usd
 
 
 def _less(usage: list[UsageRow], owed: dict[tuple[str, str, int], UsageRow]) -> list[UsageRow]:
@@ -273,7 +261,7 @@ class RedisStore(StateStore):
             marker, usage = self._unsure
             if await client.exists(marker):
                 for row in usage:
-                    _add(self._owed, row)
+                    add_usage(self._owed, row)
             self._unsure = None
         usage = _less(batch.usage, self._owed)
         marker = f"{_PREFIX}batch:{uuid.uuid4().hex}"

@@ -41,6 +41,20 @@ class UsageRow(msgspec.Struct, array_like=True):
     cost_usd: float = 0.0
 
 
+def add_usage(rows: dict[tuple[str, str, int], UsageRow], row: UsageRow) -> None:
+    """Add `row` to its bucket (key, model, minute) in `rows`; a new bucket is a copy of it."""
+    key = (row.key_id, row.model, row.minute)
+    held = rows.get(key)
+    if held is None:
+        rows[key] = msgspec.structs.replace(row)
+        return
+    held.requests += row.requests
+    held.input_tokens += row.input_tokens
+    held.cached_tokens += row.cached_tokens
+    held.output_tokens += row.output_tokens
+    held.cost_usd += row.cost_usd
+
+
 class UpstreamUsage(msgspec.Struct):
     """One window as the upstream's `GET /usage` reported it."""
     percent: float
