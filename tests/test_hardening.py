@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_process import REPO
+from tests.http_requests import post_bytes
 
 LEAKY_KEY = "sk-opencode-go-very-secret-key-0042"
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
@@ -36,13 +37,7 @@ def body_for(frontend: str, model: str, text: str, stream: bool = False) -> dict
 
 
 def raw_post(gateway, path: str, data: bytes, headers: dict | None = None):
-    request = urllib.request.Request(gateway.url + path, data=data, headers={
-        "content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+    return post_bytes(gateway.url + path, data, headers)
 
 
 def post(gateway, frontend, model, text, stream=False, headers=None):

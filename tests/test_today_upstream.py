@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-import urllib.error
 import urllib.request
 
 import anthropic
@@ -18,20 +17,11 @@ import pytest
 
 from tests.conversations import sessions_preferring
 from tests.fake_upstream import REASONING_TEXT, answer_text, fake_cost
+from tests.http_requests import post_json as post
 
 MODELS = ["opencode-go/glm-5.1", "opencode-go/deepseek-v4-pro", "opencode-go/minimax-m2.7",
           "opencode-go/qwen3.7-plus", "opencode-go/gpt-5.6-luna"]
 TWO_KEYS = {"OPENCODE_GO_API_KEY_1": "k1", "OPENCODE_GO_API_KEY_2": "k2"}
-
-
-def post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={
-        "content-type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
-    except urllib.error.HTTPError as error:
-        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
 
 def chat(gateway, text="hi", model="opencode-go/glm-5.1", **extra):
