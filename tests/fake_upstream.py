@@ -1406,17 +1406,24 @@ def _wrong_wire(state: _FakeState, model: str, wire: str) -> web.Response | None
 _BAD_BODY = (msgspec.DecodeError, msgspec.ValidationError, _Rejected, _BadDirective)
 
 
-async def _chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[_STATE]
-    body = await request.read()
-    key = _bearer(request)
+def _admit(state: _FakeState, request: web.Request, body: bytes, key: str | None,
+           error: Callable[..., web.Response], missing_key: str) -> web.Response | None:
+    """What every model endpoint checks first, in OpenCode Go's order (the request is recorded
+    whatever the outcome): the session header, a key, the key's own state. None: go on."""
     _record(state, request, body, key)
     refused = _no_session(request)
     if refused is not None:
         return refused
     if not key:
-        return _openai_error(401, _BEARER_REQUIRED)
-    refused = _key_refusal(state, key, _openai_error, True)
+        return error(401, missing_key)
+    return _key_refusal(state, key, error, True)
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    body = await request.read()
+    key = _bearer(request)
+    refused = _admit(state, request, body, key, _openai_error, _BEARER_REQUIRED)
     if refused is not None:
         return refused
     try:
@@ -1442,14 +1449,9 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     headers = request.headers
     key = headers.get("x-api-key") or None
-    _record(state, request, body, key)
-    refused = _no_session(request)
-    if refused is not None:
-        return refused
-    if not key:
-        return _anthropic_error(401, "x-api-key header is required (this endpoint does not take "
-                                     "Authorization: Bearer)")
-    refused = _key_refusal(state, key, _anthropic_error, True)
+    refused = _admit(state, request, body, key, _anthropic_error,
+                     "x-api-key header is required (this endpoint does not take "
+                     "Authorization: Bearer)")
     if refused is not None:
         return refused
     if not headers.get("anthropic-version"):
@@ -1474,13 +1476,7 @@ async def _responses(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     body = await request.read()
     key = _bearer(request)
-    _record(state, request, body, key)
-    refused = _no_session(request)
-    if refused is not None:
-        return refused
-    if not key:
-        return _openai_error(401, _BEARER_REQUIRED)
-    refused = _key_refusal(state, key, _openai_error, True)
+    refused = _admit(state, request, body, key, _openai_error, _BEARER_REQUIRED)
     if refused is not None:
         return refused
     try:
