@@ -1,0 +1,33 @@
+"""`opencode-gateway check-config`: validate a config and say what it makes."""
+from __future__ import annotations
+
+import os
+
+from gateway.cli.common import load_gateway
+from gateway.upstream.instances import mask_key
+
+
+def add(commands) -> None:
+    check = commands.add_parser("check-config", help="validate a config and exit")
+    check.add_argument("--config")
+    check.add_argument("--rules-dir")
+    check.set_defaults(run=run)
+
+
+def run(args) -> int:
+    gateway = load_gateway(args)
+    config = gateway.config
+    print(f"config: {args.config or '(built-in default)'}: OK")
+    for name, pool in gateway.pools.items():
+        print(f"backend {name}:")
+        for instance in pool.instances:
+            print(f"  instance {instance.name}: {instance.api_url}, key {mask_key(instance.api_key)}")
+            if not instance.api_key:
+                print(f"  warning: {instance.name} has no key; set OPENCODE_GO_API_KEY "
+                      "(or api_key in the config)")
+        overrides = config.backends[name].extra.model_protocol_overrides
+        if overrides:
+            print(f"  protocol overrides: {', '.join(f'{m}={p}' for m, p in overrides.items())}")
+    print(f"rules: {', '.join(os.path.basename(s) for s in gateway.router.chain.sources)}")
+    print(f"client keys: {len(gateway.client_keys) or 'none (the gateway is open)'}")
+    return 0

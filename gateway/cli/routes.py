@@ -1,0 +1,51 @@
+"""`opencode-gateway routes MODEL`: the route the rule chain picks, without sending anything."""
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from gateway.cli.common import load_gateway
+from gateway.errors import GatewayError
+from gateway.upstream.forwarder import ANTHROPIC_VERSION, PATHS
+from gateway.upstream.instances import mask_key
+
+
+def add(commands) -> None:
+    routes = commands.add_parser("routes", help="print the route a model string takes")
+    routes.add_argument("model", metavar="MODEL")
+    routes.add_argument("--config")
+    routes.add_argument("--rules-dir")
+    routes.add_argument("--frontend", choices=("openai", "anthropic", "responses"),
+                        default="openai",
+                        help="the protocol the client speaks (default openai)")
+    routes.set_defaults(run=run)
+
+
+def run(args) -> int:
+    gateway = load_gateway(args)
+    body = {"model": args.model, "messages": [], "stream": True}
+
+    async def route():
+        return await gateway.router.route(args.model, args.frontend, body)
+
+    try:
+        ctx = asyncio.run(route())
+    except GatewayError as exc:
+        print(f"no route: {exc.message}", file=sys.stderr)
+        return 1
+    path = PATHS[ctx.protocol]
+    auth = (f"x-api-key: <key>, anthropic-version: {ANTHROPIC_VERSION}"
+            if ctx.protocol == "anthropic" else "Authorization: Bearer <key>")
+    instance = ctx.instance
+    print(f"model string : {ctx.requested}")
+    print(f"frontend     : {args.frontend}")
+    print(f"backend      : {ctx.backend}")
+    print(f"instance     : {instance.name} (instance {instance.number}, key {mask_key(instance.api_key)})"
+          + (", pinned" if ctx.pinned else ", unpinned: may fail over"))
+    print(f"model id     : {ctx.model_id}")
+    print(f"wire         : {ctx.protocol} "
+          f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
+    print(f"upstream URL : POST {instance.api_url}{path}")
+    print(f"upstream auth: {auth}")
+    print(f"translation  : {ctx.translation.name}")
+    return 0
