@@ -41,12 +41,35 @@ class Backend(msgspec.Struct, forbid_unknown_fields=True):
     extra: BackendExtra = msgspec.field(default_factory=BackendExtra)
 
 
+class ClientBudget(msgspec.Struct, forbid_unknown_fields=True):
+    """Dollars a named client may spend per window (the key's windows: the rolling 5 hours, the
+    week from Monday, the month from the 1st, UTC); an absent window has no budget."""
+    rolling: Dollars | None = None
+    weekly: Dollars | None = None
+    monthly: Dollars | None = None
+
+
+class Client(msgspec.Struct, forbid_unknown_fields=True):
+    """A named client of a shared subscription (`server.clients`)."""
+    name: str
+    key: str
+    budget: ClientBudget = msgspec.field(default_factory=ClientBudget)
+    # Model id globs (`glm-*`) the client may use; absent: every model.
+    models: list[str] | None = None
+    # Requests per minute, per worker process; absent: no cap.
+    rpm: Positive | None = None
+
+
 class Server(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 8000
     workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     # Client keys; empty leaves the gateway open. GATEWAY_API_KEYS (comma-separated) adds to them.
     api_keys: list[str] = []
+    # Keys that may see everyone's usage and the dashboard (and use every model, unbudgeted).
+    admin_keys: list[str] = []
+    # Named clients with their own key, budget, model list and request rate (docs/sharing.md).
+    clients: list[Client] = []
     max_body_bytes: Positive = 32 * 1024 * 1024
     max_header_bytes: Bytes = 64 * 1024
     # Longest time a client may take to send a request body (a slow sender holds a connection
@@ -137,6 +160,11 @@ class Quota(msgspec.Struct, forbid_unknown_fields=True):
     prices: dict[str, Price] = {}
 
 
+class Routing(msgspec.Struct, forbid_unknown_fields=True):
+    # model id -> the ids to try, in order, when no key can take it (docs/sharing.md).
+    fallbacks: dict[str, list[str]] = {}
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     backends: dict[str, Backend] = msgspec.field(
         default_factory=lambda: {DEFAULT_BACKEND: Backend()})
@@ -145,6 +173,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     translation: Translation = msgspec.field(default_factory=Translation)
     state: State = msgspec.field(default_factory=State)
     quota: Quota = msgspec.field(default_factory=Quota)
+    routing: Routing = msgspec.field(default_factory=Routing)
     rules_dir: str | None = None
 
 
@@ -196,12 +225,78 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
         return Config()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (backends:, server:, ...)")
+    _check_clients(raw, env, path)
     try:
         config = msgspec.convert(_expand_tree(raw, env), Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     _check(config, path)
     return config
+
+
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+ANONYMOUS = "anonymous"
+
+
+def check_client(client: Client, where: str) -> None:
+    """What a client's struct cannot say; shared with `opencode-gateway clients`."""
+    if not CLIENT_NAME.fullmatch(client.name) or client.name == ANONYMOUS:
+        raise ConfigError(f"{where}: client name {client.name!r} must be 1-64 letters, digits, "
+                          f"`_.@-`, and not {ANONYMOUS!r}")
+    if len(client.key.strip()) < 8:
+        raise ConfigError(f"{where}: client {client.name!r}: `key` must be at least 8 characters")
+    for glob in client.models or ():
+        if not glob.strip():
+            raise ConfigError(f"{where}: client {client.name!r}: `models` holds an empty glob")
+
+
+def _check_clients(raw: dict, env: dict[str, str], path: str) -> None:
+    """Each `server.clients` entry alone, before the whole file, so that every problem names
+    the client: an unset `${VAR}` (named), an unknown field, a budget that is no positive
+    number, a duplicate name or key."""
+    server = raw.get("server")
+    entries = server.get("clients") if isinstance(server, dict) else None
+    if not isinstance(entries, list):
+        return  # absent, or a wrong type the whole-file check names
+    names: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        where = f"{path}: `server.clients[{index}]`"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping with name, key, budget, models, rpm")
+        name = entry.get("name") if isinstance(entry.get("name"), str) else f"#{index}"
+        for field, value in entry.items():
+            for unset in _unset_vars(value, env):
+                raise ConfigError(f"{where}: client {name!r}: `{field}` names ${{{unset}}}, "
+                                  f"which is not set; set {unset} or remove the client")
+        try:
+            client = msgspec.convert(_expand_tree(entry, env), Client)
+        except msgspec.ValidationError as exc:
+            message, _, at = str(exc).partition(" - at `$")
+            field = at.rstrip("`").lstrip(".")
+            raise ConfigError(f"{where}: client {name!r}"
+                              + (f": `{field}`" if field else "") + f": {message}") from None
+        check_client(client, where)
+        if client.name in names:
+            raise ConfigError(f"{where}: client name {client.name!r} is also "
+                              f"`server.clients[{names[client.name]}]`; names must differ")
+        names[client.name] = index
+        if client.key in keys:
+            raise ConfigError(f"{where}: client {client.name!r}: `key` is also client "
+                              f"{keys[client.key]!r}'s; every client needs its own key")
+        keys[client.key] = client.name
+
+
+def _unset_vars(node, env: dict[str, str]) -> list[str]:
+    """The `${VAR}`s (without a default) in `node` that `env` leaves unset or empty."""
+    if isinstance(node, str):
+        return [m.group(1) for m in _VAR.finditer(node)
+                if m.group(2) is None and not env.get(m.group(1))]
+    if isinstance(node, dict):
+        return [var for value in node.values() for var in _unset_vars(value, env)]
+    if isinstance(node, list):
+        return [var for item in node for var in _unset_vars(item, env)]
+    return []
 
 
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")
@@ -231,6 +326,19 @@ def _check(config: Config, path: str) -> None:
             raise ConfigError(f"{path}: `server.api_keys[{index}]` is empty (is the variable it "
                               "names set?); the gateway will not start open when client keys "
                               "were asked for")
+    for index, key in enumerate(config.server.admin_keys):
+        if not key.strip():
+            raise ConfigError(f"{path}: `server.admin_keys[{index}]` is empty (is the variable "
+                              "it names set?)")
+    everyone = [("`server.api_keys`", key) for key in config.server.api_keys] + \
+        [("`server.admin_keys`", key) for key in config.server.admin_keys] + \
+        [(f"client {client.name!r}", client.key) for client in config.server.clients]
+    seen: dict[str, str] = {}
+    for owner, key in everyone:
+        if key in seen and seen[key] != owner:
+            raise ConfigError(f"{path}: {owner} has the same key as {seen[key]}; each key "
+                              "must say who is asking")
+        seen.setdefault(key, owner)
     if config.state.backend == "redis" and not config.state.url.startswith(
             ("redis://", "rediss://", "unix://")):
         shown = re.sub(r"//[^/@]*@", "//***@", config.state.url)  # no password in any message

@@ -4,7 +4,6 @@ frontend's own shape."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import logging
 import os
@@ -14,9 +13,13 @@ from typing import Callable
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 
+from gateway.access.agents import agent_of
+from gateway.access.budget import check_budget
+from gateway.access.clients import Directory, Principal
 from gateway.errors import GatewayError
 from gateway.replies import Reply, StreamReply
 from gateway.routing.catalogue import WIRES
+from gateway.routing.router import parse_model_string
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
 _decode = msgspec.json.decode
@@ -37,22 +40,32 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def check_client_key(request: Request, keys: list[bytes]) -> str | None:
-    """The client's key once it is one of `keys` (None for an open gateway); 401 otherwise."""
-    if not keys:
-        return None
+def check_client_key(request: Request, directory: Directory) -> Principal:
+    """Who the request's key names (access/clients.py: compared as hashes); 401 for none."""
     presented = presented_key(request)
-    if presented is None:
-        raise GatewayError(401, "this gateway requires a client key: send it as "
-                                "`Authorization: Bearer <key>` or `x-api-key: <key>`")
-    candidate = presented.encode()
-    # Compare against every key, never stopping early, so timing tells nothing about which matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key)
-    if not matched:
+    principal = directory.who(presented)
+    if principal is None:
+        if presented is None:
+            raise GatewayError(401, "this gateway requires a client key: send it as "
+                                    "`Authorization: Bearer <key>` or `x-api-key: <key>`")
         raise GatewayError(401, "the client key is not valid for this gateway")
-    return presented
+    return principal
+
+
+def admit(gateway, principal: Principal, model: str) -> None:
+    """A named client's model list, request rate and budget, checked before anything goes
+    upstream (from this worker's view: no store round trip)."""
+    if not principal.is_client:
+        return
+    bare = parse_model_string(model, gateway.config.backends)[2]
+    if not principal.may_use(bare):
+        raise GatewayError(403, f"model {model!r} is not one client {principal.name!r} may use; "
+                                f"its models: {', '.join(principal.models)}",
+                           param="model", code="model_not_allowed")
+    now = time.time()
+    if principal.rpm is not None:
+        gateway.rate.admit(principal.name, principal.rpm, now)
+    check_budget(principal.name, gateway.book.clients.get(principal.name), now)
 
 
 async def read_json_object(request: Request, limit: int, timeout: float) -> dict:
@@ -261,15 +274,20 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     request_id = request.headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
     ctx = None
     model = None
+    client = None
     try:
-        client_key = check_client_key(request, gateway.client_keys)
+        principal = check_client_key(request, gateway.clients)
+        client = principal.name
         body = await read_json_object(request, gateway.config.server.max_body_bytes,
                                       gateway.config.server.body_timeout)
         model = validate(body)
+        admit(gateway, principal, model)
         ctx = await gateway.router.route(model, frontend, body, headers=request.headers,
-                                         client_key=client_key)
+                                         client_key=presented_key(request))
         ctx.request_id = request_id
         ctx.started = started
+        ctx.client = client
+        ctx.agent = agent_of(request.headers.get("user-agent"))
         response = await _forward_on_its_wire(request, gateway, ctx)
     except GatewayError as exc:
         error = exc
@@ -284,7 +302,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     if ctx is not None:
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
-        gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
+        gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message,
+                                  client)
     return render_error(error, request_id)
 
 
