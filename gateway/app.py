@@ -100,7 +100,7 @@ class Gateway:
         if self._reloads is not None and reloads != self._reloads:
             self.reload()
         self._reloads = reloads
-        if self.clients.stored(clients):
+        if self.clients.update_stored(clients):
             self._clients_changed()
 
     def _clients_changed(self) -> None:

@@ -68,7 +68,7 @@ class Directory:
     """Key hash -> principal, from the config and the stored clients."""
 
     def __init__(self, config: Config, extra_keys: list[str] = ()):
-        self._stored: dict[str, StoredClient] = {}
+        self.stored_clients: dict[str, StoredClient] = {}
         self.configure(config, extra_keys)
 
     def configure(self, config: Config, extra_keys: list[str] = ()) -> None:
@@ -77,11 +77,11 @@ class Directory:
         self._extra = list(extra_keys)
         self._rebuild()
 
-    def stored(self, clients: dict[str, StoredClient]) -> bool:
+    def update_stored(self, clients: dict[str, StoredClient]) -> bool:
         """The clients the state store holds now; whether anything changed."""
-        if clients == self._stored:
+        if clients == self.stored_clients:
             return False
-        self._stored = dict(clients)
+        self.stored_clients = dict(clients)
         self._rebuild()
         return True
 
@@ -94,12 +94,12 @@ class Directory:
             by_hash[key_hash(key)] = _ADMIN
         clients: dict[str, Principal] = {}
         for client in server.clients:
-            stored = self._stored.get(client.name)
+            stored = self.stored_clients.get(client.name)
             if stored is not None and stored.revoked:
                 continue
             clients[client.name] = principal = _from_config(client)
             by_hash[key_hash(client.key)] = principal
-        for stored in self._stored.values():
+        for stored in self.stored_clients.values():
             if stored.revoked or not stored.key_hash or stored.name in clients:
                 continue  # a config client's name: the config's entry wins
             clients[stored.name] = Principal(stored.name, "client", budget_of(stored.budget),

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
 from gateway.routing.chain import RuleLoadError
+from gateway.state.store import StoreError
 
 
 def load_gateway(args) -> Gateway:
@@ -29,3 +31,22 @@ def in_range(low: int, high: int):
             raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
         return value
     return number
+
+
+def with_state(gateway: Gateway, action):
+    """`await action()` with the state store open and the gateway's view read from it (the
+    stored clients, then their spending); exit 2 with the reason when the store cannot be used."""
+    async def run():
+        await gateway.store.open()
+        try:
+            await gateway.book.sync()  # learns the stored clients ...
+            await gateway.book.sync()  # ... and reads what they spent
+            return await action()
+        finally:
+            await gateway.store.close()
+
+    try:
+        return asyncio.run(run())
+    except (StoreError, OSError) as exc:  # OSError: a Redis store that is down
+        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
