@@ -214,3 +214,88 @@ def test_the_usage_command_shows_spend_by_client_and_agent(start_gateway, fake):
     assert "by agent" in shown.stdout and "codex" in shown.stdout
     report = json.loads(cli(gateway, "usage", "--by", "model", "--json").stdout)
     assert [g["name"] for g in report["spend_by"]["model"]["today"]] == ["glm-5.1"]
+
+
+# --- two gateways on one Redis ------------------------------------------------------------------
+
+def redis_state(url: str) -> str:
+    return f", backend: redis, url: '{url}'"
+
+
+def test_two_gateways_on_one_redis_honour_one_clients_budget_together(start_gateway, fake,
+                                                                       redis_url):
+    probe = start_gateway(config_text=config_text())
+    assert chat(probe, BOB)[0] == 200
+    cost = one_answer_cost(fake)
+    fake.reset()
+    text = config_text(alice=f"budget: {{rolling: {cost * 1.5}}}", state=redis_state(redis_url))
+    a, b = start_gateway(config_text=text), start_gateway(config_text=text)
+    assert chat(a, ALICE)[0] == 200
+    # B learns of A's spend at its next sync; its own answer then crosses the budget.
+    assert wait_for(lambda: usage(b, ALICE)[1]["clients"][0]["windows"]["rolling"]
+                    ["spent_usd"] > 0, timeout=5)
+    assert chat(b, ALICE)[0] == 200
+    # Once A has synced what B spent, it refuses too: nothing more goes upstream.
+    assert wait_for(lambda: usage(a, ALICE)[1]["clients"][0]["windows"]["rolling"]["over"],
+                    timeout=5)
+    assert chat(a, ALICE)[0] == 429
+    assert chat(b, ALICE)[0] == 429
+    assert sum(fake.charges()["requests"].values()) == 2
+
+
+def test_clients_added_and_revoked_at_run_time_reach_every_gateway(start_gateway, fake,
+                                                                    redis_url):
+    text = config_text(state=redis_state(redis_url))
+    a, b = start_gateway(config_text=text), start_gateway(config_text=text)
+    added = cli(a, "clients", "add", "carol", "--weekly", "5", "--models", "glm-*", "--rpm", "30")
+    assert added.returncode == 0, added.stderr
+    key = added.stdout.split("shown only now): ")[1].split()[0]
+    assert wait_for(lambda: chat(a, key)[0] == 200 and chat(b, key)[0] == 200, timeout=5)
+    assert chat(b, key, "opencode-go/kimi-k2.5")[0] == 403
+    listed = json.loads(cli(a, "clients", "list", "--json").stdout)
+    carol = next(row for row in listed if row["name"] == "carol")
+    assert carol["source"] == "store" and carol["models"] == ["glm-*"] and carol["rpm"] == 30
+    assert carol["windows"]["weekly"]["budget_usd"] == 5
+    changed = cli(a, "clients", "set", "carol", "--all-models")
+    assert changed.returncode == 0, changed.stderr
+    assert wait_for(lambda: chat(b, key, "opencode-go/kimi-k2.5")[0] == 200, timeout=5)
+    # The store holds only the key's hash.
+    assert cli(a, "clients", "add", "carol").returncode == 2
+    revoked = cli(a, "clients", "revoke", "carol")
+    assert revoked.returncode == 0, revoked.stderr
+    started = time.monotonic()
+    assert wait_for(lambda: chat(b, key)[0] == 401, timeout=5)
+    assert time.monotonic() - started < 2 + SYNC_SECONDS * 4
+    assert chat(a, key)[0] == 401
+    # A config client revoked from the store stops too; the others go on.
+    assert cli(b, "clients", "revoke", "bob").returncode == 0
+    assert wait_for(lambda: chat(a, BOB)[0] == 401, timeout=5)
+    assert chat(a, ALICE)[0] == 200
+
+
+# --- reload ------------------------------------------------------------------------------------
+
+def test_sighup_and_the_reload_command_reread_the_config_and_keep_it_when_invalid(
+        start_gateway, fake, tmp_path):
+    gateway = start_gateway(config_text=config_text())
+    config = gateway.args[gateway.args.index("--config") + 1]
+    assert chat(gateway, "dave-key-6789")[0] == 401
+    with open(config, "a") as handle:
+        handle.write("")
+    text = open(config).read()
+    open(config, "w").write(text.replace(
+        "  clients:\n", '  clients:\n    - {name: dave, key: "dave-key-6789"}\n'))
+    os.kill(gateway.process.pid, signal.SIGHUP)
+    assert wait_for(lambda: chat(gateway, "dave-key-6789")[0] == 200, timeout=5)
+    # An invalid config: refused by the command, and the running one kept after SIGHUP.
+    open(config, "w").write(text.replace("name: bob", "name: alice"))
+    refused = cli(gateway, "reload")
+    assert refused.returncode == 2 and "alice" in refused.stderr
+    os.kill(gateway.process.pid, signal.SIGHUP)
+    assert wait_for(lambda: "config reload refused" in gateway.log(), timeout=5)
+    assert chat(gateway, "dave-key-6789")[0] == 200 and chat(gateway, BOB)[0] == 200
+    # The command: every worker re-reads at its next sync (dave is gone from this file).
+    open(config, "w").write(text)
+    done = cli(gateway, "reload")
+    assert done.returncode == 0, done.stderr
+    assert wait_for(lambda: chat(gateway, "dave-key-6789")[0] == 401, timeout=5)
