@@ -299,3 +299,17 @@ def test_sighup_and_the_reload_command_reread_the_config_and_keep_it_when_invali
     done = cli(gateway, "reload")
     assert done.returncode == 0, done.stderr
     assert wait_for(lambda: chat(gateway, "dave-key-6789")[0] == 401, timeout=5)
+
+
+def test_sighup_reaches_every_worker(start_gateway, fake):
+    gateway = start_gateway(config_text=config_text(), workers=2)
+    assert wait_for(lambda: gateway.log().count("Running on") == 2, timeout=20), gateway.log()
+    config = gateway.args[gateway.args.index("--config") + 1]
+    text = open(config).read()
+    open(config, "w").write(text.replace(
+        "  clients:\n", '  clients:\n    - {name: dave, key: "dave-key-6789"}\n'))
+    os.kill(gateway.process.pid, signal.SIGHUP)
+    # Each request is a new connection, taken by either worker: twenty in a row means both.
+    assert wait_for(lambda: all(chat(gateway, "dave-key-6789")[0] == 200 for _ in range(20)),
+                    timeout=10)
+    assert gateway.log().count("config reloaded") == 2
