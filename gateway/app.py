@@ -34,6 +34,7 @@ from gateway.observer import Observer
 from gateway.quota.book import KeyBook
 from gateway.quota.upstream_usage import poll_forever
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
+from gateway.routing.fallbacks import Fallbacks
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
 from gateway.server import on_shutdown
@@ -72,6 +73,7 @@ class Gateway:
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
+        self.fallbacks = Fallbacks(config)
         listed = env.get(CLIENT_KEYS_ENV, "")
         self._env_keys = [key.strip() for key in listed.split(",") if key.strip()]
         if listed.strip() and not self._env_keys:

@@ -105,3 +105,31 @@ def test_an_open_gateway_lets_anyone_in_and_shows_usage_to_all():
 ])
 def test_the_agent_is_read_from_the_user_agent(user_agent, agent):
     assert agent_of(user_agent) == agent
+
+
+# --- routing.fallbacks -------------------------------------------------------------------------
+
+def fallbacks_config(tmp_path, text):
+    from gateway.routing.fallbacks import Fallbacks
+    return Fallbacks(load_config(write(tmp_path, "routing:\n  fallbacks:\n" + text)))
+
+
+def test_fallbacks_are_followed_in_order_then_their_own(tmp_path):
+    fallbacks = fallbacks_config(tmp_path, "    deepseek-v4-pro: [deepseek-v4-flash, glm-5.1]\n"
+                                           "    deepseek-v4-flash: [kimi-k2.5, glm-5.1]\n")
+    assert fallbacks.after("deepseek-v4-pro") == ["deepseek-v4-flash", "kimi-k2.5", "glm-5.1"]
+    assert fallbacks.after("glm-5.1") == []
+
+
+@pytest.mark.parametrize("text, named", [
+    ("    deepseek-v4-pro: [glm-9000]\n", ["glm-9000", "routing.fallbacks.deepseek-v4-pro"]),
+    ("    nope-1: [glm-5.1]\n", ["nope-1"]),
+    ("    glm-5.1: [glm-5.1]\n", ["glm-5.1", "itself"]),
+    ("    glm-5.1: [kimi-k2.5]\n    kimi-k2.5: [deepseek-v4-pro]\n"
+     "    deepseek-v4-pro: [glm-5.1]\n", ["cycle", "glm-5.1 -> kimi-k2.5 -> deepseek-v4-pro"]),
+])
+def test_unknown_ids_and_cycles_refuse_the_start(tmp_path, text, named):
+    with pytest.raises(ConfigError) as refused:
+        fallbacks_config(tmp_path, text)
+    for word in named:
+        assert word in str(refused.value)

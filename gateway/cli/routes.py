@@ -48,4 +48,7 @@ def run(args) -> int:
     print(f"upstream URL : POST {instance.api_url}{path}")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
+    fallbacks = gateway.fallbacks.after(ctx.model_id)
+    print(f"fallbacks    : {', '.join(fallbacks) if fallbacks else 'none'}"
+          + (" (in order, when no key can serve the model)" if fallbacks else ""))
     return 0
