@@ -236,13 +236,14 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
 
 CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 ANONYMOUS = "anonymous"
+RESERVED_NAMES = (ANONYMOUS, "admin")  # what the ledger calls the other keys' requests
 
 
 def check_client(client: Client, where: str) -> None:
     """What a client's struct cannot say; shared with `opencode-gateway clients`."""
-    if not CLIENT_NAME.fullmatch(client.name) or client.name == ANONYMOUS:
+    if not CLIENT_NAME.fullmatch(client.name) or client.name in RESERVED_NAMES:
         raise ConfigError(f"{where}: client name {client.name!r} must be 1-64 letters, digits, "
-                          f"`_.@-`, and not {ANONYMOUS!r}")
+                          f"`_.@-`, and neither {' nor '.join(map(repr, RESERVED_NAMES))}")
     if len(client.key.strip()) < 8:
         raise ConfigError(f"{where}: client {client.name!r}: `key` must be at least 8 characters")
     for glob in client.models or ():

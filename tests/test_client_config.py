@@ -50,6 +50,7 @@ def test_clients_load_with_budgets_models_and_rates(tmp_path):
     (lambda t: t.replace("bob-key-456", "${ALICE_KEY}"), ["bob", "key", "alice"]),
     (lambda t: t.replace("anon-key-123", "bob-key-456"), ["bob", "api_keys"]),
     (lambda t: t.replace("name: bob", "name: anonymous"), ["anonymous"]),
+    (lambda t: t.replace("name: bob", "name: admin"), ["admin"]),
 ])
 def test_a_bad_client_refuses_the_start_naming_client_and_field(tmp_path, change, named):
     env = dict(ENV)

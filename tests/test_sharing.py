@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -143,8 +145,6 @@ def test_over_budget_says_retry_after(start_gateway, fake):
     gateway = start_gateway(config_text=config_text(alice="budget: {weekly: 0.0000001}"))
     assert chat(gateway, ALICE)[0] == 200
     body = {"model": "opencode-go/glm-5.1", "messages": [{"role": "user", "content": "hi"}]}
-    import urllib.request
-    import urllib.error
     request = urllib.request.Request(gateway.url + "/v1/chat/completions",
                                      data=json.dumps(body).encode(),
                                      headers={"authorization": f"Bearer {ALICE}",

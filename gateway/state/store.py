@@ -50,7 +50,7 @@ class UsageRow(msgspec.Struct, array_like=True):
     cached_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
-    client: str = ANONYMOUS  # the named client (server.clients), or anonymous
+    client: str = ANONYMOUS  # the named client (server.clients), anonymous, or admin
     agent: str = "other"     # the program that asked (access/agents.py)
 
     @property
