@@ -69,7 +69,7 @@ def error_body(status: int, message: str, field: str | None = None,
 
 class _FunctionCall(msgspec.Struct):
     name: str = ""
-    args: msgspec.Raw | None = None
+    args: msgspec.Raw = msgspec.Raw(b"{}")  # kept as the JSON text it came as
     id: str | None = None
 
 
@@ -139,7 +139,8 @@ def _failure(error: _ErrorDetail) -> tuple[int, str]:
 
 
 def _arguments(call: _FunctionCall) -> str:
-    return bytes(call.args).decode() if call.args else "{}"
+    text = bytes(call.args).decode()
+    return "{}" if text == "null" else text
 
 
 def read_answer(raw: bytes) -> Answer:
