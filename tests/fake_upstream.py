@@ -143,11 +143,11 @@ Test control (never needs a session header or a key):
                           {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
                           upstream without the endpoint); {"KEY": null} clears; each call replaces
                           the key's overrides
-    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses"}, "remove": ["id"],
-                          "list_status": 500 | null}: edit the catalogue (added ids are strict
-                          about their wire; a removed id is judged as an unknown id) and make GET
-                          /v1/models fail with that status (null: answer again); answers
-                          {"models": {id: wire}, "list_status"}
+    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses" | "google"},
+                          "remove": ["id"], "list_status": 500 | null}: edit the catalogue
+                          (added ids are strict about their wire; a removed id is judged as an
+                          unknown id) and make GET /v1/models fail with that status (null: answer
+                          again); answers {"models": {id: wire}, "list_status"}
     POST /_fake/reset     forget failing keys, limits and usage overrides, charges, recorded
                           requests and finished-stream counts; restore the built-in catalogue
     GET  /_fake/charges   {"by_key": {"KEY": dollars}, "by_key_model": {"KEY": {"model":

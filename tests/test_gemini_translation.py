@@ -19,8 +19,8 @@ REFUSAL = "I can't help with that."
 
 
 def gemini_body(contents=None, **fields) -> dict:
-    return {"model": fields.pop("model", MODEL), "contents": contents or [{"role": "user", "parts": [{"text": "hi"}]}],
-            **fields}
+    return {"model": fields.pop("model", MODEL),
+            "contents": contents or [{"role": "user", "parts": [{"text": "hi"}]}], **fields}
 
 
 def to_chat(body: dict) -> dict:
@@ -378,7 +378,8 @@ def responses_event(kind: str, **fields) -> bytes:
 
 REFUSAL_STREAMS = {
     # OpenAI's `refusal` delta, where the content would be.
-    "openai": [chat_chunk({"role": "assistant", "content": ""}), chat_chunk({"refusal": "I can't "}),
+    "openai": [chat_chunk({"role": "assistant", "content": ""}),
+               chat_chunk({"refusal": "I can't "}),
                chat_chunk({"refusal": "help with that."}, "stop"), b"data: [DONE]\n\n"],
     # Anthropic's refusal is its text, then stop_reason `refusal`.
     "anthropic": [
