@@ -1,9 +1,10 @@
 """The middle form every protocol is translated to and from.
 
-Four protocols (Chat Completions, Anthropic Messages, Responses, Gemini) never meet pairwise: each has a
-request codec and an answer codec around this small form, and a route that crosses protocols
-composes the client's codec with the upstream's (`compose.py`). Adding a protocol is one codec
-pair, not a translator per pair. Same-protocol routes do not come here at all: their bytes pass.
+Four protocols (Chat Completions, Anthropic Messages, Responses, Gemini) never meet pairwise:
+each has a request codec and an answer codec around this small form, and a route that crosses
+protocols composes the client's codec with the upstream's (`compose.py`). Adding a protocol is one
+codec pair, not a translator per pair. Same-protocol routes do not come here at all: their bytes
+pass (Gemini's excepted, see `compose.py`).
 
 The form speaks Chat Completions' vocabulary, because it is the widest-understood of them:
 
