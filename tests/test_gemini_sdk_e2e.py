@@ -233,3 +233,17 @@ def test_the_sdk_on_a_locked_gateway(start_gateway):
     with pytest.raises(errors.ClientError) as caught:
         wrong.models.generate_content(model=MODELS[0], contents="hi")
     assert (caught.value.code, caught.value.status) == (401, "UNAUTHENTICATED")
+
+
+def test_the_side_task_rule_in_the_docs_sends_gemini_ids_to_an_opencode_model(start_gateway,
+                                                                              fake):
+    # docs/gemini.md: Gemini CLI compresses long conversations on `gemini-3-pro-preview`.
+    gateway = start_gateway(rules_dir="docs/rules/gemini_cli")
+    client = sdk(gateway.url, "v1beta")
+    assert client.models.generate_content(model="gemini-3-pro-preview",
+                                          contents="summarise").text == answer_text()
+    assert fake.last_request()["body"]["model"] == "glm-5.1"
+    # Other protocols' clients still get the 404 that lists the served models.
+    status, _, _ = post_json(gateway.url + "/v1/chat/completions", {
+        "model": "gemini-3-pro-preview", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 404
