@@ -24,6 +24,7 @@ from gateway.access.clients import Directory
 from gateway.access.rate import RequestRate
 from gateway.config import Config, ConfigError, load_config
 from gateway.errors import anthropic_error_body, openai_error_body
+from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
 from gateway.frontends.info import count_tokens, healthz, list_models
@@ -161,9 +162,12 @@ class Gateway:
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
     message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
-              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, " \
-              "GET /healthz, GET /metrics"
-    if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
+              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, POST " \
+              "/v1beta/models/{model}:generateContent, GET /v1/models, GET /healthz, GET /metrics"
+    if request.url.path.startswith("/v1beta/") or \
+            any(name in request.headers for name in gemini.GOOGLE_HEADERS):
+        body = gemini.error_body(exc.status_code, message)
+    elif request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
             "anthropic-version" in request.headers:
         body = anthropic_error_body(exc.status_code, message)
     else:
@@ -252,6 +256,7 @@ def create_app(gateway: Gateway) -> HotPaths:
         Route("/api/hello", healthz, methods=["GET"]),
         Route("/anthropic/api/hello", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *gemini.ROUTES,
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
     return HotPaths(app, {route.path: route.endpoint for route in app.routes

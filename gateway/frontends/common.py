@@ -31,13 +31,15 @@ _id_counter = itertools.count(1)
 
 
 def presented_key(request: Request) -> str | None:
-    """The client's key from `Authorization: Bearer …` or `x-api-key` (either frontend)."""
+    """The client's key from `Authorization: Bearer …`, `x-api-key` or `x-goog-api-key` (every
+    frontend; the Gemini frontend moves a `?key=` into the last)."""
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    headers = request.headers
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
 def check_client_key(request: Request, directory: Directory) -> Principal:
@@ -47,7 +49,8 @@ def check_client_key(request: Request, directory: Directory) -> Principal:
     if principal is None:
         if presented is None:
             raise GatewayError(401, "this gateway requires a client key: send it as "
-                                    "`Authorization: Bearer <key>` or `x-api-key: <key>`")
+                                    "`Authorization: Bearer <key>`, `x-api-key: <key>` or "
+                                    "`x-goog-api-key: <key>`")
         raise GatewayError(401, "the client key is not valid for this gateway")
     return principal
 
@@ -123,6 +126,11 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
     return body
+
+
+def estimate_tokens(value) -> int:
+    """A token count estimate for a request's content: about four bytes of JSON per token."""
+    return max(1, len(_encode(value)) // 4)
 
 
 def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
