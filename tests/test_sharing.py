@@ -100,6 +100,23 @@ def test_a_model_outside_the_clients_list_is_refused_with_403_in_its_shape(start
     assert chat(gateway, BOB, "opencode-go/glm-5.1")[0] == 200  # bob has no list
 
 
+def test_gemini_clients_get_the_same_refusals_in_googles_shape(start_gateway, fake):
+    gateway = start_gateway(config_text=config_text(alice='models: ["kimi-*"]\n      rpm: 1'))
+    url = gateway.url + "/v1beta/models/opencode-go/glm-5.1:generateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    status, answer = call(url, body, {"x-goog-api-key": ALICE})
+    assert status == 403
+    error = json.loads(answer)["error"]
+    assert error["status"] == "PERMISSION_DENIED" and "alice" in error["message"]
+    status, answer = call(gateway.url + "/v1beta/models", headers={"x-goog-api-key": ALICE})
+    names = [model["name"] for model in json.loads(answer)["models"]]
+    assert names and all(name.startswith("models/opencode-go/kimi-") for name in names)
+    kimi = gateway.url + "/v1beta/models/opencode-go/kimi-k2.5:generateContent"
+    assert call(kimi, body, {"x-goog-api-key": ALICE})[0] == 200
+    status, answer = call(kimi, body, {"x-goog-api-key": ALICE})
+    assert status == 429 and json.loads(answer)["error"]["status"] == "RESOURCE_EXHAUSTED"
+
+
 def test_a_clients_model_lists_show_only_what_it_may_use(start_gateway):
     gateway = start_gateway(config_text=config_text(alice='models: ["kimi-*"]'))
     for headers in ({}, {"anthropic-version": "2023-06-01"}):
