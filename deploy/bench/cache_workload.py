@@ -8,14 +8,16 @@ Replays interleaved, growing conversations against the project's fake OpenCode G
                                 when nothing forces a move
     gateway, under pressure     keys that start part spent (`--start`, shares of a small 5-hour
                                 limit), run until every key is spent
-    round robin, no limits      a client that rotates its keys per request, itself
+    round robin, no limits      clients that hold the keys themselves and take the next one for
+                                every turn (each conversation its own rotation)
     round robin, under pressure the same keys, the same workload
 
 The workload: `--conversations` conversations of `--turns` turns each, half on the Chat wire
 (glm-5.1 through the gateway's OpenAI door) and half on the Messages wire (minimax-m2.7 through
 its Anthropic door), turns interleaved in time. Between two turns a conversation thinks for at
-most 0.4 x the cache lifetime (its prefix is still cached), except that every third conversation
-pauses three times for 1.5-2.5 x the lifetime (its cache goes cold). Each turn resends the whole
+0.35-0.6 x the cache lifetime (its prefix is still cached at the next turn, and gone three turns
+later), except that every third conversation pauses three times for 1.5-2.5 x the lifetime (its
+cache goes cold). Each turn resends the whole
 conversation, so prompts grow. The workload's maximum cached share is what a single key with no
 limit would cache: every turn's previous prompt, unless the turn follows a pause.
 
@@ -56,7 +58,7 @@ from tests.gateway_process import GatewayProcess  # noqa: E402
 KEYS = ("bench-key-a", "bench-key-b", "bench-key-c")
 CHAT_MODEL, MESSAGES_MODEL = "glm-5.1", "minimax-m2.7"
 ANSWER_TOKENS = 5          # the fake's default answer: 5 text deltas
-SHORT_THINK = (0.1, 0.4)   # x lifetime: the cache is still warm at the next turn
+SHORT_THINK = (0.35, 0.6)  # x lifetime: the cache is still warm at the next turn
 PAUSE = (1.5, 2.5)         # x lifetime: the cache has gone cold
 PAUSES_PER_PAUSER = 3
 
@@ -170,20 +172,21 @@ class GatewayClient:
 
 
 class RoundRobinClient:
-    """A client holding the keys itself: the next key for every request, the one after it when
-    a key answers 429."""
+    """Clients holding the keys themselves: each conversation takes the next key for every turn
+    (conversations start on different keys), and the one after it when a key answers 429."""
     name = "round robin"
 
     def __init__(self, upstream_url: str):
         self.connection = Connection(upstream_url)
-        self.next = 0
+        self.next: dict[int, int] = {}
 
     def send(self, turn: Turn) -> int:
         status = 0
         for _ in KEYS:
-            key = KEYS[self.next % len(KEYS)]
-            self.next += 1
-            path, body, headers = turn_request(turn, model_of(turn.conversation), key)
+            at = self.next.get(turn.conversation, turn.conversation)
+            self.next[turn.conversation] = at + 1
+            path, body, headers = turn_request(turn, model_of(turn.conversation),
+                                               KEYS[at % len(KEYS)])
             status = self.connection.post(path, body, headers)[0]
             if status != 429:
                 return status
@@ -281,12 +284,11 @@ def metric_values(url: str, name: str) -> dict[str, float]:
 def wait_for_usage_figures(url: str, start: list[float], timeout: float = 20.0) -> None:
     """Until the gateway has read every part-spent key's /usage (its first poll at start)."""
     deadline = time.monotonic() + timeout
-    expected = [share for share in start]
     while time.monotonic() < deadline:
         used = metric_values(url, "opencode_gateway_key_window_used_ratio")
         rolling = [value for labels, value in sorted(used.items()) if 'window="rolling"' in labels]
-        if len(rolling) == len(expected) and all(
-                got >= want - 0.011 for got, want in zip(rolling, expected)):
+        if len(rolling) == len(start) and all(
+                got >= want - 0.011 for got, want in zip(rolling, start)):
             return
         time.sleep(0.1)
     raise RuntimeError("the gateway did not read the keys' usage figures in time")

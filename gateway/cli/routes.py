@@ -48,4 +48,9 @@ def run(args) -> int:
     print(f"upstream URL : POST {instance.api_url}{path}")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
+    for rule, _is_async, _source in gateway.router.chain.rules:
+        describe = getattr(rule, "describe", None)  # a rule may tell its policy
+        if callable(describe):
+            for line in describe(ctx):
+                print(line)
     return 0
