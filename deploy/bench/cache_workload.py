@@ -25,6 +25,9 @@ The 5-hour limit of every key is sized from the workload (`--budget`: the dollar
 keys together, as a share of what the whole workload costs at its maximum cached share), so the
 pressure does not depend on the price table. Weekly and monthly limits are ten times higher.
 
+Round robin loses a turn a spent key refuses (429) and takes the next key for the next turn;
+with `--retry` it tries the next keys at once.
+
 Printed per run: turns served before every key is spent, dollars per turn, the cached share of
 prompt tokens and its ratio to the workload's maximum over the same turns, and moves (a turn on
 another key than the conversation's previous one; hot when the key it left still held its
@@ -164,32 +167,43 @@ class GatewayClient:
 
     def __init__(self, url: str):
         self.connection = Connection(url + "/v1")
+        self.spent = False   # the gateway answers 429 only when every key is at its limit
 
     def send(self, turn: Turn) -> int:
         path, body, headers = turn_request(
             turn, f"opencode-go/{model_of(turn.conversation)}", None)
-        return self.connection.post(path, body, headers)[0]
+        status = self.connection.post(path, body, headers)[0]
+        self.spent = self.spent or status == 429
+        return status
 
 
 class RoundRobinClient:
     """Clients holding the keys themselves: each conversation takes the next key for every turn
-    (conversations start on different keys), and the one after it when a key answers 429."""
+    (conversations start on different keys). A turn that a spent key refuses with 429 is lost
+    (with `retry`: the next key is tried at once, and the next after it)."""
     name = "round robin"
 
-    def __init__(self, upstream_url: str):
+    def __init__(self, upstream_url: str, retry: bool = False):
         self.connection = Connection(upstream_url)
+        self.retry = retry
         self.next: dict[int, int] = {}
+        self.limited: set[str] = set()
+
+    @property
+    def spent(self) -> bool:
+        return len(self.limited) == len(KEYS)
 
     def send(self, turn: Turn) -> int:
         status = 0
-        for _ in KEYS:
+        for _ in KEYS if self.retry else KEYS[:1]:
             at = self.next.get(turn.conversation, turn.conversation)
             self.next[turn.conversation] = at + 1
-            path, body, headers = turn_request(turn, model_of(turn.conversation),
-                                               KEYS[at % len(KEYS)])
+            key = KEYS[at % len(KEYS)]
+            path, body, headers = turn_request(turn, model_of(turn.conversation), key)
             status = self.connection.post(path, body, headers)[0]
             if status != 429:
                 return status
+            self.limited.add(key)
         return status
 
 
@@ -206,7 +220,7 @@ class Outcome:
     best_cached_tokens: int = 0    # the workload's maximum over the turns served
     moves: int = 0
     hot_moves: int = 0
-    failures: int = 0              # answers other than 200 and the final 429
+    failures: int = 0              # answers other than 200 and 429
     decisions: dict = field(default_factory=dict)
 
     @property
@@ -223,7 +237,7 @@ class Outcome:
 
 
 def replay(client, plan: list[Turn]) -> tuple[int, int, list[Turn]]:
-    """Send the turns at their times; stop at the first 429 (every key is spent)."""
+    """Send the turns at their times, until every key is spent."""
     served: list[Turn] = []
     failures = 0
     started = time.monotonic()
@@ -232,11 +246,11 @@ def replay(client, plan: list[Turn]) -> tuple[int, int, list[Turn]]:
         if wait > 0:
             time.sleep(wait)
         status = client.send(turn)
-        if status == 429:
+        if client.spent:
             break
         if status == 200:
             served.append(turn)
-        else:
+        elif status != 429:
             failures += 1
     return len(served), failures, served
 
@@ -296,7 +310,7 @@ def wait_for_usage_figures(url: str, start: list[float], timeout: float = 20.0) 
 
 def run_once(name: str, fake: FakeUpstream, plan: list[Turn], lifetime: float,
              limit: float | None, start: list[float], workers: int, gateway: bool,
-             tmp: Path) -> Outcome:
+             tmp: Path, retry: bool = False) -> Outcome:
     prepare_fake(fake, lifetime, limit, start)
     outcome = Outcome(name, planned=len(plan))
     process = None
@@ -312,7 +326,7 @@ def run_once(name: str, fake: FakeUpstream, plan: list[Turn], lifetime: float,
             wait_for_usage_figures(process.url, start)
         client = GatewayClient(process.url)
     else:
-        client = RoundRobinClient(fake.url)
+        client = RoundRobinClient(fake.url, retry)
     try:
         outcome.turns, outcome.failures, served = replay(client, plan)
         if process is not None:
@@ -336,7 +350,7 @@ def run_once(name: str, fake: FakeUpstream, plan: list[Turn], lifetime: float,
 
 def run(conversations: int = 12, turns: int = 30, lifetime: float = 3.0,
         start: tuple[float, ...] = (0.0, 0.4, 0.8), budget: float = 0.8, workers: int = 1,
-        seed: int = 7, only: tuple[str, ...] = ()) -> list[Outcome]:
+        seed: int = 7, only: tuple[str, ...] = (), retry: bool = False) -> list[Outcome]:
     plan = schedule(conversations, turns, lifetime, seed)
     limit = limits_for(plan, budget, list(start))
     runs = [("gateway, no limits", True, None), ("gateway, under pressure", True, limit),
@@ -351,7 +365,7 @@ def run(conversations: int = 12, turns: int = 30, lifetime: float = 3.0,
                     continue
                 outcomes.append(run_once(name, fake, plan, lifetime, limit_of_run,
                                          list(start) if limit_of_run else [0.0] * len(KEYS),
-                                         workers, gateway, Path(tmp)))
+                                         workers, gateway, Path(tmp), retry))
     finally:
         fake.stop()
     return outcomes
@@ -390,13 +404,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="dollars left on all keys, as a share of the workload's best cost")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--retry", action="store_true",
+                        help="round robin tries the next key at once when one answers 429")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     start = tuple(float(part) / 100 for part in args.start.split(","))
     if len(start) != len(KEYS):
         parser.error(f"--start takes {len(KEYS)} percentages")
     outcomes = run(args.conversations, args.turns, args.lifetime, start, args.budget,
-                   args.workers, args.seed)
+                   args.workers, args.seed, retry=args.retry)
     if args.json:
         print(json.dumps([{**asdict(o), "dollars_per_turn": o.dollars_per_turn,
                            "cached_share": o.cached_share, "of_best": o.of_best}
