@@ -1,5 +1,5 @@
 """Built-in rule: choose the upstream key (instance) for the request, by what each key has left
-for the conversations it carries, keeping every conversation's prompt cache warm.
+per conversation, keeping every conversation's prompt cache warm.
 
 OpenCode Go's limits are dollars per key (5 hours, week, month), and its prompt cache lives with
 one key's session for a few minutes after a turn (`quota.prompt_cache`): a turn on the key that
@@ -12,14 +12,12 @@ the price or less; a turn on another key pays it all again.
   the model family's cache lifetime ago) stays on its key while the key has any room left: a
   hot conversation moves only when it must (its key is spent, at a usage limit or resting).
 - A new conversation, and one whose cache is cold (moving it costs nothing), is placed: it goes
-  to the key with the most dollars left per dollar its conversations are expected to spend a
-  round (each conversation seen on it in the last half hour costs what its last turn cost; one
-  not served yet costs the mean; with no cost known yet each counts as one), this conversation
-  counted with them, among the keys below `quota.threshold` (95%) of every window. Keys within
-  5% of the best count as equally good, and the session's hash picks among them (the same
-  choice on every worker and machine); a cold conversation whose key is within 5% of the best
-  stays. So conversations spread by what the keys can still pay for, the keys run dry together,
-  and a key that nears its limit sheds its conversations as they pause.
+  to the key with the most dollars left per conversation it carries (the conversations seen on
+  it in the last half hour, this one not counted), among the keys below `quota.threshold` (95%)
+  of every window. Keys within 5% of the best count as equally good, and the session's hash
+  picks among them (the same choice on every worker and machine). A cold conversation whose key
+  is within 5% of the best stays. So conversations spread by what the keys can still pay for,
+  and a key that nears its limit sheds its conversations as they pause, before it runs dry.
 - A key at a usage limit rests until its reset and takes nothing; a key resting after errors is
   still tried when every key rests (the one back first).
 - `ctx.fallbacks` lists the other keys, best first: where the forwarder moves the request if
@@ -34,8 +32,7 @@ chosen instance alone.
 """
 import time
 
-# Keys whose dollars left per dollar of expected spend are within this share of the best are
-# equally good.
+# Keys whose dollars left per conversation are within this share of the best are equally good.
 BAND = 0.05
 
 
@@ -84,12 +81,16 @@ class ChooseKey:
 
     @staticmethod
     def _place(book, session, usable, headroom, current, now):
-        """The key for a new, cold or displaced conversation: the most dollars left per dollar
-        of expected spend, among the keys below the threshold (if any is)."""
+        """The key for a new, cold or displaced conversation: the most dollars left per
+        conversation carried, among the keys below the threshold (if any is)."""
         open_keys = [i for i in usable if headroom[i] > 0] or usable
         roomy = [i for i in open_keys if headroom[i] >= 1 - book.threshold] or open_keys
-        # Dollars left per dollar the key's conversations (this one with them) spend a round.
-        share = {i: book.left(i, now) / book.load(i, now, session) for i in roomy}
+        share = {}
+        for instance in roomy:
+            carried = book.carried(instance, now)
+            # The conversation counts on the key it is on already, and would add one elsewhere.
+            carried = max(carried, 1) if instance is current else carried + 1
+            share[instance] = book.left(instance, now) / carried
         best = max(share.values())
         if current in share and share[current] >= best - abs(best) * BAND:
             return current
@@ -105,9 +106,9 @@ class ChooseKey:
         now = time.time()
         cache = book.cache_lifetime(ctx.model_id)
         lines = [f"key choice   : a new conversation, or one idle {cache:g} s or more (its "
-                 f"prompt cache is cold), goes to the key with the most dollars left per dollar "
-                 f"its conversations spend a turn, below {book.threshold:.0%} of every window; "
-                 f"a conversation with a warm cache stays until its key is spent"]
+                 f"prompt cache is cold), goes to the key with the most dollars left per "
+                 f"conversation it carries, below {book.threshold:.0%} of every window; a "
+                 f"conversation with a warm cache stays until its key is spent"]
         for instance in pool.instances:
             state = "" if instance.available(now) else ", resting"
             lines.append(f"  {instance.name:<12}: ${book.left(instance, now):.2f} left "

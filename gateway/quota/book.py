@@ -14,10 +14,7 @@ Each conversation's key and last turn (`seen`) are kept here too: exact for the 
 worker served, and shared through the store with the other workers and machines within a tenth
 of the shortest prompt cache lifetime (`quota.prompt_cache`) plus one sync, so every worker can
 tell whether a conversation's prompt cache is still warm. Per key, the conversations seen in
-the last `CARRIED_SECONDS` are what the key carries, and their expected spend is what it is
-expected to pay for: per conversation, the dollars of its last turn this worker served (a
-conversation grows, and each turn costs about what the last one did), or the mean of those for
-a conversation this worker has not served yet.
+the last `CARRIED_SECONDS` are what the key carries.
 """
 from __future__ import annotations
 
@@ -86,7 +83,7 @@ class Account:
 
 class Held:
     """One conversation as this worker knows it."""
-    __slots__ = ("key_id", "seen", "shared", "idle", "decided", "cost")
+    __slots__ = ("key_id", "seen", "shared", "idle", "decided")
 
     def __init__(self, key_id: str, seen: float):
         self.key_id = key_id
@@ -94,7 +91,6 @@ class Held:
         self.shared = seen      # when this worker last queued it for the store
         self.idle: float | None = None  # its idle time when this worker last routed it
         self.decided = False    # whether that routing placed or moved it (and counted it)
-        self.cost: float | None = None  # dollars of its last turn this worker served
 
 
 class KeyBook:
@@ -121,11 +117,9 @@ class KeyBook:
                               f"called; the instances are: {', '.join(self._by_instance)}")
         self._session_ttl = config.state.session_ttl_hours * 3600
         self._sessions: collections.OrderedDict[str, Held] = collections.OrderedDict()
-        # key id -> its conversations, least recently seen first (what `carried` counts), and
-        # the sum and number of their known last-turn costs.
-        self._on_key: dict[str, collections.OrderedDict[str, Held]] = {
+        # key id -> its conversations -> last seen, oldest first (what `carried` counts).
+        self._on_key: dict[str, collections.OrderedDict[str, float]] = {
             key_id: collections.OrderedDict() for key_id in self.accounts}
-        self._costs: dict[str, list] = {key_id: [0.0, 0] for key_id in self.accounts}
         self.prompt_cache = config.quota.prompt_cache
         # A conversation's last turn is shared at least this often while it is active.
         self._share_every = min([self.prompt_cache.lifetime_seconds,
@@ -175,31 +169,9 @@ class KeyBook:
         """Conversations on the key seen in the last CARRIED_SECONDS."""
         on = self._on_key.setdefault(instance.key_id, collections.OrderedDict())
         oldest = now - CARRIED_SECONDS
-        while on and next(iter(on.values())).seen < oldest:
-            self._leave(next(iter(on)), instance.key_id)
+        while on and next(iter(on.values())) < oldest:
+            on.popitem(last=False)
         return len(on)
-
-    def _mean_cost(self) -> float | None:
-        """The mean last-turn cost of the conversations carried (None: none is known)."""
-        total = sum(spent for spent, _ in self._costs.values())
-        known = sum(count for _, count in self._costs.values())
-        return total / known if known and total > 0 else None
-
-    def load(self, instance: Instance, now: float, session: str) -> float:
-        """What the key is expected to pay per round of turns of the conversations it carries,
-        `session` counted on it (it is, or would be, placed there). A conversation whose cost
-        this worker does not know counts as the mean; with none known, each counts as 1."""
-        count = self.carried(instance, now)
-        mean = self._mean_cost()
-        costed = mean is not None
-        spent, known = self._costs[instance.key_id] if costed else (0.0, 0)
-        mean = mean if costed else 1.0
-        load = spent + (count - known) * mean
-        if session not in self._on_key[instance.key_id]:
-            held = self._sessions.get(session)
-            own = held.cost if costed and held is not None and held.cost is not None else mean
-            load += own
-        return load
 
     def place(self, session: str, instance: Instance, now: float, decision: str | None,
               idle: float | None) -> None:
@@ -241,35 +213,13 @@ class KeyBook:
 
     def _carry(self, session: str, held: Held) -> None:
         on = self._on_key.setdefault(held.key_id, collections.OrderedDict())
-        if session not in on and held.cost is not None:
-            costs = self._costs.setdefault(held.key_id, [0.0, 0])
-            costs[0] += held.cost
-            costs[1] += 1
-        on[session] = held
+        on[session] = held.seen
         on.move_to_end(session)
 
     def _leave(self, session: str, key_id: str) -> None:
         on = self._on_key.get(key_id)
-        held = on.pop(session, None) if on is not None else None
-        if held is not None and held.cost is not None:
-            costs = self._costs[key_id]
-            costs[0] -= held.cost
-            costs[1] -= 1
-
-    def _costed(self, session: str, cost: float) -> None:
-        """The conversation's last turn cost `cost` dollars: what it is expected to spend."""
-        held = self._sessions.get(session)
-        if held is None:
-            return
-        on = self._on_key.get(held.key_id)
-        if on is not None and on.get(session) is held:
-            costs = self._costs[held.key_id]
-            if held.cost is not None:
-                costs[0] -= held.cost
-                costs[1] -= 1
-            costs[0] += cost
-            costs[1] += 1
-        held.cost = cost
+        if on is not None:
+            on.pop(session, None)
 
     @staticmethod
     def spread(session: str, instances: list[Instance]) -> Instance:
@@ -288,7 +238,7 @@ class KeyBook:
         if instance is None:
             return
         if usage is not None or cost is not None:
-            cost = self.record(instance, ctx.model_id, usage, cost)
+            self.record(instance, ctx.model_id, usage, cost)
         if status < 400 and ctx.session:
             held = self._sessions.get(ctx.session)
             if held is not None and held.key_id != instance.key_id and not held.decided \
@@ -298,13 +248,10 @@ class KeyBook:
                 hot = held.idle is not None and held.idle < self.cache_lifetime(ctx.model_id)
                 self.on_decision("hot_move" if hot else "cold_move")
             self.stick(ctx.session, instance, time.time())
-            if cost is not None:
-                self._costed(ctx.session, cost)
 
     def record(self, instance: Instance, model: str, usage: Usage | None,
-               cost: float | None) -> float:
-        """An answer's usage, for the ledger (the upstream's cost, else the price table's);
-        the dollars it counted."""
+               cost: float | None) -> None:
+        """An answer's usage, for the ledger (the upstream's cost, else the price table's)."""
         if cost is None:
             cost = self.prices.cost(model, usage) if usage is not None else 0.0
         account = self._by_instance[instance.name]
@@ -319,7 +266,6 @@ class KeyBook:
             row.input_tokens += usage.input_tokens
             row.cached_tokens += usage.cached_tokens
             row.output_tokens += usage.output_tokens
-        return cost
 
     def key_changed(self, instance: Instance) -> None:
         """An instance started a rest: every worker must know."""
