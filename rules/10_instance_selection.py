@@ -105,15 +105,16 @@ class ChooseKey:
             return []
         now = time.time()
         cache = book.cache_lifetime(ctx.model_id)
-        lines = [f"key choice   : a new conversation, or one idle {cache:g} s or more (its "
-                 f"prompt cache is cold), goes to the key with the most dollars left per "
-                 f"conversation it carries, below {book.threshold:.0%} of every window; a "
-                 f"conversation with a warm cache stays until its key is spent"]
+        lines = [f"key choice   : new conversations by dollars left per conversation carried, "
+                 f"on keys below {book.threshold:.0%} of every window",
+                 f"               prompt cache {cache:g} s for {ctx.model_id}: a conversation "
+                 f"idle that long moves freely, a warmer one stays until its key is spent"]
         for instance in pool.instances:
             state = "" if instance.available(now) else ", resting"
+            carried = book.carried(instance, now)
             lines.append(f"  {instance.name:<12}: ${book.left(instance, now):.2f} left "
                          f"({book.headroom(instance, now):.0%} of its tightest window), "
-                         f"{book.carried(instance, now)} conversations{state}")
+                         f"{carried} conversation{'' if carried == 1 else 's'}{state}")
         return lines
 
 

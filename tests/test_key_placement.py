@@ -13,6 +13,8 @@ import pytest
 from gateway.config import State
 from gateway.state.redis import RedisStore
 from gateway.state.sqlite import SQLiteStore
+from gateway.state.store import Batch, UsageRow
+from gateway.upstream.instances import key_fingerprint
 from tests.redis_server import redis_server, redis_url  # noqa: F401
 from tests.test_key_choice import gateway, route, spend
 
@@ -145,17 +147,24 @@ async def test_idle_time_is_the_same_on_every_worker_and_machine(shared_store):
     assert (await route(late, "c")).instance.name == "opencode-go.2"   # warm: it stays
 
 
-def test_routes_prints_the_key_choice_policy_and_each_keys_figures(tmp_path):
+async def test_routes_prints_the_key_choice_policy_and_each_keys_figures(tmp_path):
     env = {"OPENCODE_GO_API_KEY_1": "k-one", "OPENCODE_GO_API_KEY_2": "k-two",
            "XDG_STATE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    # What the serving workers wrote: $3 spent on the second key this minute.
+    store = SQLiteStore(tmp_path / "opencode-gateway" / "state.sqlite3", State())
+    await store.open()
+    await store.record(Batch(usage=[UsageRow(key_fingerprint("k-two"), "kimi-k3",
+                                             int(time.time() // 60), 1, 10, 0, 5, 3.0)]))
+    await store.close()
     config = tmp_path / "gateway.yaml"
     config.write_text("quota:\n  prompt_cache:\n    families: {kimi-: 240}\n")
     out = subprocess.run([sys.executable, "-m", "gateway", "routes", "opencode-go/kimi-k3",
                           "--config", str(config)], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "idle 240 s or more" in out.stdout
-    assert "most dollars left per conversation" in out.stdout
+    assert "prompt cache 240 s for kimi-k3" in out.stdout
+    assert "by dollars left per conversation carried" in out.stdout
     assert re.search(r"opencode-go\.1\s*: \$12\.00 left \(100% of its tightest window\), "
-                     r"[01] conversations", out.stdout)
+                     r"[01] conversations?", out.stdout)
+    assert re.search(r"opencode-go\.2\s*: \$9\.00 left \(75% of", out.stdout)
     assert "k-one" not in out.stdout and "k-two" not in out.stdout
