@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from gateway.upstream.instances import key_fingerprint
 from tests.redis_server import redis_server, redis_url  # noqa: F401
 from tests.test_key_choice import gateway, route, spend
 
-REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def instance(gw, name):
