@@ -84,6 +84,11 @@ def load(config: Config | None = None, env: dict[str, str] | None = None) -> Cat
 
 
 def read_file(path: Path) -> Provider:
+    return parse(read_raw(path), str(path))
+
+
+def read_raw(path: Path) -> bytes:
+    """A catalogue file's bytes, bounded; a named error when it cannot be read."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
@@ -91,7 +96,7 @@ def read_file(path: Path) -> Provider:
         raise CatalogueFileError(f"{path}: cannot be read: {exc.strerror}") from None
     if len(data) > MAX_FILE_BYTES:
         raise CatalogueFileError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not an api.json")
-    return parse(data, str(path))
+    return data
 
 
 def store(provider: Provider, origin: str, path: Path) -> Path:

@@ -118,7 +118,7 @@ def parse(data: bytes, name: str) -> Provider:
     try:
         provider = _decode_provider(raw)
     except DECODE_ERRORS as exc:
-        raise CatalogueFileError(f"{name}{where}: {exc}") from None
+        raise CatalogueFileError(f"{name}{where}{_failing_model(raw)}: {exc}") from None
     if not provider.models:
         raise CatalogueFileError(f"{name}{where}: lists no models")
     for model_id, model in provider.models.items():
@@ -128,6 +128,24 @@ def parse(data: bytes, name: str) -> Provider:
             raise CatalogueFileError(f"{name}{where}: model {model_id!r} says its id is "
                                      f"{model.id!r}")
     return provider
+
+
+class _RawModels(msgspec.Struct):
+    models: dict[str, msgspec.Raw]
+
+
+def _failing_model(raw: bytes) -> str:
+    """` model 'glm-9'` when one model is what does not read (msgspec's path elides dict keys)."""
+    try:
+        models = msgspec.json.decode(raw, type=_RawModels).models
+    except DECODE_ERRORS:
+        return ""
+    for model_id, model in models.items():
+        try:
+            msgspec.json.decode(model, type=Model)
+        except DECODE_ERRORS:
+            return f" model {model_id!r}"
+    return ""
 
 
 class ModelFacts(NamedTuple):
