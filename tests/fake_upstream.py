@@ -106,7 +106,7 @@ client asked for usage); messages streams end, after message_stop, with `event: 
 (completed or incomplete); non-streamed answers of all three have a top-level `"cost"`. The
 figure is `fake_cost(model, input, cached, cache_creation, output)`: USD per million tokens from
 `PRICES` (input / output / cache read; `DEFAULT_PRICE` for any other model), cache creation at
-the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x3, minimax-m3 x2). The messages flavour has
+the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x2, minimax-m3 x3). The messages flavour has
 CACHE_READ_TOKENS cached and CACHE_CREATION_TOKENS cache-creation tokens besides its input
 tokens; the other flavours have none. A key is charged when its answer starts (after `ttfb`; a
 client that hung up during ttfb is not charged), `error=` answers are not charged, and a failing
@@ -315,7 +315,8 @@ PRICES: dict[str, tuple[float, float, float]] = {
     "qwen3.7-plus": (0.4, 1.6, 0.04),
 }
 DEFAULT_PRICE = (1.0, 4.0, 0.1)
-USAGE_MULTIPLIERS = {"kimi-k3": 3, "minimax-m3": 2}
+# UPSTREAM.md "2× or 3× (kimi-k3, minimax-m3)"; models.dev names them "(2x usage)", "(3x usage)".
+USAGE_MULTIPLIERS = {"kimi-k3": 2, "minimax-m3": 3}
 
 DEFAULT_LIMITS = {"rolling": 12.0, "weekly": 30.0, "monthly": 60.0}   # dollars per window
 LIMIT_NAMES = {"rolling": "5 hour", "weekly": "weekly", "monthly": "monthly"}

@@ -890,9 +890,9 @@ def test_fake_cost_follows_the_price_table():
     assert fake_cost("glm-5.1", 10, 0, 0, 5) == pytest.approx((10 * 1.4 + 5 * 4.4) / 1e6)
     assert fake_cost("minimax-m2.7", 10, 6, 2, 5) == pytest.approx(
         (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
-    assert fake_cost("kimi-k3", 10, 0, 0, 5) == pytest.approx(3 * (10 * 3 + 5 * 15) / 1e6)
+    assert fake_cost("kimi-k3", 10, 0, 0, 5) == pytest.approx(2 * (10 * 3 + 5 * 15) / 1e6)
     assert fake_cost("minimax-m3", 10, 6, 2, 5) == pytest.approx(
-        2 * (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
+        3 * (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
     assert fake_cost("no-such-model", 1_000_000, 1_000_000, 0, 1_000_000) == pytest.approx(5.1)
     assert cost_string(fake_cost("glm-5.1", 10, 0, 0, 5)) == "0.000036"
     assert cost_string(fake_cost("deepseek-v4-flash", 0, 1, 0, 0)) == "0.0000000028"
