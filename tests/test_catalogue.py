@@ -214,3 +214,31 @@ def test_models_refresh_refuses_a_malformed_file_and_keeps_the_old_catalogue(tmp
     assert done.returncode == 1
     assert str(bad) in done.stderr and "glm-10" in done.stderr
     assert (tmp_path / "opencode-gateway" / catalogue_store.STORED_NAME).read_bytes() == stored
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A local HTTP server over `tmp_path/www`: (directory, base URL)."""
+    import functools
+    import http.server
+    import threading
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_models_refresh_fetches_a_url(tmp_path, served):
+    root, base = served
+    write(root / "api.json", {"opencode-go": provider_object(**{"glm-9": model("glm-9")})})
+    done = cli("models", "refresh", base + "/api.json", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    stored = catalogue_store.read_file(tmp_path / "opencode-gateway" / catalogue_store.STORED_NAME)
+    assert list(stored.models) == ["glm-9"] and stored.x_gateway.refreshed_from.endswith("api.json")
+    missing = cli("models", "refresh", base + "/gone.json", home=tmp_path)
+    assert missing.returncode == 1 and "404" in missing.stderr and "gone.json" in missing.stderr
