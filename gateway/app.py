@@ -22,6 +22,7 @@ from starlette.routing import Route
 from gateway.config import Config, ConfigError
 from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends.anthropic_messages import messages
+from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
@@ -89,6 +90,8 @@ class Gateway:
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
+        self.session = None  # the worker's pooled upstream client session (attach)
+        self.last_doctor = None  # GET /v1/doctor's last report (frontends/doctor.py)
 
     def _rested(self, instance) -> None:
         self.observer.rest(instance)
@@ -111,6 +114,7 @@ class Gateway:
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
+        self.session = session
         self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
                                    self.redactor, self.reasoning)
         return self.forwarder
@@ -171,6 +175,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/usage", usage, methods=["GET"]),
+        Route("/v1/doctor", doctor, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
