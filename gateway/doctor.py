@@ -30,6 +30,7 @@ _TIMEOUT = aiohttp.ClientTimeout(total=20)
 # A catalogue older than this is worth a refresh: OpenCode Go adds ids every few weeks.
 STALE_DAYS = 45
 WIRE_NAMES = {"openai": "Chat", "anthropic": "Messages", "responses": "Responses"}
+WINDOW_NAMES = {"rolling": "5-hour", "weekly": "weekly", "monthly": "monthly"}
 
 # Key states; the first four mean the instance cannot serve.
 REFUSED, NOT_ENTITLED, BLOCKED, UNREACHABLE = ("refused", "not entitled", "blocked at the edge",
@@ -173,7 +174,8 @@ def _read_windows(report: InstanceReport, body: bytes, now: float) -> None:
         report.windows[window] = Window(percent, _iso(resets_at))
         if percent >= 100 and resets_at > now:
             report.key_state = AT_LIMIT
-            report.detail = f"{window} window, resets in {describe_wait(resets_at - now)}"
+            report.detail = (f"{WINDOW_NAMES.get(window, window)} window, resets in "
+                             f"{describe_wait(resets_at - now)}")
 
 
 async def probe_wire(session: aiohttp.ClientSession, instance: Instance, wire: str,
@@ -288,7 +290,7 @@ def problems_of(report: Report) -> list[Problem]:
                                         f"{catalogue.age_days} days old",
                                  "run `opencode-gateway models refresh` and restart"))
         if catalogue.live_only:
-            found.append(Problem(where, f"the upstream lists {len(catalogue.live_only)} ids the "
+            found.append(Problem(where, f"the upstream lists {len(catalogue.live_only)} id(s) the "
                                         f"catalogue lacks ({', '.join(catalogue.live_only)}): "
                                         "they route on the Chat wire unless learned, with no "
                                         "limits or prices",
