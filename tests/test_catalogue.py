@@ -146,6 +146,14 @@ def test_an_id_only_the_live_list_has_routes_on_chat_and_shows_as_such():
         "catalogue, upstream list"
 
 
+def test_without_a_live_list_every_catalogue_id_is_listed_deprecated_ones_too():
+    catalogue = Catalogue({"my-alias": "openai"})
+    assert catalogue.listed("grok-4.7") and catalogue.listed("gpt-5.6-luna")
+    assert not catalogue.listed("brand-new-7")
+    assert {"grok-4.7", "gpt-5.6-luna", "my-alias"} <= set(catalogue.advertised())
+    assert "gpt-5.6-luna" not in catalogue.current  # deprecated: doctor does not probe it
+
+
 def test_overrides_and_learned_wires_sit_on_top_of_the_catalogue():
     catalogue = Catalogue({"grok-4.7": "openai"})
     assert catalogue.wire("grok-4.7") == ("openai", "override")

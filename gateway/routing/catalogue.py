@@ -11,8 +11,8 @@ the Responses wire), and otherwise the Chat wire.
 
 Which ids a backend *lists* (routable as a bare id, advertised by `/v1/models`): the ids of the
 upstream's own `GET /models`, once it has answered (refreshed every few minutes by
-`upstream/catalogue_refresh.py`), else the catalogue's current (not deprecated) ids; the
-overrides always. An id the live list has and the catalogue lacks routes all the same (Chat
+`upstream/catalogue_refresh.py`), else the catalogue's ids (deprecated ones too: an id works
+until the upstream says otherwise); the overrides always. An id the live list has and the catalogue lacks routes all the same (Chat
 unless learned or configured) and `rows` shows it as such. Any other id still routes when the
 client names the backend (`opencode-go/<id>`): OpenCode Go adds models often, and the upstream
 judges the id.
@@ -82,6 +82,7 @@ class Catalogue:
     def __init__(self, overrides: dict[str, str], known: CatalogueFacts | None = None):
         self.known = known if known is not None else shared_facts()
         self.models = self.known.models
+        # The ids not marked deprecated: what doctor probes and expects the upstream to list.
         self.current = frozenset(model_id for model_id, facts in self.models.items()
                                  if facts.status != "deprecated")
         self.overrides = dict(overrides)
@@ -112,10 +113,10 @@ class Catalogue:
             return True
         if self.upstream_ids is not None:
             return model_id in self.upstream_ids
-        return model_id in self.current
+        return model_id in self.models
 
     def advertised(self) -> list[str]:
-        listed = self.upstream_ids if self.upstream_ids is not None else self.current
+        listed = self.upstream_ids if self.upstream_ids is not None else self.models.keys()
         return sorted({*listed, *self.overrides})
 
     def needs_reasoning_back(self, model_id: str) -> bool:
