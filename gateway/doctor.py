@@ -21,7 +21,7 @@ from gateway.errors import DECODE_ERRORS, read_upstream_error
 from gateway.quota.upstream_usage import usage_figures
 from gateway.routing.catalogue import Catalogue
 from gateway.upstream.catalogue_refresh import CatalogueError, fetch_model_ids
-from gateway.upstream.forwarder import PATHS, SESSION_HEADER, auth_headers
+from gateway.upstream.forwarder import SESSION_HEADER, auth_headers
 from gateway.upstream.instances import Instance, describe_wait, mask_key
 from gateway.upstream.reading import read_at_most
 
@@ -31,6 +31,9 @@ _TIMEOUT = aiohttp.ClientTimeout(total=20)
 STALE_DAYS = 45
 WIRE_NAMES = {"openai": "Chat", "anthropic": "Messages", "responses": "Responses"}
 WINDOW_NAMES = {"rolling": "5-hour", "weekly": "weekly", "monthly": "monthly"}
+# The zen layout's paths under its base URL, for instances that carry no layout of their own.
+_ZEN_PATHS = {"openai": "/chat/completions", "anthropic": "/messages",
+              "responses": "/responses", "models": "/models", "usage": "/usage"}
 
 # Key states; the first four mean the instance cannot serve.
 REFUSED, NOT_ENTITLED, BLOCKED, UNREACHABLE = ("refused", "not entitled", "blocked at the edge",
@@ -98,6 +101,12 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def url_of(instance: Instance, endpoint: str) -> str:
+    """The URL of a wire ("openai", …) or read endpoint ("usage") for `instance`."""
+    layout = getattr(instance, "layout", None)
+    return instance.api_url + (layout.paths if layout is not None else _ZEN_PATHS)[endpoint]
+
+
 def identity(instance: Instance) -> tuple[str, str | None]:
     """(URL layout, User-Agent of a call whose client sent none). The December-service work
     gives instances both; an instance without them is on the zen layout and sends none."""
@@ -150,8 +159,7 @@ async def check_instance(session: aiohttp.ClientSession, instance: Instance,
         if user_agent:
             headers["User-Agent"] = user_agent
         try:
-            status, content_type, body = await _get(session, instance.api_url + "/usage",
-                                                    headers)
+            status, content_type, body = await _get(session, url_of(instance, "usage"), headers)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             report.key_state, report.detail = UNREACHABLE, f"{type(exc).__name__}: {exc}"
         else:
@@ -194,7 +202,7 @@ async def probe_wire(session: aiohttp.ClientSession, instance: Instance, wire: s
     if user_agent:
         headers["User-Agent"] = user_agent
     try:
-        async with session.post(instance.api_url + PATHS[wire], headers=headers,
+        async with session.post(url_of(instance, wire), headers=headers,
                                 data=msgspec.json.encode(bodies[wire]),
                                 timeout=_TIMEOUT) as answer:
             body = await read_at_most(answer.content, 64 * 1024)
