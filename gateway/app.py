@@ -21,7 +21,9 @@ from starlette.routing import Route
 
 from gateway.config import Config, ConfigError
 from gateway.errors import anthropic_error_body, openai_error_body
+from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
+from gateway.frontends.common import Frontend
 from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
@@ -123,9 +125,12 @@ class Gateway:
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
     message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
-              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, " \
-              "GET /healthz, GET /metrics"
-    if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
+              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, POST " \
+              "/v1beta/models/{model}:generateContent, GET /v1/models, GET /healthz, GET /metrics"
+    if request.url.path.startswith("/v1beta/") or \
+            any(name in request.headers for name in gemini.GOOGLE_HEADERS):
+        body = gemini.error_body(exc.status_code, message)
+    elif request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
             "anthropic-version" in request.headers:
         body = anthropic_error_body(exc.status_code, message)
     else:
@@ -134,7 +139,33 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
                     headers=exc.headers)
 
 
-def create_app(gateway: Gateway) -> Starlette:
+class HotPaths:
+    """The ASGI app a worker serves: the model endpoints straight to their frontends, everything
+    else through Starlette.
+
+    Starlette's error and exception middlewares and its router cost a coroutine hop each and a
+    route match on every request; the frontends already answer every error in the client's
+    shape themselves, so the requests that carry the traffic skip them. Anything that is not a
+    POST to one of these exact paths (other methods, unknown paths, the lifespan) gets Starlette
+    as before.
+    """
+
+    def __init__(self, app: Starlette, hot: dict[str, Frontend]):
+        self.app = app
+        self.state = app.state  # what tests and tools read through the app
+        self._hot = hot
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            frontend = self._hot.get(scope["path"])
+            if frontend is not None:
+                scope["app"] = self.app  # Request(scope).app, as Starlette would have set it
+                await frontend(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(gateway: Gateway) -> HotPaths:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         settings = gateway.config.upstream
@@ -184,6 +215,8 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/api/hello", healthz, methods=["GET"]),
         Route("/anthropic/api/hello", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *gemini.ROUTES,
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
-    return app
+    return HotPaths(app, {route.path: route.endpoint for route in app.routes
+                          if isinstance(route.endpoint, Frontend)})

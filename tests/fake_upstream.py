@@ -14,6 +14,9 @@ the two cannot share a bug. Base URL `http://HOST:PORT/v1`; three wires and two 
     GET  /v1/models            the catalogue               Authorization: Bearer <key>
     GET  /v1/usage             the key's usage windows     Authorization: Bearer <key> only
                                                            (x-api-key is not read: 401)
+    POST /google/v1beta/models/<id>:generateContent, :streamGenerateContent?alt=sse
+                               Google's wire (the `/inference/go` layout's /google prefix,
+                               reported, no Go model on it today)   x-goog-api-key <key>
 
 Order of the checks on every /v1 request: the request is recorded; then the session rule;
 then auth; then a failing key (`/_fake/keys`); then, on the three model calls only, the key's
@@ -143,11 +146,11 @@ Test control (never needs a session header or a key):
                           {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
                           upstream without the endpoint); {"KEY": null} clears; each call replaces
                           the key's overrides
-    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses"}, "remove": ["id"],
-                          "list_status": 500 | null}: edit the catalogue (added ids are strict
-                          about their wire; a removed id is judged as an unknown id) and make GET
-                          /v1/models fail with that status (null: answer again); answers
-                          {"models": {id: wire}, "list_status"}
+    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses" | "google"},
+                          "remove": ["id"], "list_status": 500 | null}: edit the catalogue
+                          (added ids are strict about their wire; a removed id is judged as an
+                          unknown id) and make GET /v1/models fail with that status (null: answer
+                          again); answers {"models": {id: wire}, "list_status"}
     POST /_fake/reset     forget failing keys, limits and usage overrides, charges, recorded
                           requests and finished-stream counts; restore the built-in catalogue
     GET  /_fake/charges   {"by_key": {"KEY": dollars}, "by_key_model": {"KEY": {"model":
@@ -261,9 +264,9 @@ def shell_arguments(tool: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Today's catalogue, prices and limits: public so tests can state what they expect.
 
-CHAT, MESSAGES, RESPONSES = "chat", "messages", "responses"
-WIRES = (CHAT, MESSAGES, RESPONSES)
-WIRE_FORMATS = {CHAT: "oa-compat", MESSAGES: "anthropic", RESPONSES: "openai"}
+CHAT, MESSAGES, RESPONSES, GOOGLE = "chat", "messages", "responses", "google"
+WIRES = (CHAT, MESSAGES, RESPONSES, GOOGLE)
+WIRE_FORMATS = {CHAT: "oa-compat", MESSAGES: "anthropic", RESPONSES: "openai", GOOGLE: "google"}
 CATALOGUE: dict[str, str] = {
     **dict.fromkeys(("deepseek-v4-flash", "deepseek-v4-pro", "glm-5", "glm-5.1", "glm-5.2",
                      "grok-4.5", "hy3", "kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k3",
@@ -929,7 +932,71 @@ def _responses_events(sh: _Shape, cost: str) -> list[bytes]:
     return events
 
 
+# --- google (the Gemini wire)
+#
+# A `GenerateContentResponse` per answer, or per stream chunk (`data: {...}\r\n\r\n`, no end
+# marker: the last chunk holds finishReason and usageMetadata). Reasoning is `thought: true`
+# parts, each call a whole `functionCall` part {id, name, args}. Failures: a stream_error is an
+# `{"error": {"code": 500, "message", "status": "INTERNAL"}}` event.
+
+def _google_usage(sh: _Shape) -> dict[str, int]:
+    prompt, thoughts = _input_tokens(sh), len(REASONING_DELTAS) if sh.reasoning else 0
+    candidates = _output_tokens(sh) - thoughts
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+             "totalTokenCount": prompt + candidates + thoughts}
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
+
+
+def _google_chunk(sh: _Shape, parts: list[dict[str, Any]], finish: bool = False) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    chunk: dict[str, Any] = {"candidates": [candidate]}
+    if finish:
+        candidate["finishReason"] = "MAX_TOKENS" if sh.length else "STOP"
+        chunk["usageMetadata"] = _google_usage(sh)
+    chunk["modelVersion"] = sh.model
+    chunk["responseId"] = "resp-google-fake"
+    return chunk
+
+
+def _google_calls(sh: _Shape) -> list[dict[str, Any]]:
+    return [{"functionCall": {"id": openai_tool_id(k), "name": _call_name(sh, k),
+                              "args": _call_arguments(sh, k)}} for k in range(sh.tools)]
+
+
+def _google_body(sh: _Shape, cost: str) -> bytes:
+    parts: list[dict[str, Any]] = []
+    if sh.reasoning:
+        parts.append({"text": REASONING_TEXT, "thought": True})
+    text = "".join(_text_deltas(sh))
+    if text:
+        parts.append({"text": text})
+    return _encode(_google_chunk(sh, parts + _google_calls(sh), finish=True))
+
+
+_GOOGLE_STREAM_ERROR = b"data: " + _encode({"error": {
+    "code": 500, "message": STREAM_ERROR_MESSAGE, "status": "INTERNAL"}}) + b"\r\n\r\n"
+
+
+def _google_events(sh: _Shape, cost: str) -> list[bytes]:
+    def event(chunk: dict[str, Any]) -> bytes:
+        return b"data: " + _encode(chunk) + b"\r\n\r\n"
+
+    events = []
+    if sh.reasoning and not sh.failing:
+        events += [event(_google_chunk(sh, [{"text": d, "thought": True}]))
+                   for d in REASONING_DELTAS]
+    events += [event(_google_chunk(sh, [{"text": d}])) for d in _text_deltas(sh)]
+    if sh.failing:
+        return events + [_GOOGLE_STREAM_ERROR] if sh.failing == "stream_error" else events
+    events += [event(_google_chunk(sh, [call])) for call in _google_calls(sh)]
+    events.append(event(_google_chunk(sh, [{"text": ""}], finish=True)))
+    return events
+
+
 _RENDER: dict[tuple[str, bool], Callable[[_Shape, str], Any]] = {
+    ("google", False): _google_body, ("google", True): _google_events,
     ("openai", False): _openai_body, ("openai", True): _openai_events,
     ("anthropic", False): _anthropic_body, ("anthropic", True): _anthropic_events,
     ("responses", False): _responses_body, ("responses", True): _responses_events}
@@ -1551,6 +1618,82 @@ async def _responses(request: web.Request) -> web.StreamResponse:
     return await _answer(request, state, sh, script, key)
 
 
+# Google rejects a body field it does not define ("Invalid JSON payload received. Unknown name").
+_GOOGLE_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig",
+                            "generationConfig", "safetySettings", "cachedContent", "labels"})
+
+
+class _GooglePart(msgspec.Struct):
+    text: str | None = None
+    thought: bool = False
+
+
+class _GoogleContent(msgspec.Struct):
+    parts: list[_GooglePart]
+    role: str = "user"
+
+
+class _GoogleRequest(msgspec.Struct):
+    contents: list[_GoogleContent]
+
+
+_decode_google = msgspec.json.Decoder(_GoogleRequest).decode
+
+
+def _google_error(status: int, message: str, retry_after: str | None = None) -> web.Response:
+    names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+             404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+    body = _encode({"error": {"code": status, "message": message,
+                              "status": names.get(status, "INTERNAL")}})
+    return _json_response(body, status, retry_after)
+
+
+def _google_final_turn_text(req: _GoogleRequest) -> str:
+    texts = []
+    for content in reversed(req.contents):
+        if content.role == "model":
+            break
+        texts.extend(part.text for part in content.parts if part.text and not part.thought)
+    return " ".join(texts)
+
+
+async def _google(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    body = await request.read()
+    key = request.headers.get("x-goog-api-key") or _bearer(request)
+    refused = _admit(state, request, body, key, _google_error,
+                     "API key not valid. Please pass a valid API key (x-goog-api-key).")
+    if refused is not None:
+        return refused
+    model, _, method = request.match_info["rest"].rpartition(":")
+    stream = method == "streamGenerateContent"
+    if method not in ("generateContent", "streamGenerateContent"):
+        return _google_error(404, f"method {method!r} not found")
+    if stream and request.query.get("alt") != "sse":
+        return _google_error(400, "this fake serves streams as alt=sse only")
+    try:
+        raw = json.loads(body)
+        unknown = sorted(set(raw) - _GOOGLE_FIELDS) if isinstance(raw, dict) else []
+        if unknown:
+            raise _Rejected(f'Invalid JSON payload received. Unknown name "{unknown[0]}": '
+                            "Cannot find field.")
+        req = _decode_google(body)
+        refused = _wrong_wire(state, model, GOOGLE)
+        if refused is not None:
+            return refused
+        if _is_prefixed(model):
+            raise _Rejected(_prefixed_model_message(model))
+        if not req.contents:
+            raise _Rejected("contents is not specified")
+        script = parse_script(_google_final_turn_text(req))
+    except (ValueError, *_BAD_BODY) as exc:
+        return _google_error(400, str(exc))
+    if script.error:
+        return _google_error(script.error, _error_text(script, key), script.retry_after)
+    sh = _shape("google", stream, model, len(req.contents), False, script)
+    return await _answer(request, state, sh, script, key)
+
+
 async def _models(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     key = _bearer(request)
@@ -1679,7 +1822,7 @@ async def _set_models(request: web.Request) -> web.Response:
     add = how.get("add") or {}
     bad = {model: wire for model, wire in add.items() if wire not in WIRES}
     if bad:
-        return _control_error(f"unknown wires {bad}: chat, messages, responses")
+        return _control_error(f"unknown wires {bad}: chat, messages, responses, google")
     for model in how.get("remove") or ():
         state.catalogue.pop(model, None)
     state.catalogue.update(add)
@@ -1742,6 +1885,7 @@ def make_app(record: bool = True) -> web.Application:
     app.router.add_post("/v1/responses", _responses)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/usage", _usage)
+    app.router.add_post("/google/v1beta/models/{rest:.+}", _google)
     app.router.add_post("/_fake/keys", _set_keys)
     app.router.add_post("/_fake/limits", _set_limits)
     app.router.add_post("/_fake/usage", _set_usage)

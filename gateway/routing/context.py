@@ -27,9 +27,9 @@ class RouteContext:
     """One request's route, filled in by the rule chain.
 
     `requested` is the model string as the client sent it; `frontend` the protocol the client
-    speaks ("openai", "anthropic" or "responses"); `backend`, `instance`, `model_id` (the bare id
-    the upstream receives) and `protocol` (the upstream wire: "openai", "anthropic" or
-    "responses") are the route; `pin` is the instance number the client pinned, if any; `body`
+    speaks ("openai", "anthropic", "responses" or "gemini"); `backend`, `instance`, `model_id`
+    (the bare id the upstream receives) and `protocol` (the upstream wire: "openai", "anthropic",
+    "responses", or "gemini" by a config override) are the route; `pin` is the instance number the client pinned, if any; `body`
     is the request as a dict; `fallbacks` the instances an unpinned request may move to if
     `instance` fails, best first; `session` is the conversation's id (the `x-opencode-session` the
     upstream receives, see `routing/session.py`). `config`, `pools` and `catalogues` give rules
