@@ -24,6 +24,7 @@ from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
+from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
@@ -32,6 +33,7 @@ from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
 from gateway.quota.upstream_usage import poll_forever
+from gateway.routing.catalogue_store import load as load_catalogue
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
@@ -67,7 +69,9 @@ class Gateway:
         env = dict(os.environ) if env is None else env
         self.config = config
         self.pools = build_pools(config, env)
-        self.catalogues = build_catalogues(config)
+        # One read of the model catalogue (snapshot + refreshed file) for routing and pricing.
+        self.known_models = load_catalogue(config)
+        self.catalogues = build_catalogues(config, self.known_models)
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
@@ -80,7 +84,7 @@ class Gateway:
         self.client_keys = [key.encode() for key in keys + from_env if key]
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
-        self.book = KeyBook(config, self.pools, self.store)
+        self.book = KeyBook(config, self.pools, self.store, self.known_models)
         self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
@@ -88,6 +92,8 @@ class Gateway:
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
+        self.session = None  # the worker's pooled upstream client session (attach)
+        self.last_doctor = None  # GET /v1/doctor's last report (frontends/doctor.py)
 
     def _rested(self, instance) -> None:
         self.observer.rest(instance)
@@ -110,6 +116,7 @@ class Gateway:
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
+        self.session = session
         self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
                                    self.redactor, self.reasoning)
         return self.forwarder
@@ -199,6 +206,7 @@ def create_app(gateway: Gateway) -> HotPaths:
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/usage", usage, methods=["GET"]),
+        Route("/v1/doctor", doctor, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

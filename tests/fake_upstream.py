@@ -26,14 +26,17 @@ Session rule. A /v1 request without a non-empty `x-opencode-session` header is a
 `{"type":"error","error":{"type":"MissingSessionID","message":"Error from provider (Console Go):
 Request is missing x-opencode-session and cannot be routed efficiently"}}`. (/_fake/ is exempt.)
 
-Catalogue and wires. `CATALOGUE` maps today's 25 ids to the wire that serves them ("chat",
-"messages", "responses"). A catalogue id on another endpoint is a 400 in OpenCode's shape,
+Catalogue and wires. `CATALOGUE` maps today's 38 ids (25 of the autumn, `DECEMBER_IDS` since)
+to the wire that serves them ("chat", "messages", "responses"). A catalogue id on another endpoint is a 400 in OpenCode's shape,
 `{"type":"error","error":{"type":"invalid_request_error","message":"Error from provider
 (Console Go): Model <id> is not supported for format <fmt>"}}`, fmt `oa-compat` (chat),
 `anthropic` (messages) or `openai` (responses). Ids outside the catalogue: `minimax-*` and
 `qwen*` are served on /messages only, `gpt-*` on /responses only; any other unknown id is
 accepted on /chat/completions and /messages (new ids keep working) and refused on /responses.
-Prefixed ids (`opencode-go/glm-5.1`) are a 400 that asks for the bare id. `wire_of(model)`
+Prefixed ids (`opencode-go/glm-5.1`) are a 400 that asks for the bare id. Per model, a
+`max_tokens` / `max_completion_tokens` / `max_output_tokens` above `OUTPUT_LIMITS` is a 400, and
+so is a `reasoning_effort` (chat) or `reasoning.effort` (responses) outside `REASONING_EFFORTS`
+(GLM low/high/max, MiMo v2.6 none/low/medium/high, kimi-k3 none/low/high/max). `wire_of(model)`
 says what the built-in catalogue decides. GET /v1/models lists the catalogue, sorted:
 `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"opencode"}]}`.
 
@@ -106,7 +109,7 @@ client asked for usage); messages streams end, after message_stop, with `event: 
 (completed or incomplete); non-streamed answers of all three have a top-level `"cost"`. The
 figure is `fake_cost(model, input, cached, cache_creation, output)`: USD per million tokens from
 `PRICES` (input / output / cache read; `DEFAULT_PRICE` for any other model), cache creation at
-the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x3, minimax-m3 x2). The messages flavour has
+the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x2, minimax-m3 x3). The messages flavour has
 CACHE_READ_TOKENS cached and CACHE_CREATION_TOKENS cache-creation tokens besides its input
 tokens; the other flavours have none. A key is charged when its answer starts (after `ttfb`; a
 client that hung up during ttfb is not charged), `error=` answers are not charged, and a failing
@@ -273,6 +276,30 @@ CATALOGUE: dict[str, str] = {
                      "qwen3.8-max"), MESSAGES),
     "gpt-5.6-luna": RESPONSES,
 }
+# What moved since September (UPSTREAM.md, "The catalogue moved again").
+DECEMBER_IDS: dict[str, str] = {
+    **dict.fromkeys(("glm-5.3", "glm-5.3-flash", "deepseek-v4.1-flash",
+                     "deepseek-v4-flash-vision-exp", "mimo-v2.6-pro", "mimo-v2.6-flash",
+                     "longcat-2.0", "hy4-preview"), CHAT),
+    **dict.fromkeys(("grok-4.6", "grok-4.7", "gpt-6-luna", "muse-spark-1.2-contributor",
+                     "muse-spark-1.3-contributor"), RESPONSES),
+}
+CATALOGUE.update(DECEMBER_IDS)
+# The most output tokens a model gives (models.dev's limit.output); more is a 400.
+OUTPUT_LIMITS: dict[str, int] = {
+    "glm-5.1": 32_768, "glm-5.2": 131_072, "glm-5.3": 131_072, "kimi-k2.6": 65_536,
+    "kimi-k3": 262_144, "deepseek-v4-pro": 384_000, "deepseek-v4.1-flash": 384_000,
+    "mimo-v2.6-pro": 131_072, "mimo-v2.6-flash": 131_072, "minimax-m2.7": 131_072,
+    "minimax-m3": 131_072, "qwen3.7-plus": 65_536, "grok-4.6": 500_000, "grok-4.7": 500_000,
+}
+# The reasoning efforts a model takes (UPSTREAM.md: GLM low/high/max, MiMo v2.6 neither max nor
+# xhigh, kimi-k3 none/low/high/max); another is a 400. Other models take any.
+REASONING_EFFORTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("glm-5", "glm-5.1", "glm-5.2", "glm-5.3", "glm-5.3-flash"),
+                    ("low", "high", "max")),
+    **dict.fromkeys(("mimo-v2.6-pro", "mimo-v2.6-flash"), ("none", "low", "medium", "high")),
+    "kimi-k3": ("none", "low", "high", "max"),
+}
 MODELS_OWNER = "opencode"
 WORKSPACE_ID = "wrk_fake"
 USER_ID = "usr_fake"
@@ -291,7 +318,8 @@ PRICES: dict[str, tuple[float, float, float]] = {
     "qwen3.7-plus": (0.4, 1.6, 0.04),
 }
 DEFAULT_PRICE = (1.0, 4.0, 0.1)
-USAGE_MULTIPLIERS = {"kimi-k3": 3, "minimax-m3": 2}
+# UPSTREAM.md "2× or 3× (kimi-k3, minimax-m3)"; models.dev names them "(2x usage)", "(3x usage)".
+USAGE_MULTIPLIERS = {"kimi-k3": 2, "minimax-m3": 3}
 
 DEFAULT_LIMITS = {"rolling": 12.0, "weekly": 30.0, "monthly": 60.0}   # dollars per window
 LIMIT_NAMES = {"rolling": "5 hour", "weekly": "weekly", "monthly": "monthly"}
@@ -445,6 +473,9 @@ class _ChatRequest(msgspec.Struct):
     messages: list[_ChatMessage]
     stream: bool = False
     stream_options: _StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    reasoning_effort: str | None = None
 
 
 class _Block(msgspec.Struct):
@@ -480,11 +511,17 @@ class _ResponsesItem(msgspec.Struct):
     arguments: str | None = None
 
 
+class _Reasoning(msgspec.Struct):
+    effort: str | None = None
+
+
 class _ResponsesRequest(msgspec.Struct):
     model: str
     input: str | list[_ResponsesItem] | None = None
     stream: bool = False
     previous_response_id: str | None = None
+    max_output_tokens: int | None = None
+    reasoning: _Reasoning | None = None
 
 
 _decode_chat = msgspec.json.Decoder(_ChatRequest).decode
@@ -1016,6 +1053,20 @@ def _check_chat(req: _ChatRequest) -> None:
     # Unanswered tool calls at the very end are left to the model, as OpenAI does.
 
 
+def _check_model_limits(model: str, bounds: dict[str, int | None], effort: str | None,
+                        effort_field: str) -> None:
+    """A bound above the model's output limit, or an effort it does not take: a 400."""
+    limit = OUTPUT_LIMITS.get(model)
+    for name, value in bounds.items():
+        if limit is not None and value is not None and value > limit:
+            raise _Rejected(f"{name}: must be less than or equal to {limit} for {model}, "
+                            f"got {value}")
+    accepted = REASONING_EFFORTS.get(model)
+    if accepted is not None and effort is not None and effort not in accepted:
+        raise _Rejected(f"{effort_field}: Invalid value {effort!r} for {model}; supported "
+                        f"values are: {', '.join(accepted)}")
+
+
 def _reasoning_lost(req: _ChatRequest) -> bool:
     """DeepSeek: an assistant tool-call turn whose reasoning_content is missing or null."""
     return any(m.role == "assistant" and m.tool_calls
@@ -1499,6 +1550,9 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         _check_chat(req)
+        _check_model_limits(req.model, {"max_tokens": req.max_tokens, "max_completion_tokens":
+                                        req.max_completion_tokens},
+                            req.reasoning_effort, "reasoning_effort")
         if thinking_model(req.model) and _reasoning_lost(req):
             return _json_response(_DEEPSEEK_REASONING, 400)
         script = parse_script(_chat_final_turn_text(req))
@@ -1529,6 +1583,7 @@ async def _messages(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         _check_messages(req, headers.get("anthropic-beta"))
+        _check_model_limits(req.model, {"max_tokens": req.max_tokens}, None, "")
         script = parse_script(_anthropic_final_turn_text(req))
     except _BAD_BODY as exc:
         return _anthropic_error(400, str(exc))
@@ -1552,6 +1607,8 @@ async def _responses(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         items = _responses_items(req)
+        _check_model_limits(req.model, {"max_output_tokens": req.max_output_tokens},
+                            req.reasoning.effort if req.reasoning else None, "reasoning.effort")
         script = parse_script(_responses_final_turn_text(items))
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))

@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import GatewayError
-from gateway.replies import Reply, StreamReply
+from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
@@ -297,6 +297,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         error = GatewayError(500, f"internal gateway error (request id {request_id}); "
                                   "see the gateway's log")
     else:
+        if ctx.adjusted:  # what was fitted to the model (translate/model_limits.py)
+            response.headers.extend(header_list(ctx.adjusted))
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)
