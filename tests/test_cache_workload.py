@@ -1,5 +1,5 @@
 """deploy/bench/cache_workload.py, run small: the gateway against round robin on the fake's prompt
-cache model with keys that start part spent. (The full-size figures are in docs/key-placement.md.)"""
+cache model with keys that start part spent. (Full-size figures: docs/key-placement.md.)"""
 import importlib.util
 import sys
 from pathlib import Path

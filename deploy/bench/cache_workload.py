@@ -47,6 +47,7 @@ import re
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,7 @@ ANSWER_TOKENS = 5          # the fake's default answer: 5 text deltas
 SHORT_THINK = (0.35, 0.6)  # x lifetime: the cache is still warm at the next turn
 PAUSE = (1.5, 2.5)         # x lifetime: the cache has gone cold
 PAUSES_PER_PAUSER = 3
+NO_LIMIT = 1000.0          # dollars: the gateway's limits for the runs without pressure
 
 
 # ---- the workload ----
@@ -129,7 +131,8 @@ class Connection:
 
     def __init__(self, base: str):
         match = re.match(r"http://([^/:]+):(\d+)(/.*)?$", base)
-        self.host, self.port, self.prefix = match.group(1), int(match.group(2)), match.group(3) or ""
+        self.host, self.port = match.group(1), int(match.group(2))
+        self.prefix = match.group(3) or ""
         self.connection: http.client.HTTPConnection | None = None
 
     def post(self, path: str, body: dict, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -283,10 +286,8 @@ def gateway_config(limit: float, lifetime: float) -> str:
 
 def metric_values(url: str, name: str) -> dict[str, float]:
     """label text -> value of one Prometheus series at `url`/metrics."""
-    connection = Connection(url)
-    connection.connection = http.client.HTTPConnection(connection.host, connection.port, timeout=10)
-    connection.connection.request("GET", "/metrics")
-    text = connection.connection.getresponse().read().decode()
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
     found = {}
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):
@@ -317,11 +318,9 @@ def run_once(name: str, fake: FakeUpstream, plan: list[Turn], lifetime: float,
     if gateway:
         env = {f"OPENCODE_GO_API_KEY_{n}": key for n, key in enumerate(KEYS, 1)}
         env["OPENCODE_GO_API_KEY"] = ""
-        big = 1000.0 * (limit or 1.0)
-        config = gateway_config(limit if limit is not None else big, lifetime)
+        config = gateway_config(limit if limit is not None else NO_LIMIT, lifetime)
         process = GatewayProcess(fake.url, env=env, config_text=config, workers=workers,
                                  tmp_dir=tmp).start()
-        # the gateway's access log is not needed here
         if limit is not None:
             wait_for_usage_figures(process.url, start)
         client = GatewayClient(process.url)
@@ -383,8 +382,8 @@ def report(outcomes: list[Outcome]) -> str:
     free, pressed = by_name.get("gateway, no limits"), by_name.get("gateway, under pressure")
     robin = by_name.get("round robin, under pressure")
     if free and pressed and free.cached_share:
-        lines.append(f"under pressure the gateway keeps {pressed.cached_share / free.cached_share:.3f}"
-                     f" of its no-limit cached share")
+        kept = pressed.cached_share / free.cached_share
+        lines.append(f"under pressure the gateway keeps {kept:.3f} of its no-limit cached share")
     if pressed and robin and robin.turns:
         lines.append(f"the gateway serves {pressed.turns / robin.turns:.2f} x the turns of round "
                      f"robin before every key is spent")
