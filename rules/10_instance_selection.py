@@ -13,8 +13,8 @@ the price or less; a turn on another key pays it all again.
   hot conversation moves only when it must (its key is spent, at a usage limit or resting).
 - A new conversation, and one whose cache is cold (moving it costs nothing), is placed: it goes
   to the key with the most dollars left per conversation it carries (the conversations seen on
-  it in the last half hour, this one not counted), among the keys below `quota.threshold` (95%)
-  of every window. Keys within 5% of the best count as equally good, and the session's hash
+  it in the last half hour, this one counted with them), among the keys below `quota.threshold`
+  (95%) of every window. Keys within 5% of the best count as equally good, and the session's hash
   picks among them (the same choice on every worker and machine). A cold conversation whose key
   is within 5% of the best stays. So conversations spread by what the keys can still pay for,
   and a key that nears its limit sheds its conversations as they pause, before it runs dry.
