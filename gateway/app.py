@@ -27,6 +27,7 @@ from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
+from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
@@ -35,6 +36,7 @@ from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
 from gateway.quota.upstream_usage import poll_forever
+from gateway.routing.catalogue_store import load as load_catalogue
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.fallbacks import Fallbacks
 from gateway.routing.router import Router, build_catalogues
@@ -71,11 +73,13 @@ class Gateway:
         env = dict(os.environ) if env is None else env
         self.config = config
         self.pools = build_pools(config, env)
-        self.catalogues = build_catalogues(config)
+        # One read of the model catalogue (snapshot + refreshed file) for routing and pricing.
+        self.known_models = load_catalogue(config)
+        self.catalogues = build_catalogues(config, self.known_models)
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
-        self.fallbacks = Fallbacks(config)
+        self.fallbacks = Fallbacks(config, self.catalogues)
         listed = env.get(CLIENT_KEYS_ENV, "")
         self._env_keys = [key.strip() for key in listed.split(",") if key.strip()]
         if listed.strip() and not self._env_keys:
@@ -85,7 +89,7 @@ class Gateway:
         self.rate = RequestRate()
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
-        self.book = KeyBook(config, self.pools, self.store)
+        self.book = KeyBook(config, self.pools, self.store, self.known_models)
         self.book.set_clients({name: client.budget
                                for name, client in self.clients.clients.items()})
         self.book.on_snapshot = self._stored_state
@@ -95,9 +99,12 @@ class Gateway:
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
         self.observer.quota = self.book
+        self.book.on_decision = self.observer.metrics.key_decision
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
+        self.session = None  # the worker's pooled upstream client session (attach)
+        self.last_doctor = None  # GET /v1/doctor's last report (frontends/doctor.py)
 
     def _stored_state(self, clients, reloads: int) -> None:
         """After each sync: the stored clients, and a reload another process asked for."""
@@ -154,6 +161,7 @@ class Gateway:
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
+        self.session = session
         self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
                                    self.redactor, self.reasoning)
         return self.forwarder
@@ -248,6 +256,7 @@ def create_app(gateway: Gateway) -> HotPaths:
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/usage", usage, methods=["GET"]),
+        Route("/v1/doctor", doctor, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -112,7 +112,9 @@ def test_the_agent_is_read_from_the_user_agent(user_agent, agent):
 
 def fallbacks_config(tmp_path, text):
     from gateway.routing.fallbacks import Fallbacks
-    return Fallbacks(load_config(write(tmp_path, "routing:\n  fallbacks:\n" + text)))
+    from gateway.routing.router import build_catalogues
+    config = load_config(write(tmp_path, "routing:\n  fallbacks:\n" + text))
+    return Fallbacks(config, build_catalogues(config))
 
 
 def test_fallbacks_are_followed_in_order_then_their_own(tmp_path):

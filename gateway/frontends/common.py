@@ -17,7 +17,7 @@ from gateway.access.agents import agent_of
 from gateway.access.budget import check_budget
 from gateway.access.clients import Directory, Principal
 from gateway.errors import GatewayError
-from gateway.replies import Reply, StreamReply
+from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
 from gateway.routing.router import parse_model_string
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
@@ -315,6 +315,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         error = GatewayError(500, f"internal gateway error (request id {request_id}); "
                                   "see the gateway's log")
     else:
+        if ctx.adjusted:  # what was fitted to the model (translate/model_limits.py)
+            response.headers.extend(header_list(ctx.adjusted))
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)

@@ -38,7 +38,7 @@ class RouteContext:
     __slots__ = ("requested", "frontend", "backend", "instance", "model_id", "protocol", "pin",
                  "body", "translation", "config", "pools", "catalogues", "quota", "session",
                  "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
-                 "limit_hit", "fallbacks", "client", "agent")
+                 "limit_hit", "fallbacks", "adjusted", "client", "agent")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
                  pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
@@ -67,6 +67,8 @@ class RouteContext:
         self.first_byte_seconds: float | None = None
         self.dropped_tools: list[str] | None = None  # tools the upstream wire cannot run
         self.limit_hit: str | None = None  # a usage limit an instance reported on the way
+        # Response headers saying what was fitted to the model (translate/model_limits.py).
+        self.adjusted: dict[str, str] | None = None
         # Who asked (access/clients.py) and with which program (access/agents.py): the ledger's.
         self.client = "anonymous"
         self.agent = "other"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from gateway.config import Config, ConfigError
 from gateway.errors import GatewayError
-from gateway.routing.catalogue import BUILTIN_WIRES
+from gateway.routing.catalogue import Catalogue
 
 # The response header that says a fallback answered: `FROM -> TO (reason)`.
 FALLBACK_HEADER = "x-gateway-fallback"
@@ -35,11 +35,9 @@ def fallback_reason(error: GatewayError) -> str | None:
 
 
 class Fallbacks:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, catalogues: dict[str, Catalogue]):
         self.lists = {model: list(models) for model, models in config.routing.fallbacks.items()}
-        known = set(BUILTIN_WIRES)
-        for backend in config.backends.values():
-            known.update(backend.extra.model_protocol_overrides)
+        known = {model for catalogue in catalogues.values() for model in catalogue.ids()}
         for model, models in self.lists.items():
             for model_id in (model, *models):
                 if model_id not in known:

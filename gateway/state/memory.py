@@ -74,10 +74,12 @@ class MemoryStore(StateStore):
                     if key == key_id and day >= start.month_day))
         since = cursor if isinstance(cursor, int) else -1
         oldest = time.time() - self._session_ttl
-        sessions = {session: key_id for session, (key_id, assigned, seq) in self._sessions.items()
-                    if seq > since and assigned >= oldest}
-        return Snapshot(spent, dict(self._keys), sessions, self._seq, dict(self._clients),
-                        self._reloads)
+        fresh = {session: (key_id, assigned)
+                 for session, (key_id, assigned, seq) in self._sessions.items()
+                 if seq > since and assigned >= oldest}
+        return Snapshot(spent, dict(self._keys), {s: held[0] for s, held in fresh.items()},
+                        self._seq, {s: held[1] for s, held in fresh.items()},
+                        clients=dict(self._clients), reloads=self._reloads)
 
     async def put_client(self, client: StoredClient) -> None:
         self._clients[client.name] = client

@@ -217,13 +217,14 @@ class SQLiteStore(StateStore):
                 continue  # a row this version cannot read: not worth failing every sync over
         since = cursor if isinstance(cursor, int) else -1
         if since < 0:
-            rows = db.execute("SELECT session, key_id, seq FROM sessions WHERE assigned >= ?",
-                              (time.time() - self._session_ttl,)).fetchall()
+            rows = db.execute("SELECT session, key_id, seq, assigned FROM sessions WHERE "
+                              "assigned >= ?", (time.time() - self._session_ttl,)).fetchall()
         else:
-            rows = db.execute("SELECT session, key_id, seq FROM sessions WHERE seq > ?",
+            rows = db.execute("SELECT session, key_id, seq, assigned FROM sessions WHERE seq > ?",
                               (since,)).fetchall()
-        sessions = {session: key_id for session, key_id, _ in rows}
-        newest = max((seq for *_, seq in rows), default=since)
+        sessions = {session: key_id for session, key_id, _, _ in rows}
+        seen = {session: assigned for session, _, _, assigned in rows}
+        newest = max((seq for _, _, seq, _ in rows), default=since)
         clients = {}
         for name, record in db.execute("SELECT name, record FROM clients"):
             try:
@@ -231,8 +232,8 @@ class SQLiteStore(StateStore):
             except msgspec.DecodeError:
                 continue
         reloads = db.execute("SELECT value FROM meta WHERE name = 'reloads'").fetchone()[0]
-        return Snapshot(spent, keys, sessions, max(newest, 0) if since < 0 else newest,
-                        clients, reloads)
+        return Snapshot(spent, keys, sessions, max(newest, 0) if since < 0 else newest, seen,
+                        clients=clients, reloads=reloads)
 
     async def snapshot(self, starts: dict[str, WindowStarts], cursor) -> Snapshot:
         return await self._run(self._snapshot, starts, cursor)
