@@ -332,3 +332,10 @@ def test_sighup_reaches_every_worker(start_gateway, fake):
     assert wait_for(lambda: all(chat(gateway, "dave-key-6789")[0] == 200 for _ in range(20)),
                     timeout=10)
     assert gateway.log().count("config reloaded") == 2
+
+
+def test_the_doctor_report_needs_an_admin_key_once_clients_are_named(start_gateway):
+    gateway = start_gateway(config_text=config_text())
+    for key, status in ((ALICE, 403), (ANON, 403), (ADMIN, 200)):
+        assert call(gateway.url + "/v1/doctor",
+                    headers={"authorization": f"Bearer {key}"})[0] == status, key

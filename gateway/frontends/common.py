@@ -55,6 +55,18 @@ def check_client_key(request: Request, directory: Directory) -> Principal:
     return principal
 
 
+def sees_everyone(gateway, principal: Principal) -> bool:
+    """Whether the key may see every key's and client's figures (usage, doctor, dashboard): an
+    admin key, or any key while no client or admin key is configured."""
+    return principal.kind == "admin" or (principal.kind == "anonymous"
+                                         and not gateway.clients.admin_required)
+
+
+def admin_only() -> GatewayError:
+    return GatewayError(403, "this needs an admin key (server.admin_keys); a named client's key "
+                             "shows its own usage at GET /v1/usage")
+
+
 def admit(gateway, principal: Principal, model: str) -> None:
     """A named client's model list, request rate and budget, checked before anything goes
     upstream (from this worker's view: no store round trip)."""

@@ -11,20 +11,14 @@ from importlib import resources
 import msgspec
 from starlette.requests import Request
 
-from gateway.access.clients import Principal
 from gateway.errors import GatewayError
-from gateway.frontends.common import check_client_key
+from gateway.frontends.common import admin_only, check_client_key, sees_everyone
 from gateway.frontends.openai_chat import openai_error
 from gateway.quota.report import SPEND_BY, usage_report
 from gateway.replies import Reply
 
 _encode = msgspec.json.Encoder().encode
 _PAGE = resources.files("gateway.frontends").joinpath("dashboard.html")
-
-
-def may_see_everyone(gateway, principal: Principal) -> bool:
-    return principal.kind == "admin" or (principal.kind == "anonymous"
-                                         and not gateway.clients.admin_required)
 
 
 def spend_dimensions(by: str | None) -> list[str] | None:
@@ -46,11 +40,10 @@ async def usage(request: Request) -> Reply:
         by = spend_dimensions(request.query_params.get("by"))
         if principal.is_client:
             only = principal.name
-        elif may_see_everyone(gateway, principal):
+        elif sees_everyone(gateway, principal):
             only = None
         else:
-            raise GatewayError(403, "everyone's usage needs an admin key (server.admin_keys); "
-                                    "a named client's key shows its own")
+            raise admin_only()
     except GatewayError as exc:
         return openai_error(exc)
     report = await usage_report(gateway.book, gateway.pools, list(gateway.observer.recent_errors),
