@@ -28,6 +28,8 @@ import logging
 import weakref
 from typing import Callable
 
+from gateway.logs import LOG_CONFIG
+
 _log = logging.getLogger("gateway")
 _PATCHED = "_opencode_gateway_closes_on_eof"
 _READ_ENDED = "_opencode_gateway_read_ended"
@@ -73,6 +75,7 @@ def hypercorn_config(server, host: str, port: int, workers: int):
     config.h11_max_incomplete_size = server.max_header_bytes
     config.accesslog = None
     config.errorlog = "-"
+    config.logconfig_dict = LOG_CONFIG  # JSON lines, in every worker (gateway/logs.py)
     return config
 
 

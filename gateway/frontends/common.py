@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from gateway.errors import GatewayError
 from gateway.replies import Reply, StreamReply
 from gateway.routing.catalogue import WIRES
+from gateway.suggest import did_you_mean
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
 _decode = msgspec.json.decode
@@ -281,11 +282,22 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)
+    if ctx is not None and 400 <= error.status < 500 and error.status != 429:
+        error.message += _misspelt_model(gateway, ctx)
     if ctx is not None:
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
         gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
     return render_error(error, request_id)
+
+
+def _misspelt_model(gateway, ctx) -> str:
+    """` Did you mean opencode-go/glm-5.1?` when the upstream refused a model named with its
+    backend (`opencode-go/glm-5.l`) that no list knows and a listed id is one typo away."""
+    catalogue = gateway.router.catalogues.get(ctx.backend)
+    if catalogue is None or catalogue.listed(ctx.model_id):
+        return ""
+    return did_you_mean(ctx.model_id, catalogue.advertised(), f"{ctx.backend}/{{}}".format)
 
 
 class Frontend:
