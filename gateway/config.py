@@ -12,6 +12,9 @@ import re
 from typing import Annotated, Literal
 
 import msgspec
+from msgspec import inspect as mi
+
+from gateway.suggest import did_you_mean
 
 DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
 DEFAULT_BACKEND = "opencode-go"
@@ -198,12 +201,47 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
         return Config()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (backends:, server:, ...)")
+    expanded = _expand_tree(raw, env)
     try:
-        config = msgspec.convert(_expand_tree(raw, env), Config)
+        config = msgspec.convert(expanded, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {_misspelling(expanded, mi.type_info(Config), '') or exc}") \
+            from None
     _check(config, path)
     return config
+
+
+def _misspelling(node, schema, where: str) -> str | None:
+    """A field name or a value that is one typo from a known one, said with the fix; None when
+    the file's mistake is another kind (msgspec's own message names it then)."""
+    if isinstance(schema, mi.UnionType):
+        kinds = [t for t in schema.types if not isinstance(t, mi.NoneType)]
+        schema = kinds[0] if len(kinds) == 1 else schema
+    if isinstance(schema, mi.StructType) and isinstance(node, dict):
+        fields = {field.encode_name: field for field in schema.fields}
+        for key, value in node.items():
+            field = fields.get(key)
+            inside = f"`{where}`" if where else "the top level"
+            if field is None:
+                hint = did_you_mean(str(key), fields, "`{}`".format)
+                if hint:
+                    return f"unknown field `{key}` in {inside}.{hint}"
+                continue
+            found = _misspelling(value, field.type, f"{where}.{key}" if where else key)
+            if found:
+                return found
+    elif isinstance(schema, mi.DictType) and isinstance(node, dict):
+        for key, value in node.items():
+            found = _misspelling(value, schema.value_type, f"{where}.{key}")
+            if found:
+                return found
+    elif isinstance(schema, mi.LiteralType) and isinstance(node, str) \
+            and node not in schema.values:
+        hint = did_you_mean(node, schema.values, "`{}`".format)
+        if hint:
+            return (f"`{where}`: `{node}` is not one of " + ", ".join(map(str, schema.values))
+                    + "." + hint)
+    return None
 
 
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")

@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from gateway.errors import GatewayError
 from gateway.replies import Reply, StreamReply
 from gateway.routing.catalogue import WIRES
+from gateway.routing.router import missing_key_message
 from gateway.suggest import did_you_mean
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
@@ -271,6 +272,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
                                          client_key=client_key)
         ctx.request_id = request_id
         ctx.started = started
+        if not ctx.instance.api_key:  # said at start too; OpenCode Go would say "Missing API key"
+            raise GatewayError(503, missing_key_message(ctx.backend), code="no_upstream_key")
         response = await _forward_on_its_wire(request, gateway, ctx)
     except GatewayError as exc:
         error = exc

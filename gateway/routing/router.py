@@ -99,8 +99,6 @@ class Router:
                          f"which does not exist; its instances are: {numbers}",
                     param="model", code="model_not_found")
             raise pool.all_resting_error()
-        if not ctx.instance.api_key:
-            raise GatewayError(503, missing_key_message(ctx.backend), code="no_upstream_key")
         if ctx.translation is None:
             raise GatewayError(
                 500, f"no rule chose a translation for {ctx.frontend} clients to the "
