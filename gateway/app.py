@@ -23,6 +23,7 @@ from gateway.config import Config, ConfigError
 from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.info import count_tokens, healthz, list_models
+from gateway.frontends.landing import endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
@@ -115,9 +116,9 @@ class Gateway:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
-    message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
-              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, " \
-              "GET /healthz, GET /metrics"
+    message = (f"{request.method} {request.url.path}: {exc.detail}. This gateway answers "
+               f"{endpoint_list()} (GET / lists them); OpenAI clients take the base URL "
+               f"{request.base_url}v1, Anthropic clients {str(request.base_url).rstrip('/')}")
     if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
             "anthropic-version" in request.headers:
         body = anthropic_error_body(exc.status_code, message)
@@ -158,6 +159,7 @@ def create_app(gateway: Gateway) -> Starlette:
             gateway.observer.close()
 
     app = Starlette(routes=[
+        Route("/", landing, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/anthropic/v1/messages", messages, methods=["POST"]),

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -189,3 +191,37 @@ def test_every_log_line_is_json_and_the_readme_jq_recipe_works(start_gateway):
     assert result.returncode == 0, result.stderr
     [failed] = [json.loads(line) for line in result.stdout.splitlines()]
     assert failed["status"] == 404 and failed["model"] == "nope"
+
+
+# --- where am I -------------------------------------------------------------------------------------
+
+def get(url: str, accept: str = "*/*") -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, headers={"accept": accept})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as answer:
+            return answer.status, answer.headers["content-type"], answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers["content-type"], error.read()
+
+
+def test_the_root_names_the_endpoints_the_dashboard_and_the_version(gateway):
+    status, kind, body = get(gateway.url + "/")
+    assert status == 200 and kind.startswith("application/json")
+    landing = json.loads(body)
+    assert landing["version"] == __version__ and landing["dashboard"] == "/dashboard"
+    paths = {endpoint["path"] for endpoint in landing["endpoints"]}
+    assert {"/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/models"} <= paths
+    status, kind, page = get(gateway.url + "/", "text/html,application/xhtml+xml")
+    assert status == 200 and kind.startswith("text/html")
+    assert b'href="/dashboard"' in page and __version__.encode() in page
+    assert b"/v1/chat/completions" in page
+
+
+def test_an_unknown_path_names_the_endpoints_and_the_base_urls(gateway):
+    # An OpenAI client whose base URL lacks /v1 asks for /chat/completions.
+    status, _, body = post_json(gateway.url + "/chat/completions", chat("opencode-go/glm-5.1"))
+    assert status == 404
+    message = message_of(body)
+    assert "POST /chat/completions" in message                 # the cause
+    assert "POST /v1/chat/completions" in message               # the doors
+    assert f"base URL {gateway.url}/v1" in message              # the fix
