@@ -459,11 +459,15 @@ def test_cut_breaks_the_openai_stream(oai):
 
 
 def test_cut_breaks_the_anthropic_stream(claude):
-    # This SDK lets the HTTP library's error through unwrapped while streaming.
-    with pytest.raises(Exception, match="peer closed connection|Connection error"):
+    # This SDK lets the HTTP library's own error through unwrapped while streaming, and its class
+    # and wording change with the HTTP library: what matters is that the stream breaks off.
+    received = []
+    with pytest.raises(Exception) as broken:
         with claude.messages.stream(model="minimax-m2.7", max_tokens=100,
                                     messages=_ask("cut")) as stream:
-            list(stream.text_stream)
+            received.extend(stream.text_stream)
+    assert not isinstance(broken.value, AssertionError)
+    assert "".join(received) == answer_text(3)  # what came before the cut, then the break
 
 
 def test_cut_breaks_a_plain_answer(oai):

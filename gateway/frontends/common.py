@@ -97,19 +97,30 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
         raise GatewayError(400, "the request body is empty; send a JSON object")
     try:
         body = _decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # The gateway's own look at the bytes, not the decoder's wording (which changes between
+        # msgspec versions and may not name the byte): UTF-8 first, then JSON.
+        bad = first_bad_utf8(raw)
+        if bad is not None:
+            offset, byte = bad
+            raise GatewayError(400, f"the request body is not valid UTF-8: byte 0x{byte:02x} at "
+                                    f"offset {offset}; send the JSON encoded as UTF-8") from None
         raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError as exc:  # inside a string: msgspec checks UTF-8 there
-        # exc.object is the string's own bytes, not the body's.
-        raise GatewayError(400, f"the request body is not valid UTF-8 (byte "
-                                f"0x{exc.object[exc.start]:02x} at offset {exc.start} of a "
-                                "string); send UTF-8 JSON") from None
     except RecursionError:  # msgspec's guard against a stack overflow on deep nesting
         raise GatewayError(400, "the request body is nested too deeply to be a chat "
                                 "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
     return body
+
+
+def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
+    """(offset, byte) of the first byte that breaks UTF-8 in `raw`, or None when it is UTF-8."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start, raw[exc.start]
+    return None
 
 
 def _json_type(value) -> str:
