@@ -29,3 +29,18 @@ def in_range(low: int, high: int):
             raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
         return value
     return number
+
+
+def nothing_to_read(gateway, what: str = "usage") -> str | None:
+    """Why there is no recorded `what` to show (rather than a table of zeros), or None."""
+    server = gateway.config.server
+    ask = f"`curl http://{server.host}:{server.port}/v1/usage`"
+    if gateway.config.state.backend == "memory":
+        return (f"state.backend is memory: only the running gateway knows its keys' {what}; "
+                f"ask it with {ask}, or use state.backend: sqlite to keep a ledger")
+    path = getattr(gateway.store, "path", None)
+    if path is not None and not path.exists():
+        return (f"no {what} recorded yet: no gateway has kept a ledger at {path}; start one with "
+                "`opencode-gateway serve` (with the same --config and environment), or, for a "
+                f"gateway that keeps its state elsewhere, ask it with {ask}")
+    return None

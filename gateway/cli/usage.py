@@ -5,7 +5,7 @@ import asyncio
 import json
 import sys
 
-from gateway.cli.common import load_gateway
+from gateway.cli.common import load_gateway, nothing_to_read
 from gateway.quota.report import usage_report
 from gateway.state.store import StoreError
 
@@ -17,25 +17,10 @@ def add(commands) -> None:
     usage.set_defaults(run=run)
 
 
-def _nothing_to_read(gateway) -> str | None:
-    """Why there is no recorded usage to show (rather than a table of zeros), or None."""
-    server = gateway.config.server
-    ask = f"`curl http://{server.host}:{server.port}/v1/usage`"
-    if gateway.config.state.backend == "memory":
-        return ("state.backend is memory: only the running gateway knows what its keys spent; "
-                f"ask it with {ask}, or use state.backend: sqlite to keep a ledger")
-    path = getattr(gateway.store, "path", None)
-    if path is not None and not path.exists():
-        return (f"no usage recorded yet: no gateway has kept a ledger at {path}; start one with "
-                "`opencode-gateway serve` (with the same --config and environment), or, for a "
-                f"gateway that keeps its state elsewhere, ask it with {ask}")
-    return None
-
-
 def run(args) -> int:
     """Where every key stands, read from the state store (no running gateway needed)."""
     gateway = load_gateway(args)
-    nothing = _nothing_to_read(gateway)
+    nothing = nothing_to_read(gateway)
     if nothing:
         print(f"opencode-gateway: {nothing}", file=sys.stderr)
         return 1
