@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, load_config
 from gateway.routing.chain import RuleLoadError
+from gateway.state.store import StoreError
 
 
 def load_gateway(args) -> Gateway:
@@ -44,3 +46,21 @@ def nothing_to_read(gateway, what: str = "usage") -> str | None:
                 "`opencode-gateway serve` (with the same --config and environment), or, for a "
                 f"gateway that keeps its state elsewhere, ask it with {ask}")
     return None
+
+
+def on_the_store(gateway: Gateway, work):
+    """`await work()` with the state store open and the key book read from it (what the running
+    gateways know); exit 2 naming the store when it cannot be used."""
+    async def run():
+        await gateway.store.open()
+        try:
+            await gateway.book.sync()
+            return await work()
+        finally:
+            await gateway.store.close()
+
+    try:
+        return asyncio.run(run())
+    except (StoreError, OSError) as exc:  # OSError: a Redis store that is down
+        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

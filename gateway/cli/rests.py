@@ -6,12 +6,10 @@ quota/book.py).
 """
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 
-from gateway.cli.common import load_gateway, nothing_to_read
-from gateway.state.store import StoreError
+from gateway.cli.common import load_gateway, nothing_to_read, on_the_store
 from gateway.upstream.instances import describe_wait
 
 
@@ -60,28 +58,19 @@ def run(args) -> int:
         return 2
 
     async def read_and_lift() -> list[str]:
-        await gateway.store.open()
-        try:
-            await gateway.book.sync()
-            now = time.time()
-            lines = []
-            for instance in instances:
-                said = _describe(instance, now)
-                if args.action == "clear" and said and args.instance in (None, instance.name):
-                    gateway.book.lift(instance)
-                    lines.append(f"{instance.name}: lifted ({'; '.join(said)})")
-                elif said:
-                    lines.append(f"{instance.name}: {'; '.join(said)}")
-            await gateway.book.sync()   # the lift, for every gateway using this store
-            return lines
-        finally:
-            await gateway.store.close()
+        now = time.time()
+        lines = []
+        for instance in instances:
+            said = _describe(instance, now)
+            if args.action == "clear" and said and args.instance in (None, instance.name):
+                gateway.book.lift(instance)
+                lines.append(f"{instance.name}: lifted ({'; '.join(said)})")
+            elif said:
+                lines.append(f"{instance.name}: {'; '.join(said)}")
+        await gateway.book.sync()   # the lift, for every gateway using this store
+        return lines
 
-    try:
-        lines = asyncio.run(read_and_lift())
-    except (StoreError, OSError) as exc:  # OSError: a Redis store that is down
-        print(f"opencode-gateway: {exc}", file=sys.stderr)
-        return 2
+    lines = on_the_store(gateway, read_and_lift)
     print("\n".join(lines) if lines else "no key is resting")
     if args.action == "clear" and lines:
         print(f"running gateways take requests on these keys again within "
