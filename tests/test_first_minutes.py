@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -56,7 +57,7 @@ def test_without_a_key_the_start_warns_and_each_request_says_the_gateway_has_no_
     assert status == 503 and "OPENCODE_GO_API_KEY" in json.loads(body)["error"]["message"]
 
 
-# --- misspelt model ids ----------------------------------------------------------------------------
+# --- misspelt model ids ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("typed", ["glm5.1", "GLM-5.1", "opencod-go/glm-5.1"])
 def test_a_misspelt_model_gets_the_id_it_meant(gateway, typed):
@@ -130,7 +131,7 @@ def test_a_misspelt_config_field_or_value_gets_the_one_it_meant(tmp_path, text, 
     assert str(path) in line and cause in line and fix in line
 
 
-# --- the command line -------------------------------------------------------------------------------
+# --- the command line -----------------------------------------------------------------------------
 
 def test_version():
     result = cli("--version")
@@ -166,7 +167,25 @@ def test_usage_without_any_ledger_says_so_instead_of_printing_zeros(tmp_path):
     assert "/v1/usage" in result.stderr
 
 
-# --- the log ----------------------------------------------------------------------------------------
+def test_usage_with_a_ledger_prints_it(start_gateway):
+    gateway = start_gateway()
+    assert post_json(gateway.url + CHAT, chat("opencode-go/glm-5.1"))[0] == 200
+    env = {"XDG_STATE_HOME": gateway.environment["XDG_STATE_HOME"],
+           "OPENCODE_GO_API_KEY": "test-key"}
+
+    def glm_requests():
+        report = json.loads(cli("usage", "--json", env=env).stdout)
+        return sum(m["requests"] for m in report["models_today"] if m["model"] == "glm-5.1")
+
+    deadline = time.monotonic() + 10
+    while glm_requests() < 1:    # the gateway writes its ledger every state.sync_seconds
+        assert time.monotonic() < deadline, "the ledger never showed the request"
+        time.sleep(0.2)
+    text = cli("usage", env=env)
+    assert text.returncode == 0 and "glm-5.1" in text.stdout and "5 hours" in text.stdout
+
+
+# --- the log --------------------------------------------------------------------------------------
 
 def test_every_log_line_is_json_and_the_readme_jq_recipe_works(start_gateway):
     gateway = start_gateway(workers=2)
@@ -193,7 +212,7 @@ def test_every_log_line_is_json_and_the_readme_jq_recipe_works(start_gateway):
     assert failed["status"] == 404 and failed["model"] == "nope"
 
 
-# --- where am I -------------------------------------------------------------------------------------
+# --- where am I -----------------------------------------------------------------------------------
 
 def get(url: str, accept: str = "*/*") -> tuple[int, str, bytes]:
     request = urllib.request.Request(url, headers={"accept": accept})

@@ -32,7 +32,8 @@ def _describe(instance, now: float) -> list[str]:
         said.append(f"at its OpenCode Go {instance.limit_name or 'usage'} limit "
                     + _until(instance.limit_until, now))
     if instance.resting_until > now:
-        said.append("resting after a 429 or failures in a row " + _until(instance.resting_until, now))
+        said.append("resting after a 429 or failures in a row "
+                    + _until(instance.resting_until, now))
     return said
 
 
