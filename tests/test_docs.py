@@ -60,3 +60,17 @@ def test_readme_is_short_and_its_links_point_inside_the_repo():
     missing = [link for link in links if not (REPO / link).exists() and link not in PENDING_PAGES]
     assert missing == []
     assert not re.search(r"\]\(https?://", readme), "README links should point inside the repo"
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_the_readme_sdk_examples_run_as_written(gateway, index):
+    """Each Python example of the README, pointed at a gateway in front of the fake upstream."""
+    from tests.fake_upstream import answer_text
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    assert len(blocks) == 2
+    code = blocks[index].replace("http://127.0.0.1:8000", gateway.url)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert answer_text() in result.stdout
