@@ -32,7 +32,8 @@ def missing_key_message(backend: str) -> str:
     error every request gets say the same."""
     prefix = env_prefix(backend)
     return (f"the gateway has no OpenCode Go key for {backend}: set {prefix}_API_KEY (or "
-            f"{prefix}_API_KEY_1, _2, ... for several keys) where the gateway runs, and restart it")
+            f"{prefix}_API_KEY_1, _2, ... for several keys, or backends.{backend}.api_key in its "
+            "config) where the gateway runs, and restart it")
 
 
 def build_catalogues(config: Config) -> dict[str, Catalogue]:
