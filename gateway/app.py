@@ -22,6 +22,7 @@ from starlette.routing import Route
 from gateway.config import Config, ConfigError
 from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends.anthropic_messages import messages
+from gateway.frontends.common import Frontend
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.landing import endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
@@ -128,7 +129,33 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
                     headers=exc.headers)
 
 
-def create_app(gateway: Gateway) -> Starlette:
+class HotPaths:
+    """The ASGI app a worker serves: the model endpoints straight to their frontends, everything
+    else through Starlette.
+
+    Starlette's error and exception middlewares and its router cost a coroutine hop each and a
+    route match on every request; the frontends already answer every error in the client's
+    shape themselves, so the requests that carry the traffic skip them. Anything that is not a
+    POST to one of these exact paths (other methods, unknown paths, the lifespan) gets Starlette
+    as before.
+    """
+
+    def __init__(self, app: Starlette, hot: dict[str, Frontend]):
+        self.app = app
+        self.state = app.state  # what tests and tools read through the app
+        self._hot = hot
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            frontend = self._hot.get(scope["path"])
+            if frontend is not None:
+                scope["app"] = self.app  # Request(scope).app, as Starlette would have set it
+                await frontend(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(gateway: Gateway) -> HotPaths:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         settings = gateway.config.upstream
@@ -180,4 +207,5 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
-    return app
+    return HotPaths(app, {route.path: route.endpoint for route in app.routes
+                          if isinstance(route.endpoint, Frontend)})
