@@ -73,3 +73,37 @@ def test_a_limit_rest_ends_when_the_upstream_usage_shows_room(start_gateway, fak
     # /usage now shows every window with room: the next poll ends the rest, hours early.
     wait_for(lambda: post_json(gateway.url + CHAT, BODY)[0] == 200, what="the key back")
     assert any("rest ends now" in line.get("message", "") for line in gateway.json_lines())
+
+
+async def test_a_key_at_a_limit_is_asked_again_soon_not_at_the_next_round(fake):
+    """/usage is read every few minutes; a key at a limit is asked again within `recheck`, so a
+    limit OpenCode Go has lifted keeps the key out for seconds, not until the next round."""
+    import asyncio
+
+    from gateway.app import Gateway
+    from gateway.config import load_config
+    from gateway.quota.upstream_usage import poll_forever
+    from gateway.upstream.forwarder import create_session
+
+    env = {"OPENCODE_GO_API_URL": fake.url, "OPENCODE_GO_API_KEY": "test-key"}
+    gateway = Gateway(load_config(None, env), env=env)
+    [pool] = gateway.pools.values()
+    [instance] = pool.instances
+    session = create_session(gateway.config.upstream)
+    poller = asyncio.create_task(poll_forever(session, gateway.pools, gateway.book, every=300,
+                                              recheck=0.2))
+    try:
+        usage_reads = lambda: [r for r in fake.requests(everything=True)   # noqa: E731
+                               if r["path"] == "/v1/usage"]
+        while not usage_reads():           # the first round, at start
+            await asyncio.sleep(0.05)
+        pool.limit_reached(instance, 14160, "5 hour")   # hours, as a GoUsageLimitError says
+        deadline = time.monotonic() + 5
+        while instance.limited(time.time()):
+            assert time.monotonic() < deadline, "the limited key was not asked again"
+            await asyncio.sleep(0.05)
+        assert len(usage_reads()) >= 2
+    finally:
+        poller.cancel()
+        await asyncio.gather(poller, return_exceptions=True)
+        await session.close()
