@@ -24,7 +24,7 @@ from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
 from gateway.frontends.info import count_tokens, healthz, list_models
-from gateway.frontends.landing import endpoint_list, landing
+from gateway.frontends.landing import ENDPOINTS, endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
@@ -42,6 +42,7 @@ from gateway.upstream.instances import build_pools
 from gateway.upstream.redact import Redactor
 from gateway.state.reasoning import ReasoningMemory
 from gateway.state.store import make_store
+from gateway.suggest import did_you_mean
 
 _log = logging.getLogger("gateway")
 
@@ -117,10 +118,12 @@ class Gateway:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
-    message = (f"{request.method} {request.url.path}: {exc.detail}. This gateway answers "
+    path = request.url.path
+    message = (f"{request.method} {path}: {exc.detail}."
+               + did_you_mean(path, [p for _, p, _ in ENDPOINTS]) + " This gateway answers "
                f"{endpoint_list()} (GET / lists them); OpenAI clients take the base URL "
                f"{request.base_url}v1, Anthropic clients {str(request.base_url).rstrip('/')}")
-    if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
+    if path.startswith(("/v1/messages", "/anthropic/")) or \
             "anthropic-version" in request.headers:
         body = anthropic_error_body(exc.status_code, message)
     else:

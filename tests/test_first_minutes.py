@@ -244,3 +244,9 @@ def test_an_unknown_path_names_the_endpoints_and_the_base_urls(gateway):
     assert "POST /chat/completions" in message                 # the cause
     assert "POST /v1/chat/completions" in message               # the doors
     assert f"base URL {gateway.url}/v1" in message              # the fix
+    assert "Did you mean /v1/chat/completions?" in message
+
+
+def test_a_misspelt_path_gets_the_one_it_meant(gateway):
+    status, _, body = post_json(gateway.url + "/v1/chat/completion", chat("opencode-go/glm-5.1"))
+    assert status == 404 and "Did you mean /v1/chat/completions?" in message_of(body)
