@@ -50,6 +50,17 @@ def test_without_write_nothing_is_written_and_the_settings_are_printed(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_locked_gateway_needs_a_key_named(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE_GO_", "GATEWAY_"))}
+    result = subprocess.run([sys.executable, "-m", "gateway", "connect", "codex"], cwd=REPO,
+                            env={**env, "HOME": str(tmp_path), "GATEWAY_API_KEYS": "ck-1"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "pass one with --key" in result.stderr
+    written = connect("codex", tmp_path, "--key", "ck-1").stdout
+    assert 'env_key = "OPENCODE_GATEWAY_KEY"' in written
+    assert "export OPENCODE_GATEWAY_KEY=ck-1" in written
+
+
 def test_write_keeps_what_was_there_and_a_backup(tmp_path):
     settings = tmp_path / ".claude" / "settings.json"
     settings.parent.mkdir()

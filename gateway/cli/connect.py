@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -153,7 +154,7 @@ def run(args) -> int:
     key = args.key or ("anything" if not gateway.client_keys else None)
     if key is None:
         print("opencode-gateway: this gateway has client keys (server.api_keys or "
-              "GATEWAY_API_KEYS): pass one with --key")
+              "GATEWAY_API_KEYS): pass one with --key", file=sys.stderr)
         return 2
     model = args.model or DEFAULT_MODELS[args.client]
     models = gateway.router.advertised_models()
