@@ -21,8 +21,10 @@ from starlette.routing import Route
 
 from gateway.config import Config, ConfigError
 from gateway.errors import anthropic_error_body, openai_error_body
+from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
+from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.landing import ENDPOINTS, endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
@@ -32,6 +34,7 @@ from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
 from gateway.quota.upstream_usage import poll_forever
+from gateway.routing.catalogue_store import load as load_catalogue
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
@@ -68,7 +71,9 @@ class Gateway:
         env = dict(os.environ) if env is None else env
         self.config = config
         self.pools = build_pools(config, env)
-        self.catalogues = build_catalogues(config)
+        # One read of the model catalogue (snapshot + refreshed file) for routing and pricing.
+        self.known_models = load_catalogue(config)
+        self.catalogues = build_catalogues(config, self.known_models)
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
@@ -81,7 +86,7 @@ class Gateway:
         self.client_keys = [key.encode() for key in keys + from_env if key]
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
-        self.book = KeyBook(config, self.pools, self.store)
+        self.book = KeyBook(config, self.pools, self.store, self.known_models)
         self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
@@ -89,6 +94,8 @@ class Gateway:
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
+        self.session = None  # the worker's pooled upstream client session (attach)
+        self.last_doctor = None  # GET /v1/doctor's last report (frontends/doctor.py)
 
     def _rested(self, instance) -> None:
         self.observer.rest(instance)
@@ -111,6 +118,7 @@ class Gateway:
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
+        self.session = session
         self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
                                    self.redactor, self.reasoning)
         return self.forwarder
@@ -122,8 +130,12 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     message = (f"{request.method} {path}: {exc.detail}."
                + did_you_mean(path, [p for _, p, _ in ENDPOINTS]) + " This gateway answers "
                f"{endpoint_list()} (GET / lists them); OpenAI clients take the base URL "
-               f"{request.base_url}v1, Anthropic clients {str(request.base_url).rstrip('/')}")
-    if path.startswith(("/v1/messages", "/anthropic/")) or \
+               f"{request.base_url}v1, Anthropic and Gemini clients "
+               f"{str(request.base_url).rstrip('/')}")
+    if path.startswith("/v1beta/") or \
+            any(name in request.headers for name in gemini.GOOGLE_HEADERS):
+        body = gemini.error_body(exc.status_code, message)
+    elif path.startswith(("/v1/messages", "/anthropic/")) or \
             "anthropic-version" in request.headers:
         body = anthropic_error_body(exc.status_code, message)
     else:
@@ -200,6 +212,7 @@ def create_app(gateway: Gateway) -> HotPaths:
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/usage", usage, methods=["GET"]),
+        Route("/v1/doctor", doctor, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -208,6 +221,7 @@ def create_app(gateway: Gateway) -> HotPaths:
         Route("/api/hello", healthz, methods=["GET"]),
         Route("/anthropic/api/hello", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *gemini.ROUTES,
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
     return HotPaths(app, {route.path: route.endpoint for route in app.routes

@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from gateway.app import Gateway
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.routing.chain import RuleLoadError
 from gateway.state.store import StoreError
 
@@ -16,6 +16,15 @@ def load_gateway(args) -> Gateway:
     try:
         return Gateway(load_config(args.config), rules_dir=getattr(args, "rules_dir", None))
     except (ConfigError, RuleLoadError) as exc:
+        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def load_settings(args) -> Config:
+    """The config alone (no keys, pools or rules needed), or exit 2 with the file and reason."""
+    try:
+        return load_config(getattr(args, "config", None))
+    except ConfigError as exc:
         print(f"opencode-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -6,7 +6,7 @@ import sys
 
 from gateway.cli.common import load_gateway
 from gateway.errors import GatewayError
-from gateway.upstream.forwarder import ANTHROPIC_VERSION, PATHS
+from gateway.upstream.forwarder import ANTHROPIC_VERSION, upstream_url
 from gateway.upstream.instances import mask_key
 
 
@@ -15,7 +15,7 @@ def add(commands) -> None:
     routes.add_argument("model", metavar="MODEL")
     routes.add_argument("--config")
     routes.add_argument("--rules-dir")
-    routes.add_argument("--frontend", choices=("openai", "anthropic", "responses"),
+    routes.add_argument("--frontend", choices=("openai", "anthropic", "responses", "gemini"),
                         default="openai",
                         help="the protocol the client speaks (default openai)")
     routes.set_defaults(run=run)
@@ -33,9 +33,10 @@ def run(args) -> int:
     except GatewayError as exc:
         print(f"no route: {exc.message}", file=sys.stderr)
         return 1
-    path = PATHS[ctx.protocol]
+    url = upstream_url(ctx.instance.api_url, ctx.protocol, ctx.model_id, True)
     auth = (f"x-api-key: <key>, anthropic-version: {ANTHROPIC_VERSION}"
-            if ctx.protocol == "anthropic" else "Authorization: Bearer <key>")
+            if ctx.protocol == "anthropic" else "x-goog-api-key: <key>"
+            if ctx.protocol == "gemini" else "Authorization: Bearer <key>")
     instance = ctx.instance
     print(f"model string : {ctx.requested}")
     print(f"frontend     : {args.frontend}")
@@ -45,7 +46,7 @@ def run(args) -> int:
     print(f"model id     : {ctx.model_id}")
     print(f"wire         : {ctx.protocol} "
           f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
-    print(f"upstream URL : POST {instance.api_url}{path}")
+    print(f"upstream URL : POST {url}")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
     return 0

@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import GatewayError
-from gateway.replies import Reply, StreamReply
+from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
 from gateway.routing.router import missing_key_message
 from gateway.suggest import did_you_mean
@@ -30,13 +30,15 @@ _id_counter = itertools.count(1)
 
 
 def presented_key(request: Request) -> str | None:
-    """The client's key from `Authorization: Bearer …` or `x-api-key` (either frontend)."""
+    """The client's key from `Authorization: Bearer …`, `x-api-key` or `x-goog-api-key` (every
+    frontend; the Gemini frontend moves a `?key=` into the last)."""
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    headers = request.headers
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
 def check_client_key(request: Request, keys: list[bytes]) -> str | None:
@@ -46,7 +48,8 @@ def check_client_key(request: Request, keys: list[bytes]) -> str | None:
     presented = presented_key(request)
     if presented is None:
         raise GatewayError(401, "this gateway requires a client key: send it as "
-                                "`Authorization: Bearer <key>` or `x-api-key: <key>`")
+                                "`Authorization: Bearer <key>`, `x-api-key: <key>` or "
+                                "`x-goog-api-key: <key>`")
     candidate = presented.encode()
     # Compare against every key, never stopping early, so timing tells nothing about which matched.
     matched = False
@@ -112,6 +115,11 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
     return body
+
+
+def estimate_tokens(value) -> int:
+    """A token count estimate for a request's content: about four bytes of JSON per token."""
+    return max(1, len(_encode(value)) // 4)
 
 
 def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
@@ -293,6 +301,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         error = GatewayError(500, f"internal gateway error (request id {request_id}); "
                                   "see the gateway's log")
     else:
+        if ctx.adjusted:  # what was fitted to the model (translate/model_limits.py)
+            response.headers.extend(header_list(ctx.adjusted))
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)

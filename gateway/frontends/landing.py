@@ -18,6 +18,8 @@ ENDPOINTS = (
     ("POST", "/v1/chat/completions", "OpenAI Chat Completions, every model"),
     ("POST", "/v1/messages", "Anthropic Messages, every model"),
     ("POST", "/v1/responses", "OpenAI Responses (Codex CLI), every model"),
+    ("POST", "/v1beta/models/{model}:generateContent",
+     "Gemini (Gemini CLI, google-genai), every model; :streamGenerateContent streams"),
     ("GET", "/v1/models", "the models, as opencode-go/<id>"),
     ("GET", "/v1/usage", "where every key stands in its dollar windows"),
     ("GET", "/dashboard", "the same as a page"),
