@@ -250,3 +250,37 @@ def test_an_unknown_path_names_the_endpoints_and_the_base_urls(gateway):
 def test_a_misspelt_path_gets_the_one_it_meant(gateway):
     status, _, body = post_json(gateway.url + "/v1/chat/completion", chat("opencode-go/glm-5.1"))
     assert status == 404 and "Did you mean /v1/chat/completions?" in message_of(body)
+
+
+def test_slow_commands_say_what_they_wait_for_on_a_terminal_only(fake):
+    """`doctor` on a terminal shows what it waits for, then erases it; piped, nothing extra."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE_GO_")}
+    env.update({"OPENCODE_GO_API_URL": fake.url, "OPENCODE_GO_API_KEY": "test-key"})
+    command = [sys.executable, "-m", "gateway", "doctor"]
+    main, side = pty.openpty()
+    try:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                   stderr=side, text=True)
+        out, _ = process.communicate(timeout=60)
+        os.close(side)
+        side = None
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:   # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if side is not None:
+            os.close(side)
+        os.close(main)
+    assert "… asking OpenCode Go about 1 key(s)" in seen.decode()
+    assert "\x1b[K" in seen.decode()                 # erased once done
+    piped = cli("doctor", env={"OPENCODE_GO_API_URL": fake.url, "OPENCODE_GO_API_KEY": "test-key"})
+    assert "…" not in piped.stderr and "…" not in piped.stdout
+    assert out.splitlines()[0] == piped.stdout.splitlines()[0]   # the report itself, unchanged

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 from gateway.app import Gateway
@@ -73,3 +74,19 @@ def on_the_store(gateway: Gateway, work):
     except (StoreError, OSError) as exc:  # OSError: a Redis store that is down
         print(f"opencode-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def working(what: str):
+    """`… what` on a terminal's stderr while a slow step runs (network reads, probes), erased
+    when it ends; nothing when stderr is a pipe or a file, so output that is read stays clean."""
+    shown = sys.stderr.isatty()
+    if shown:
+        sys.stderr.write(f"\r… {what}")
+        sys.stderr.flush()
+    try:
+        yield
+    finally:
+        if shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
