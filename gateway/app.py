@@ -91,6 +91,7 @@ class Gateway:
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
         self.observer.quota = self.book
+        self.book.on_decision = self.observer.metrics.key_decision
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None

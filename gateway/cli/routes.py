@@ -26,7 +26,17 @@ def run(args) -> int:
     body = {"model": args.model, "messages": [], "stream": True}
 
     async def route():
-        return await gateway.router.route(args.model, args.frontend, body)
+        # The shared state (spending, conversations) as the serving workers see it, so the key
+        # choice and its figures are the ones a request would meet now.
+        try:
+            await gateway.store.open()
+            await gateway.book.sync()
+        except Exception as exc:  # a store that cannot be read: this process's view only
+            print(f"(state store {gateway.store!r} not read: {exc})", file=sys.stderr)
+        try:
+            return await gateway.router.route(args.model, args.frontend, body)
+        finally:
+            await gateway.store.close()
 
     try:
         ctx = asyncio.run(route())
@@ -49,4 +59,9 @@ def run(args) -> int:
     print(f"upstream URL : POST {url}")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
+    for rule, _is_async, _source in gateway.router.chain.rules:
+        describe = getattr(rule, "describe", None)  # a rule may tell its policy
+        if callable(describe):
+            for line in describe(ctx):
+                print(line)
     return 0
