@@ -52,6 +52,9 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
     # Longest time a client may take to send a request body (a slow sender holds a connection
     # and a worker task; hypercorn bounds only the headers).
     body_timeout: Seconds = 60.0
+    # Longest time a client may leave an answer's bytes unread (its receive window shut)
+    # before its connection is closed and the upstream request with it.
+    write_timeout: Seconds = 60.0
     # Seconds in-flight requests get to finish after SIGTERM before they are cut.
     graceful_timeout: Pause = 30.0
     # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.
@@ -69,6 +72,8 @@ class Upstream(msgspec.Struct, forbid_unknown_fields=True):
     idle_timeout: Seconds = 300.0
     # Concurrent upstream connections per worker; more requests wait for a free one. 0 = no cap.
     max_connections: Count = 1024
+    # Longest wait for a free one of them; past it the request gets 503 with Retry-After.
+    pool_timeout: Seconds = 30.0
     # How many other instances an unpinned request may move to after a failure before any byte.
     failover_hops: Count = 2
     # Consecutive failures that take an instance out, and for how long.

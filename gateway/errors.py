@@ -163,3 +163,12 @@ def upstream_error(body: bytes, status: int) -> tuple[int, str]:
     type names (Anthropic's `overloaded_error` is 529), else `status`."""
     error = read_upstream_error(body, status)
     return _STATUS_BY_TYPE.get(error.type or "", status), error.message
+
+
+def error_body_for(path: str, anthropic_version: bool, status: int, message: str) -> bytes:
+    """An error for a request not yet in a frontend's hands, in the shape its client expects:
+    Anthropic's under /v1/messages and /anthropic/ or with an `anthropic-version` header,
+    OpenAI's otherwise."""
+    if path.startswith(("/v1/messages", "/anthropic/")) or anthropic_version:
+        return anthropic_error_body(status, message)
+    return openai_error_body(status, message)

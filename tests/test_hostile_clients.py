@@ -1,0 +1,101 @@
+"""Hostile clients and cut streams (issue 26), over real sockets against the real gateway: the
+HTTP/2 refusal, request framing, header and body bounds, clients that stop reading, the wait for
+a free upstream connection, what the ledger records of cut streams, and secrets in URLs."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.errors
+import pytest
+
+from tests.http_requests import post_bytes
+
+CHAT = "/v1/chat/completions"
+
+
+def read_all(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection (or `timeout` passes)."""
+    sock.settimeout(timeout)
+    received = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def chat_body(text: str, stream: bool = False) -> bytes:
+    return json.dumps({"model": "opencode-go/glm-5.1", "stream": stream,
+                       "messages": [{"role": "user", "content": text}]}).encode()
+
+
+# --- HTTP/2: the gateway speaks HTTP/1.1 only ---------------------------------------------------
+
+def test_a_prior_knowledge_http2_client_is_told_to_use_http11(gateway):
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    stream_id = client.get_next_available_stream_id()
+    client.send_headers(stream_id, [(":method", "GET"), (":path", "/healthz"),
+                                    (":scheme", "http"), (":authority", "g")], end_stream=True)
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(client.data_to_send())
+        received = read_all(sock)
+    events = client.receive_data(received)
+    assert not [e for e in events if isinstance(e, h2.events.ResponseReceived)]  # no h2 session
+    [ended] = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert ended.error_code == h2.errors.ErrorCodes.HTTP_1_1_REQUIRED
+    assert gateway.alive()
+
+
+def test_an_h2c_upgrade_is_answered_in_http11(gateway):
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: g\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                     b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+        received = sock.recv(65536)
+    assert received.startswith(b"HTTP/1.1 200"), received[:100]
+
+
+# --- request framing and header bounds -----------------------------------------------------------
+
+def smuggling_attempt(port: int) -> bytes:
+    """A POST framed two ways, then a second request on the same connection."""
+    body = chat_body("hi")
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + chunked
+                     + b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n")
+        return read_all(sock)
+
+
+def test_content_length_with_transfer_encoding_is_a_400_and_the_connection_closes(gateway, fake):
+    received = smuggling_attempt(gateway.port)
+    assert received.startswith(b"HTTP/1.1 400"), received[:200]
+    assert received.count(b"HTTP/1.1 ") == 1  # the request after it was never answered
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"connection: close" in head.lower()
+    assert "Content-Length and Transfer-Encoding" in json.loads(body)["error"]["message"]
+    assert fake.requests() == []
+
+
+@pytest.mark.parametrize("size_kib, status", [(60, 200), (100, 431), (120, 431), (1024, 431)])
+def test_headers_over_the_documented_64_kib_are_a_431(gateway, size_kib, status):
+    padding = "x" * 4000
+    headers = "".join(f"X-Pad-{i}: {padding}\r\n" for i in range(size_kib * 1024 // 4020))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        try:
+            sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: g\r\n{headers}\r\n".encode())
+        except OSError:
+            pass  # refused before all of it was sent
+        received = read_all(sock)
+    assert received.startswith(f"HTTP/1.1 {status}".encode()), received[:100]
