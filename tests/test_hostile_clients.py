@@ -99,3 +99,36 @@ def test_headers_over_the_documented_64_kib_are_a_431(gateway, size_kib, status)
             pass  # refused before all of it was sent
         received = read_all(sock)
     assert received.startswith(f"HTTP/1.1 {status}".encode()), received[:100]
+
+
+# --- clients that stop reading -------------------------------------------------------------------
+
+def open_unread_stream(port: int, path: str, body: bytes) -> socket.socket:
+    """A streamed request from a client that never reads (a small receive window, soon shut)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return sock
+
+
+@pytest.mark.parametrize("path, model", [(CHAT, "opencode-go/glm-5.1"),
+                                         ("/v1/messages", "opencode-go/glm-5.1")],
+                         ids=["passthrough", "translated"])
+def test_a_client_that_stops_reading_is_cut_after_write_timeout_and_logged_as_a_stall(
+        start_gateway, fake, path, model):
+    gateway = start_gateway(config_text="server:\n  write_timeout: 1\n")
+    body = {"model": model, "stream": True, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "[[fake: deltas=60000]]"}]}
+    sock = open_unread_stream(gateway.port, path, json.dumps(body).encode())
+    try:
+        lines = gateway.access_lines(where=lambda line: line["status"] == 499, timeout=30)
+        [line] = [line for line in lines if line["status"] == 499]
+        assert "client stall" in line["error"] and "server.write_timeout" in line["error"]
+        # the upstream request was closed with it, not left generating for nobody
+        fake.wait_stats(lambda s: s["active_streams"] == 0, timeout=10)
+        assert fake.stats()["active_streams"] == 0
+    finally:
+        sock.close()
+    assert "upstream" not in line["error"]

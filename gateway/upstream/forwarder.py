@@ -28,6 +28,7 @@ from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_
 from gateway.observer import Observer
 from gateway.replies import Reply, StreamReply
 from gateway.routing.context import RouteContext
+from gateway.server import ClientStalled
 from gateway.state.reasoning import ReasoningMemory
 from gateway.translate import chat_answer
 from gateway.translate.hub import StreamWriter
@@ -437,6 +438,8 @@ class Forwarder:
             if out:
                 yield out
             finished = True
+        except ClientStalled as exc:  # thrown in by StreamReply: the client stopped reading
+            failure = (499, str(exc))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = self._broken(ctx, watch, exc)
             status = failure[0]
@@ -463,6 +466,7 @@ class Forwarder:
         """A stream in another protocol: each upstream chunk through the route's translation."""
         status = upstream.status
         finished = False
+        stall = None
         watch = self._start_relay(upstream)
         clock = watch._loop.time
         redact = self._redactor.bytes
@@ -480,6 +484,8 @@ class Forwarder:
             if tail:
                 yield redact(tail)
             finished = True
+        except ClientStalled as exc:  # thrown in by StreamReply: the client stopped reading
+            stall = str(exc)
         except (aiohttp.ClientError, TimeoutError, OSError, SSELimitError) as exc:
             status, message = self._broken(ctx, watch, exc)
             out = translation.fail(status, message)
@@ -499,8 +505,9 @@ class Forwarder:
             reader = translation.reader
             if finished and failure is None and getattr(reader, "call_ids", None):
                 self._remember(ctx, "".join(reader.reasoning_parts), reader.call_ids)
+            error = stall or (self._redactor.text(failure[1]) if failure else None)
             self._observer.stream_finished(ctx, status, translation.full_usage, translation.cost,
-                                           self._redactor.text(failure[1]) if failure else None)
+                                           error)
 
 
 def _stream_error(frontend: str, tap: StreamTap, status: int, message: str) -> bytes:
