@@ -72,7 +72,8 @@ class Upstream(msgspec.Struct, forbid_unknown_fields=True):
     idle_timeout: Seconds = 300.0
     # Concurrent upstream connections per worker; more requests wait for a free one. 0 = no cap.
     max_connections: Count = 1024
-    # Longest wait for a free one of them; past it the request gets 503 with Retry-After.
+    # Longest wait for a free one of them (opening it included); past it the request gets 503
+    # with Retry-After.
     pool_timeout: Seconds = 30.0
     # How many other instances an unpinned request may move to after a failure before any byte.
     failover_hops: Count = 2

@@ -126,6 +126,9 @@ class Observer:
     def limit_reached(self, instance: Instance, limit: str) -> None:
         self.metrics.limit_reached(instance.name, limit)
 
+    def pool_timeout(self) -> None:
+        self.metrics.pool_timeout()
+
     def finished(self, ctx: RouteContext, status: int, usage: Usage | None,
                  cost: float | None = None, error: str | None = None) -> None:
         """A routed request ended: answered, refused by the upstream, or a stream that ended."""

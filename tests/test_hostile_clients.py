@@ -132,3 +132,33 @@ def test_a_client_that_stops_reading_is_cut_after_write_timeout_and_logged_as_a_
     finally:
         sock.close()
     assert "upstream" not in line["error"]
+
+
+# --- the wait for a free upstream connection -----------------------------------------------------
+
+def test_the_wait_for_a_free_upstream_connection_is_bounded_503_with_retry_after(start_gateway,
+                                                                                fake):
+    import threading
+    import urllib.request
+    gateway = start_gateway(config_text="upstream:\n  max_connections: 1\n  pool_timeout: 1\n")
+    holder = threading.Thread(target=post_bytes, args=(
+        gateway.url + CHAT, chat_body("[[fake: deltas=30 slow=0.3]]", stream=True)))
+    holder.start()  # holds the one upstream connection for ~9 s
+    try:
+        fake.wait_stats(lambda s: s["active_streams"] == 1)
+        started = time.monotonic()
+        status, headers, body = post_bytes(gateway.url + "/v1/messages", json.dumps({
+            "model": "opencode-go/glm-5.1", "max_tokens": 50,
+            "messages": [{"role": "user", "content": "hi"}]}).encode())
+        waited = time.monotonic() - started
+    finally:
+        holder.join()
+    assert status == 503, body
+    assert waited < 6
+    assert int(headers["retry-after"]) > 0
+    error = json.loads(body)
+    assert error["type"] == "error"  # the Anthropic client's own shape
+    assert "upstream.max_connections" in error["error"]["message"]
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as answer:
+        metrics = answer.read().decode()
+    assert "opencode_gateway_upstream_pool_timeouts_total 1.0" in metrics

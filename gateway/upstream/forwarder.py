@@ -45,6 +45,7 @@ ANTHROPIC_VERSION = "2023-06-01"
 SESSION_HEADER = "x-opencode-session"
 PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "responses": "/responses"}
 _ERROR_BODY_LIMIT = 64 * 1024
+POOL_RETRY_AFTER = "2"  # seconds: a busy pool frees connections as answers end
 USAGE_LIMIT_ERROR = "GoUsageLimitError"
 _WRONG_WIRE = re.compile(r"not supported for format", re.IGNORECASE)
 # DeepSeek's refusal of a tool-call turn that lost its reasoning.
@@ -79,10 +80,10 @@ def create_session(settings: Upstream) -> aiohttp.ClientSession:
     # (aiohttp's sock_read); a stream's gaps are then watched by _IdleWatch instead, because
     # sock_read re-arms a timer on every chunk received.
     # connect_timeout bounds opening a connection; a request queued behind max_connections
-    # waits for a free one as long as it would wait for its answer to start.
+    # waits pool_timeout at most for a free one, opening it included (then Forwarder._open
+    # answers 503).
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout,
-                                    connect=max(settings.first_byte_timeout,
-                                                settings.connect_timeout),
+                                    connect=settings.pool_timeout,
                                     sock_read=settings.first_byte_timeout)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                  skip_auto_headers=("User-Agent",))
@@ -242,11 +243,16 @@ class Forwarder:
                     raise _Unreachable(502, "closed the connection before answering") from None
             except aiohttp.ConnectionTimeoutError:
                 settings = self._settings
+                if self._pool_full():  # every instance shares the pool: no failover helps
+                    self._observer.pool_timeout()
+                    raise GatewayError(503, "the gateway is busy: none of its "
+                                            f"{settings.max_connections} upstream connections "
+                                            "(upstream.max_connections) came free within "
+                                            f"upstream.pool_timeout ({settings.pool_timeout:g}s); "
+                                            "retry shortly",
+                                       headers={"retry-after": POOL_RETRY_AFTER}) from None
                 raise _Unreachable(502, "no connection within connect_timeout "
-                                        f"({settings.connect_timeout:g}s), or none of the "
-                                        f"{settings.max_connections} (upstream.max_connections) "
-                                        "free within first_byte_timeout "
-                                        f"({settings.first_byte_timeout:g}s)") from None
+                                        f"({settings.connect_timeout:g}s)") from None
             except TimeoutError:
                 raise _Unreachable(504, "no response within first_byte_timeout "
                                         f"({self._settings.first_byte_timeout:g}s)") from None
@@ -254,6 +260,13 @@ class Forwarder:
                 raise _Unreachable(502, f"cannot connect to {url}: {exc.os_error}") from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise _Unreachable(502, f"request failed: {type(exc).__name__}") from None
+
+    def _pool_full(self) -> bool:
+        """Whether every connection the pool may hold is in use (aiohttp keeps them in
+        `_acquired`; without it, a timeout is taken for a connect timeout)."""
+        connector = self._session.connector
+        limit = connector.limit if connector is not None else 0
+        return bool(limit) and len(getattr(connector, "_acquired", ())) >= limit
 
     async def _refused(self, upstream: aiohttp.ClientResponse, instance: Instance,
                        pool: InstancePool, ctx: RouteContext) -> GatewayError:
