@@ -49,6 +49,14 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
     api_keys: list[str] = []
     max_body_bytes: Positive = 32 * 1024 * 1024
     max_header_bytes: Bytes = 64 * 1024
+    # Bounds on what one body holds, so that no request's decoding holds the event loop long
+    # (decoding is a C call that no other request can interrupt): JSON objects and arrays in
+    # all (counted as the body arrives, before it is decoded), and the counts the frontends
+    # walk: messages (or `input` items), tools, content parts of one message.
+    max_body_containers: Positive = 50_000
+    max_messages: Positive = 10_000
+    max_tools: Positive = 1_000
+    max_parts: Positive = 10_000
     # Longest time a client may take to send a request body (a slow sender holds a connection
     # and a worker task; hypercorn bounds only the headers).
     body_timeout: Seconds = 60.0

@@ -162,3 +162,72 @@ def test_the_wait_for_a_free_upstream_connection_is_bounded_503_with_retry_after
     with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as answer:
         metrics = answer.read().decode()
     assert "opencode_gateway_upstream_pool_timeouts_total 1.0" in metrics
+
+
+# --- large and deeply nested bodies ------------------------------------------------------------
+
+def many_objects_body(objects: int) -> bytes:
+    """A chat body of ~`objects` small JSON objects in one message's content (~40 bytes each)."""
+    part = json.dumps({"type": "text", "text": "a" * 12, "x": {"y": 1}})
+    parts = ",".join([part] * (objects // 2))
+    return (b'{"model": "opencode-go/glm-5.1", "messages": [{"role": "user", "content": ['
+            + parts.encode() + b"]}]}")
+
+
+def send_refused_early(port: int, path: str, body: bytes) -> bytes:
+    """POST `body`, as much of it as the server takes before it answers; the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json"
+                         f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        except OSError:
+            pass  # answered and closed before the whole body was sent
+        return read_all(sock, timeout=60)
+
+
+def healthz_worst_latency(url: str, while_running) -> float:
+    """The slowest /healthz answer while `while_running` (a started thread) is alive."""
+    import urllib.request
+    worst = 0.0
+    while while_running.is_alive():
+        started = time.monotonic()
+        with urllib.request.urlopen(url + "/healthz", timeout=30) as answer:
+            answer.read()
+        worst = max(worst, time.monotonic() - started)
+    return worst
+
+
+@pytest.mark.parametrize("frontend_path", [CHAT, "/v1/messages", "/v1/messages/count_tokens"])
+def test_a_body_of_half_a_million_objects_is_refused_without_stalling_healthz(gateway,
+                                                                             frontend_path):
+    import threading
+    body = many_objects_body(500_000)
+    outcome = []
+    sender = threading.Thread(target=lambda: outcome.append(
+        send_refused_early(gateway.port, frontend_path, body)))
+    sender.start()
+    worst = healthz_worst_latency(gateway.url, sender)
+    sender.join()
+    [answer] = outcome
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"server.max_body_containers" in answer
+    # Before the bound: the decode held the loop for over a second (a loaded machine: slower).
+    assert worst < 0.5, worst
+
+
+@pytest.mark.parametrize("field, count, bound", [
+    ("tools", 1001, "server.max_tools"), ("messages", 10_001, "server.max_messages"),
+    ("parts", 10_001, "server.max_parts")])
+def test_counts_over_their_bounds_are_a_400_naming_the_bound(gateway, fake, field, count, bound):
+    body = {"model": "opencode-go/glm-5.1", "messages": [{"role": "user", "content": "hi"}]}
+    if field == "tools":
+        body["tools"] = [{"type": "function", "function": {"name": f"t{i}"}}
+                         for i in range(count)]
+    elif field == "messages":
+        body["messages"] = [{"role": "user", "content": "hi"}] * count
+    else:
+        body["messages"] = [{"role": "user", "content": [{"type": "text", "text": "a"}] * count}]
+    status, _, answer = post_bytes(gateway.url + CHAT, json.dumps(body).encode())
+    assert status == 400
+    assert bound in json.loads(answer)["error"]["message"]
+    assert fake.requests() == []
