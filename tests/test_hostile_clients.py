@@ -231,3 +231,56 @@ def test_counts_over_their_bounds_are_a_400_naming_the_bound(gateway, fake, fiel
     assert status == 400
     assert bound in json.loads(answer)["error"]["message"]
     assert fake.requests() == []
+
+
+# --- every request that reached the upstream is charged ------------------------------------------
+
+def ledger_requests(gateway, at_least: int, timeout: float = 10) -> dict:
+    """{model: (requests, dollars)} of today from GET /v1/usage, once it counts `at_least`
+    requests in all (the workers write the ledger every state.sync_seconds)."""
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(gateway.url + "/v1/usage", timeout=5) as answer:
+            report = json.loads(answer.read())
+        rows = {row["model"]: (row["requests"], row["cost_usd"])
+                for row in report["models_today"]}
+        if sum(count for count, _ in rows.values()) >= at_least or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+ROUTES = [(CHAT, "passthrough"), ("/v1/messages", "translated")]
+
+
+@pytest.mark.parametrize("path, route", ROUTES, ids=[r for _, r in ROUTES])
+def test_a_client_hanging_up_mid_stream_is_still_charged(gateway, fake, path, route):
+    body = {"model": "opencode-go/glm-5.1", "stream": True, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "[[fake: deltas=200 slow=0.05]]"}]}
+    data = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        received = b""
+        while received.count(b"\n\n") < 10:  # some deltas arrived: the upstream is charging
+            received += sock.recv(65536)
+    lines = gateway.access_lines(where=lambda line: line["status"] == 499)
+    [line] = [line for line in lines if line["status"] == 499]
+    assert line["cost_estimated"] is True and line["cost_usd"] > 0
+    assert line["completion_tokens"] >= 5
+    [(requests, dollars)] = ledger_requests(gateway, 1).values()
+    assert requests == 1 and dollars == pytest.approx(line["cost_usd"], rel=0.05)
+
+
+@pytest.mark.parametrize("path, route", ROUTES, ids=[r for _, r in ROUTES])
+def test_an_upstream_gone_idle_mid_answer_is_still_charged(start_gateway, fake, path, route):
+    gateway = start_gateway(config_text="upstream:\n  idle_timeout: 1\n")
+    body = {"model": "opencode-go/glm-5.1", "stream": True, "max_tokens": 100,
+            "messages": [{"role": "user", "content": "[[fake: deltas=3 slow=4]]"}]}
+    status, _, answer = post_bytes(gateway.url + path, json.dumps(body).encode())
+    assert status == 200 and b"idle_timeout" in answer
+    [line] = gateway.access_lines()
+    assert line["status"] == 502
+    assert line["cost_estimated"] is True and line["cost_usd"] > 0
+    [(requests, dollars)] = ledger_requests(gateway, 1).values()
+    assert requests == 1 and dollars > 0

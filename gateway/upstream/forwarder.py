@@ -194,6 +194,7 @@ class Forwarder:
         tried: list[Instance] = []
         hops_left = 0 if ctx.pinned else self._settings.failover_hops
         started = time.monotonic()
+        ctx.sent_bytes = len(payload)
         while True:
             try:
                 upstream = await self._open(instance, ctx, payload)
@@ -421,9 +422,11 @@ class Forwarder:
         trailer = b""
         relaying = True
         self._observer.stream_started(ctx)
+        events = 0
         try:
             async for chunk in upstream.content.iter_any():
                 watch.last = clock()
+                events += chunk.count(b"\n\n")
                 if relaying:
                     end = find_end(chunk)
                     if end >= 0:
@@ -469,6 +472,7 @@ class Forwarder:
                     status = 499  # the client went away mid-stream
             if failure is not None and status == 200:
                 status = failure[0]
+            ctx.events_seen = events
             if recorder is not None and finished and failure is None:
                 self._remember(ctx, "".join(recorder.reasoning_parts), recorder.call_ids)
             self._observer.stream_finished(ctx, status, tap.usage(), trailer_cost(trailer),
@@ -484,10 +488,12 @@ class Forwarder:
         clock = watch._loop.time
         redact = self._redactor.bytes
         self._observer.stream_started(ctx)
+        events = 0
         try:
             feed = translation.feed
             async for chunk in upstream.content.iter_any():
                 watch.last = clock()
+                events += chunk.count(b"\n\n")
                 out = feed(chunk)
                 if out:
                     yield redact(out)
@@ -515,6 +521,7 @@ class Forwarder:
             failure = translation.failure
             if failure is not None and status == 200:
                 status = failure[0]
+            ctx.events_seen = events
             reader = translation.reader
             if finished and failure is None and getattr(reader, "call_ids", None):
                 self._remember(ctx, "".join(reader.reasoning_parts), reader.call_ids)
