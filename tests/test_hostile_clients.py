@@ -284,3 +284,76 @@ def test_an_upstream_gone_idle_mid_answer_is_still_charged(start_gateway, fake, 
     assert line["cost_estimated"] is True and line["cost_usd"] > 0
     [(requests, dollars)] = ledger_requests(gateway, 1).values()
     assert requests == 1 and dollars > 0
+
+
+def test_kill_9_loses_at_most_the_last_sync_seconds_of_the_ledger(gateway, fake):
+    """The promise (docs/hardening.md, README "The ledger"): a `kill -9` loses at most what a
+    worker gathered since its last write, `state.sync_seconds` (0.5 s) of answers."""
+    import signal
+    import subprocess
+    import sys
+    from tests.gateway_process import REPO
+    answered_at = []
+    started = time.monotonic()
+    while time.monotonic() - started < 3:
+        status, _, _ = post_bytes(gateway.url + CHAT, chat_body("hi"))
+        assert status == 200
+        answered_at.append(time.monotonic())
+    gateway.process.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    gateway.process.wait(10)
+    result = subprocess.run([sys.executable, "-m", "gateway", "usage", "--json"], cwd=REPO,
+                            env=gateway.environment, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    recorded = sum(row["requests"] for row in json.loads(result.stdout)["models_today"])
+    # Everything answered more than one sync period (and the write's own time) before the kill
+    # is in the ledger; of the rest, some may be lost.
+    safe = sum(1 for at in answered_at if at < killed_at - 2 * 0.5)
+    assert safe <= recorded <= len(answered_at), (safe, recorded, len(answered_at))
+
+
+# --- secrets in URLs -----------------------------------------------------------------------------
+
+SECRET = "sekrit-redis-pw-42"
+
+
+@pytest.mark.parametrize("url", [
+    f"redis://127.0.0.1:1/0?password={SECRET}",
+    f"redis://alice:{SECRET}@127.0.0.1:1/0",
+    f"rediss://127.0.0.1:1/0?ssl_cert_reqs=none&password={SECRET}",
+], ids=["query-password", "acl-user", "rediss-query"])
+def test_a_redis_password_is_masked_everywhere_the_url_is_shown(start_gateway, url):
+    import subprocess
+    import sys
+    import urllib.request
+    from tests.gateway_process import REPO
+    gateway = start_gateway(config_text=f"state:\n  backend: redis\n  url: \"{url}\"\n")
+    shown = []
+    for path in ("/v1/usage", "/metrics", "/dashboard"):
+        with urllib.request.urlopen(gateway.url + path, timeout=10) as answer:
+            shown.append(answer.read().decode())
+    where = json.loads(shown[0])["state"]["where"]
+    assert "***" in where and "127.0.0.1:1" in where
+    config = next(arg for arg in gateway.args if arg.endswith(".yaml"))
+    for command in ("usage", "check-config"):
+        for extra in ([], ["--json"]) if command == "usage" else ([],):
+            result = subprocess.run([sys.executable, "-m", "gateway", command, "--config", config,
+                                     *extra], cwd=REPO, env=gateway.environment,
+                                    capture_output=True, text=True, timeout=60)
+            shown += [result.stdout, result.stderr]
+    shown.append(gateway.log())
+    assert "127.0.0.1:1" in gateway.log()  # the log does name the store it cannot reach
+    assert not [text for text in shown if SECRET in text]
+
+
+def test_an_unset_variable_anywhere_in_the_config_is_named_with_its_field(tmp_path):
+    import subprocess
+    import sys
+    from tests.gateway_process import REPO
+    path = tmp_path / "gateway.yaml"
+    path.write_text('state:\n  backend: redis\n  url: "redis://:${SURELY_UNSET_REDIS_PW}@h:6379/0"\n')
+    result = subprocess.run([sys.executable, "-m", "gateway", "check-config", "--config",
+                             str(path)], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "SURELY_UNSET_REDIS_PW" in result.stderr and "state.url" in result.stderr

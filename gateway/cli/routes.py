@@ -6,6 +6,7 @@ import sys
 
 from gateway.cli.common import load_gateway
 from gateway.errors import GatewayError
+from gateway.masking import mask_url
 from gateway.upstream.forwarder import ANTHROPIC_VERSION, PATHS
 from gateway.upstream.instances import mask_key
 
@@ -45,7 +46,7 @@ def run(args) -> int:
     print(f"model id     : {ctx.model_id}")
     print(f"wire         : {ctx.protocol} "
           f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
-    print(f"upstream URL : POST {instance.api_url}{path}")
+    print(f"upstream URL : POST {mask_url(instance.api_url + path)}")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
     return 0

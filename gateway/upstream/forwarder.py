@@ -25,6 +25,7 @@ import aiohttp
 from gateway.config import Upstream
 from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_error,
                             read_upstream_error)
+from gateway.masking import mask_url
 from gateway.observer import Observer
 from gateway.replies import Reply, StreamReply
 from gateway.routing.context import RouteContext
@@ -258,7 +259,8 @@ class Forwarder:
                 raise _Unreachable(504, "no response within first_byte_timeout "
                                         f"({self._settings.first_byte_timeout:g}s)") from None
             except aiohttp.ClientConnectorError as exc:
-                raise _Unreachable(502, f"cannot connect to {url}: {exc.os_error}") from None
+                raise _Unreachable(502, f"cannot connect to {mask_url(url)}: "
+                                        f"{exc.os_error}") from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise _Unreachable(502, f"request failed: {type(exc).__name__}") from None
 
