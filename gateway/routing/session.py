@@ -25,6 +25,7 @@ import re
 import msgspec
 
 MAX_LENGTH = 128
+_HASHED_WHOLE = 64 * 1024  # an encoded opening up to this size is hashed whole
 _SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_HEADERS = ("x-opencode-session", "session-id", "session_id", "x-session-id",
                   "x-claude-code-session-id")
@@ -48,7 +49,13 @@ class Sessions:
 
     def _hash(self, parts: list) -> str:
         # msgspec's encoding of the list keeps the parts apart (no two lists encode the same).
-        return hashlib.blake2b(_encode(parts), digest_size=16, key=self._secret).hexdigest()
+        material = _encode(parts)
+        if len(material) > _HASHED_WHOLE:
+            # A huge opening (a pasted file): its two ends and its length say which
+            # conversation it is well enough, and hashing all of it would hold the event loop.
+            half = _HASHED_WHOLE // 2
+            material = b"%d\0" % len(material) + material[:half] + material[-half:]
+        return hashlib.blake2b(material, digest_size=16, key=self._secret).hexdigest()
 
     def _safe(self, value: str) -> str:
         if _SAFE.fullmatch(value):
