@@ -27,6 +27,9 @@ _ID_PREFIX = os.urandom(4).hex()
 _id_counter = itertools.count(1)
 
 
+_YIELD_AFTER = 1024 * 1024  # bytes of body
+
+
 def presented_key(request: Request) -> str | None:
     """The client's key from `Authorization: Bearer …` or `x-api-key` (either frontend)."""
     authorization = request.headers.get("authorization")
@@ -121,6 +124,10 @@ async def read_json_object(request: Request, limit: int, timeout: float,
                                 "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
+    if len(raw) > _YIELD_AFTER:
+        # Decoding a big body held the loop; the re-encoding for the upstream will again: let
+        # the other requests run between the two.
+        await asyncio.sleep(0)
     return body
 
 
