@@ -357,3 +357,26 @@ def test_an_unset_variable_anywhere_in_the_config_is_named_with_its_field(tmp_pa
                             env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
     assert "SURELY_UNSET_REDIS_PW" in result.stderr and "state.url" in result.stderr
+
+
+def test_an_acl_user_kept_to_the_gateways_keys_runs_the_ledger(start_gateway, fake):
+    """The Redis ACL user docs/hardening.md suggests is enough for the gateway."""
+    from tests.redis_server import RedisServer, redis_binary
+    redis = RedisServer(redis_binary()).start()
+    try:
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as sock:
+            sock.sendall(b"ACL SETUSER gateway on >gw-pass-7 ~ocg:* +@all -@dangerous +info\r\n")
+            assert sock.recv(64).startswith(b"+OK")
+        gateway = start_gateway(config_text=(
+            "state:\n  backend: redis\n"
+            f"  url: \"redis://gateway:gw-pass-7@127.0.0.1:{redis.port}/0\"\n"))
+        assert post_bytes(gateway.url + CHAT, chat_body("hi"))[0] == 200
+        [(requests, _)] = ledger_requests(gateway, 1).values()
+        assert requests == 1
+        import urllib.request
+        with urllib.request.urlopen(gateway.url + "/v1/usage", timeout=5) as answer:
+            state = json.loads(answer.read())["state"]
+        assert state["up"] is True and "gw-pass-7" not in state["where"]
+        assert "NOPERM" not in gateway.log() and "unreachable" not in gateway.log()
+    finally:
+        redis.close()
