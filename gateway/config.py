@@ -66,7 +66,7 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
     body_timeout: Seconds = 60.0
     # Longest time a client may leave an answer's bytes unread (its receive window shut)
     # before its connection is closed and the upstream request with it.
-    write_timeout: Seconds = 60.0
+    write_timeout: Seconds = 30.0
     # Seconds in-flight requests get to finish after SIGTERM before they are cut.
     graceful_timeout: Pause = 30.0
     # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.

