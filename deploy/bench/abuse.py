@@ -277,7 +277,9 @@ def pipelining(target: Target, full: bool) -> dict:
 
 def unread_streams(target: Target, full: bool) -> dict:
     count = 100 if full else 3
-    body = chat("[[fake: deltas=100000]]", stream=True)
+    # ~3 MB each: far more than the socket buffers hold (the fake charges each in full, so the
+    # fake key's $12 limit allows about a hundred of them in five hours)
+    body = chat("[[fake: deltas=20000]]", stream=True)
     sockets = []
     for _ in range(count):
         sock = target.connect(receive_buffer=4096)
@@ -360,9 +362,9 @@ def hangups(target: Target, full: bool) -> dict:
             received = b""
             while received.count(b"\n\n") < 10:
                 chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
+                if not chunk or not received.startswith(b"HTTP/1.1 200") and b"\r\n\r\n" in \
+                        (received := received + chunk):
+                    break  # not a stream: nothing to hang up on
 
     with ThreadPoolExecutor(50) as pool:
         list(pool.map(one, range(count)))
@@ -412,9 +414,9 @@ def open_streams(target: Target, full: bool) -> dict:
 
 
 ATTACKS = {attack.__name__: attack for attack in (
-    http2, h2c_upgrade, smuggling, big_headers, header_flood, pipelining, unread_streams,
-    nested_body, many_tools, big_string, hostile_bodies, hangups, idle_cut, url_secrets,
-    open_streams)}
+    http2, h2c_upgrade, smuggling, big_headers, header_flood, pipelining, nested_body,
+    many_tools, big_string, hostile_bodies, url_secrets, hangups, idle_cut, open_streams,
+    unread_streams)}
 
 
 def main(argv: list[str] | None = None) -> int:
