@@ -98,8 +98,12 @@ class Target:
             return None
         return None
 
-    def streams_in_flight(self) -> int:
-        _, body = self.get("/metrics")
+    def streams_in_flight(self) -> int | None:
+        """Streams the gateway relays now (None when /metrics did not answer in time)."""
+        try:
+            _, body = self.get("/metrics", timeout=10)
+        except OSError:
+            return None
         return int(sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
                        if line.startswith("opencode_gateway_streams_in_flight{")))
 
@@ -108,7 +112,7 @@ class Target:
         deadline = time.monotonic() + timeout
         while True:
             live = self.streams_in_flight()
-            if done(live) or time.monotonic() > deadline:
+            if live is not None and done(live) or time.monotonic() > deadline:
                 return live
             time.sleep(0.2)
 
@@ -277,9 +281,11 @@ def pipelining(target: Target, full: bool) -> dict:
 
 def unread_streams(target: Target, full: bool) -> dict:
     count = 100 if full else 3
-    # ~3 MB each: far more than the socket buffers hold (the fake charges each in full, so the
-    # fake key's $12 limit allows about a hundred of them in five hours)
-    body = chat("[[fake: deltas=20000]]", stream=True)
+    # ~6 MB each: more than the socket buffers on both ends hold (Linux lets a send buffer grow
+    # to 4 MB), so the stream stalls. On the fake's cheapest model, whose full charge for a
+    # hundred of them stays well inside the fake key's $12 limit.
+    body = json.dumps({"model": "opencode-go/deepseek-v4-flash", "stream": True, "messages": [
+        {"role": "user", "content": "[[fake: deltas=40000]]"}]}).encode()
     sockets = []
     for _ in range(count):
         sock = target.connect(receive_buffer=4096)
