@@ -20,7 +20,7 @@ from gateway.masking import mask_url
 DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
 DEFAULT_BACKEND = "opencode-go"
 
-Protocol = Literal["openai", "anthropic", "responses"]
+Protocol = Literal["openai", "anthropic", "responses", "gemini"]
 
 # Ranges every value is checked against when a file is loaded (msgspec names the field).
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -143,6 +143,16 @@ class Price(msgspec.Struct, forbid_unknown_fields=True):
     multiplier: Annotated[float, msgspec.Meta(gt=0)] = 1.0
 
 
+class PromptCache(msgspec.Struct, forbid_unknown_fields=True):
+    """How long the upstream keeps a conversation's prompt prefix after its last turn: the key
+    choice moves a conversation idle longer than this freely (its cache is cold anyway)."""
+    # 5 minutes: what most providers keep (and a conservative guess for the rest).
+    lifetime_seconds: Seconds = 300.0
+    # Model id prefix -> seconds, over the default; the longest matching prefix wins
+    # ({"deepseek-": 3600, "kimi-": 300}).
+    families: dict[str, Seconds] = {}
+
+
 class Quota(msgspec.Struct, forbid_unknown_fields=True):
     # A key past this share of any window takes no new conversations.
     threshold: Share = 0.95
@@ -153,6 +163,8 @@ class Quota(msgspec.Struct, forbid_unknown_fields=True):
     usage_poll_seconds: Pause = 300.0
     # Model id -> price, over the built-in table (used when the upstream reports no cost).
     prices: dict[str, Price] = {}
+    # The upstream's prompt cache lifetime, per model family (see rules/10_instance_selection.py).
+    prompt_cache: PromptCache = msgspec.field(default_factory=PromptCache)
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):

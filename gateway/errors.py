@@ -12,7 +12,8 @@ import msgspec
 _encode = msgspec.json.Encoder().encode
 
 # What decoding bytes someone else sent can raise: not JSON, not the expected shape, or not
-# UTF-8 at all (msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string).
+# UTF-8 at all (older msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string,
+# newer a DecodeError).
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 # Anthropic's documented error types by HTTP status; OpenAI clients only read `type` loosely, so
@@ -164,11 +165,3 @@ def upstream_error(body: bytes, status: int) -> tuple[int, str]:
     error = read_upstream_error(body, status)
     return _STATUS_BY_TYPE.get(error.type or "", status), error.message
 
-
-def error_body_for(path: str, anthropic_version: bool, status: int, message: str) -> bytes:
-    """An error for a request not yet in a frontend's hands, in the shape its client expects:
-    Anthropic's under /v1/messages and /anthropic/ or with an `anthropic-version` header,
-    OpenAI's otherwise."""
-    if path.startswith(("/v1/messages", "/anthropic/")) or anthropic_version:
-        return anthropic_error_body(status, message)
-    return openai_error_body(status, message)

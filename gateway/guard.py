@@ -13,7 +13,8 @@ client expects.
 """
 from __future__ import annotations
 
-from gateway.errors import error_body_for
+from gateway.errors import anthropic_error_body, openai_error_body
+from gateway.frontends import gemini
 
 
 class RequestGuard:
@@ -30,30 +31,40 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         size = 0
-        length = chunked = anthropic_version = False
+        length = chunked = False
         for name, value in scope["headers"]:
             size += len(name) + len(value) + 4  # "name: value\r\n"
             if name == b"content-length":
                 length = True
             elif name == b"transfer-encoding":
                 chunked = True
-            elif name == b"anthropic-version":
-                anthropic_version = True
         if length and chunked:
-            return await _refuse(scope, send, anthropic_version, 400, {"connection": "close"},
+            return await _refuse(scope, send, 400, {"connection": "close"},
                                  "the request has both Content-Length and Transfer-Encoding; "
                                  "send one of them (a body framed two ways is refused)")
         if size > self.max_header_bytes:
-            return await _refuse(scope, send, anthropic_version, 431, {"connection": "close"},
+            return await _refuse(scope, send, 431, {"connection": "close"},
                                  f"the request headers are {size} bytes, over this gateway's "
                                  f"limit of {self.max_header_bytes} bytes "
                                  "(server.max_header_bytes)")
         return await self.app(scope, receive, send)
 
 
-async def _refuse(scope, send, anthropic_version: bool, status: int, headers: dict[str, str],
-                  message: str) -> None:
-    body = error_body_for(scope["path"], anthropic_version, status, message)
+def error_body_for(path: str, header_names, status: int, message: str) -> bytes:
+    """An error for a request not yet in a frontend's hands, in the shape its client expects
+    (`header_names`: the request's header names, lower case, or Starlette's Headers): Google's
+    under /v1beta/ or with a Google client header, Anthropic's under /v1/messages and
+    /anthropic/ or with an `anthropic-version` header, OpenAI's otherwise."""
+    if path.startswith("/v1beta/") or any(name in header_names for name in gemini.GOOGLE_HEADERS):
+        return gemini.error_body(status, message)
+    if path.startswith(("/v1/messages", "/anthropic/")) or "anthropic-version" in header_names:
+        return anthropic_error_body(status, message)
+    return openai_error_body(status, message)
+
+
+async def _refuse(scope, send, status: int, headers: dict[str, str], message: str) -> None:
+    names = {name.decode("latin-1") for name, _ in scope["headers"]}
+    body = error_body_for(scope["path"], names, status, message)
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         *((name.encode(), value.encode()) for name, value in headers.items())]})

@@ -113,6 +113,11 @@ class Metrics:
             prefix + "estimated_charges", "Requests the ledger charged an estimate for, because "
             "the upstream's usage never arrived (the client left, the stream broke off).",
             registry=registry)
+        self._decisions = Counter(
+            prefix + "key_decisions", "The key choice's verdicts on conversations: placement "
+            "(a new one), cold_move (its prompt cache had gone cold: moving cost nothing), "
+            "hot_move (its key was spent while its cache was warm).", ("decision",),
+            registry=registry)
         if self.multiprocess:
             MultiProcessCollector(self.registry)
         self._models: set[str] = set()
@@ -202,6 +207,9 @@ class Metrics:
 
     def estimated_charge(self) -> None:
         self._estimated_charges.inc()
+
+    def key_decision(self, decision: str) -> None:
+        self._for_instance(self._decisions, decision).inc()
 
     def quota(self, used: dict[str, dict[str, float]], store_up: bool) -> None:
         """After each sync with the state store: every key's window use, and the store's health."""

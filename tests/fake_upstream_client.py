@@ -131,6 +131,19 @@ class FakeUpstream:
                if dollars is not None}
         self._call("POST", "/_fake/limits", {key: how or None})
 
+    def set_cache(self, lifetime: float | None) -> None:
+        """Model a prompt cache per key and session that lives `lifetime` seconds idle (None:
+        no cache model, the default)."""
+        self._call("POST", "/_fake/cache", {"lifetime": lifetime})
+
+    def spend(self, key: str, dollars: float) -> None:
+        """Charge the key `dollars` now, as if it had been used before the test."""
+        self._call("POST", "/_fake/spend", {key: dollars})
+
+    def conversations(self) -> dict[str, dict[str, Any]]:
+        """What the cache model saw per session (key, turns, moves, hot_moves, tokens)."""
+        return self._call("GET", "/_fake/sessions")
+
     def set_usage(self, key: str, rolling: int | None = None, weekly: int | None = None,
                   monthly: int | None = None, status: int | None = None) -> None:
         """What GET /v1/usage says for `key`: these percents (None: the real figure), or
@@ -142,8 +155,8 @@ class FakeUpstream:
 
     def models(self, add: dict[str, str] | None = None, remove: list[str] | None = None,
                list_status: int | None | object = _KEEP) -> dict[str, Any]:
-        """Edit the catalogue (`add`: id -> "chat" | "messages" | "responses"; `remove`: ids) and
-        make GET /v1/models fail with `list_status` (None: answer again; left out: unchanged).
+        """Edit the catalogue (`add`: id -> "chat" | "messages" | "responses" | "google";
+        `remove`: ids) and make GET /v1/models fail with `list_status` (None: answer again; left out: unchanged).
         Returns {"models": {id: wire}, "list_status"}; `models()` just reads them."""
         payload: dict[str, Any] = {"add": add or {}, "remove": remove or []}
         if list_status is not _KEEP:

@@ -18,8 +18,8 @@ Keys (prefix `ocg:`; the URL's database number keeps gateways that must not shar
                        trimmed to 2 days on every write; `report` reads the buckets it names
                        inside Redis and answers them as one JSON text (`_REPORT`)
     ocg:keys           hash, key id -> its KeyState as JSON
-    ocg:sessions       stream of assignments {s: session, k: key id, t: when}, trimmed (MINID) to
-                       the session TTL; its entry ids are the snapshot cursor
+    ocg:sessions       stream of assignments and sightings {s: session, k: key id, t: when},
+                       trimmed (MINID) to the session TTL; its entry ids are the snapshot cursor
     ocg:batch:ID       string, set by each write of usage, for 10 minutes: when a write failed
                        (a timeout), whether Redis ran it after all (see `record`)
     ocg:reasoning      hash, id -> reasoning text; with
@@ -337,15 +337,17 @@ class RedisStore(StateStore):
             page = await self._client.xrange(_SESSIONS, f"({page[-1][0]}", "+", count=_PAGE)
             entries = entries + page
         oldest = now - self._session_ttl
-        sessions = {}
+        sessions, seen = {}, {}
         for _, fields in entries:
             try:
-                if float(fields["t"]) >= oldest:
+                at = float(fields["t"])
+                if at >= oldest:
                     sessions[fields["s"]] = fields["k"]
+                    seen[fields["s"]] = at
             except (KeyError, ValueError):
                 continue
         new_cursor = entries[-1][0] if entries else (since or "0-0")
-        return Snapshot(spent, keys, sessions, new_cursor)
+        return Snapshot(spent, keys, sessions, new_cursor, seen)
 
     async def report(self, since_minute: int) -> list[UsageRow]:
         found = await self._client.eval(_REPORT, 1, _BUCKETS, since_minute, _PREFIX + "u:")

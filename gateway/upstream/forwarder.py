@@ -45,6 +45,24 @@ from gateway.upstream.redact import Redactor
 ANTHROPIC_VERSION = "2023-06-01"
 SESSION_HEADER = "x-opencode-session"
 PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "responses": "/responses"}
+
+
+def gemini_url(api_url: str, model_id: str, stream: bool) -> str:
+    """Google's wire names the model and the stream in the path, and exists only under the
+    `/inference/go` layout: `<root>/google/v1beta/models/<id>:generateContent` (or
+    `:streamGenerateContent?alt=sse`), the root being the API URL without its `/v1`, the
+    `/zen/go` layout's root moved to `/inference/go`."""
+    root = api_url.rstrip("/").removesuffix("/v1")
+    if root.endswith("/zen/go"):
+        root = root.removesuffix("/zen/go") + "/inference/go"
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"{root}/google/v1beta/models/{model_id}:{method}"
+
+
+def upstream_url(api_url: str, protocol: str, model_id: str, stream: bool) -> str:
+    if protocol == "gemini":
+        return gemini_url(api_url, model_id, stream)
+    return api_url + PATHS[protocol]
 _ERROR_BODY_LIMIT = 64 * 1024
 POOL_RETRY_AFTER = "2"  # seconds: a busy pool frees connections as answers end
 USAGE_LIMIT_ERROR = "GoUsageLimitError"
@@ -98,6 +116,8 @@ def auth_headers(instance: Instance, protocol: str) -> dict[str, str]:
     if protocol == "anthropic":  # OpenCode Go's /messages takes x-api-key only
         headers["x-api-key"] = instance.api_key
         headers["anthropic-version"] = ANTHROPIC_VERSION
+    elif protocol == "gemini":
+        headers["x-goog-api-key"] = instance.api_key
     else:
         headers["Authorization"] = "Bearer " + instance.api_key
     return headers
@@ -233,7 +253,7 @@ class Forwarder:
         return pool.choose(avoid=tuple(tried))
 
     async def _open(self, instance: Instance, ctx: RouteContext, payload: bytes):
-        url = instance.api_url + PATHS[ctx.protocol]
+        url = upstream_url(instance.api_url, ctx.protocol, ctx.model_id, ctx.stream)
         headers = self._headers_for(instance, ctx.protocol, ctx.session)
         for attempt in (1, 2):
             try:
