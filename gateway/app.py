@@ -20,7 +20,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config import Config, ConfigError
-from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
@@ -29,6 +28,7 @@ from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
+from gateway.guard import error_body_for
 from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
@@ -128,14 +128,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
               "/v1/chat/completions, POST /v1/messages, POST /v1/responses, POST " \
               "/v1beta/models/{model}:generateContent, GET /v1/models, GET /healthz, GET /metrics"
-    if request.url.path.startswith("/v1beta/") or \
-            any(name in request.headers for name in gemini.GOOGLE_HEADERS):
-        body = gemini.error_body(exc.status_code, message)
-    elif request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
-            "anthropic-version" in request.headers:
-        body = anthropic_error_body(exc.status_code, message)
-    else:
-        body = openai_error_body(exc.status_code, message)
+    body = error_body_for(request.url.path, request.headers, exc.status_code, message)
     return Response(body, status_code=exc.status_code, media_type="application/json",
                     headers=exc.headers)
 
