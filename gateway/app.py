@@ -20,7 +20,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config import Config, ConfigError
-from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
@@ -30,6 +29,7 @@ from gateway.frontends.landing import ENDPOINTS, endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
+from gateway.guard import error_body_for
 from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
@@ -133,14 +133,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
                f"{endpoint_list()} (GET / lists them); OpenAI clients take the base URL "
                f"{request.base_url}v1, Anthropic and Gemini clients "
                f"{str(request.base_url).rstrip('/')}")
-    if path.startswith("/v1beta/") or \
-            any(name in request.headers for name in gemini.GOOGLE_HEADERS):
-        body = gemini.error_body(exc.status_code, message)
-    elif path.startswith(("/v1/messages", "/anthropic/")) or \
-            "anthropic-version" in request.headers:
-        body = anthropic_error_body(exc.status_code, message)
-    else:
-        body = openai_error_body(exc.status_code, message)
+    body = error_body_for(path, request.headers, exc.status_code, message)
     return Response(body, status_code=exc.status_code, media_type="application/json",
                     headers=exc.headers)
 

@@ -3,7 +3,9 @@
 With no file the built-in default applies: the `opencode-go` backend at OpenCode Go's URL, keyed
 by `OPENCODE_GO_API_KEY`. A YAML file overrides any part of it. Strings in the file may use
 `${VAR}` and `${VAR:-default}`; they are expanded from the environment before the file is checked
-against the structs, so a bad value is reported with its field path and the file's name.
+against the structs, so a bad value is reported with its field path and the file's name. A
+`${VAR}` whose variable is not set stops the load, naming VAR and the field (`${VAR:-}` says an
+empty value is meant).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import inspect as mi
 
+from gateway.masking import mask_url
 from gateway.suggest import did_you_mean
 
 DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
@@ -52,9 +55,20 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
     api_keys: list[str] = []
     max_body_bytes: Positive = 32 * 1024 * 1024  # larger bodies get 413 before they are read
     max_header_bytes: Bytes = 64 * 1024  # larger header blocks get 431
+    # Bounds on what one body holds, so that no request's decoding holds the event loop long
+    # (decoding is a C call that no other request can interrupt): JSON objects and arrays in
+    # all (counted as the body arrives, before it is decoded), and the counts the frontends
+    # walk: messages (or `input` items), tools, content parts of one message.
+    max_body_containers: Positive = 50_000
+    max_messages: Positive = 10_000  # messages (or Responses `input` items) in one request
+    max_tools: Positive = 1_000  # tools in one request
+    max_parts: Positive = 10_000  # content parts of one message
     # Longest time a client may take to send a request body (a slow sender holds a connection
     # and a worker task; hypercorn bounds only the headers).
     body_timeout: Seconds = 60.0
+    # Longest time a client may leave an answer's bytes unread (its receive window shut)
+    # before its connection is closed and the upstream request with it.
+    write_timeout: Seconds = 30.0
     # Seconds in-flight requests get to finish after SIGTERM before they are cut.
     graceful_timeout: Pause = 30.0
     # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.
@@ -72,6 +86,9 @@ class Upstream(msgspec.Struct, forbid_unknown_fields=True):
     idle_timeout: Seconds = 300.0
     # Concurrent upstream connections per worker; more requests wait for a free one. 0 = no cap.
     max_connections: Count = 1024
+    # Longest wait for a free one of them (opening it included); past it the request gets 503
+    # with Retry-After.
+    pool_timeout: Seconds = 30.0
     # How many other instances an unpinned request may move to after a failure before any byte.
     failover_hops: Count = 2
     # Consecutive failures that take an instance out, and for how long.
@@ -182,13 +199,20 @@ def expand_env(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(value, text)
 
 
-def _expand_tree(node, env):
+def _expand_tree(node, env, unset: list[tuple[str, str]], field: str = ""):
+    """The tree with every string expanded; (field, VAR) of each `${VAR}` (no default) whose
+    variable is not set goes to `unset`."""
     if isinstance(node, str):
+        for match in _VAR.finditer(node):
+            if match.group(2) is None and match.group(1) not in env:
+                unset.append((field, match.group(1)))
         return expand_env(node, env)
     if isinstance(node, dict):
-        return {key: _expand_tree(value, env) for key, value in node.items()}
+        return {key: _expand_tree(value, env, unset, f"{field}.{key}" if field else str(key))
+                for key, value in node.items()}
     if isinstance(node, list):
-        return [_expand_tree(item, env) for item in node]
+        return [_expand_tree(item, env, unset, f"{field}[{index}]")
+                for index, item in enumerate(node)]
     return node
 
 
@@ -213,7 +237,12 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
         return Config()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (backends:, server:, ...)")
-    expanded = _expand_tree(raw, env)
+    unset: list[tuple[str, str]] = []
+    expanded = _expand_tree(raw, env, unset)
+    if unset:
+        field, variable = unset[0]
+        raise ConfigError(f"{path}: `{field}` uses ${{{variable}}}, and {variable} is not set; "
+                          f"set it, or write ${{{variable}:-}} where an empty value is meant")
     try:
         config = msgspec.convert(expanded, Config)
     except msgspec.ValidationError as exc:
@@ -262,7 +291,7 @@ _URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")
 def check_api_url(url: str, where: str) -> None:
     """An upstream URL must be http(s)://host[/path]; `where` names the field or variable."""
     if not _URL.fullmatch(url):
-        raise ConfigError(f"{where}: {url!r} is not an http(s) URL; OpenCode Go's is "
+        raise ConfigError(f"{where}: {mask_url(url)!r} is not an http(s) URL; OpenCode Go's is "
                           f"{DEFAULT_API_URL}")
 
 
@@ -285,6 +314,5 @@ def _check(config: Config, path: str) -> None:
                               "were asked for")
     if config.state.backend == "redis" and not config.state.url.startswith(
             ("redis://", "rediss://", "unix://")):
-        shown = re.sub(r"//[^/@]*@", "//***@", config.state.url)  # no password in any message
         raise ConfigError(f"{path}: `state.url` must be a redis://, rediss:// or unix:// URL, "
-                          f"got {shown!r}")
+                          f"got {mask_url(config.state.url)!r}")

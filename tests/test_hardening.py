@@ -301,7 +301,7 @@ def test_a_config_that_looks_safe_and_is_not_is_refused_naming_the_field(tmp_pat
 
 def test_serve_refuses_to_start_open_when_client_keys_came_out_empty(tmp_path):
     path = tmp_path / "gateway.yaml"
-    path.write_text('server: {api_keys: ["${SURELY_UNSET_VARIABLE}"]}\n')
+    path.write_text('server: {api_keys: ["${SURELY_UNSET_VARIABLE:-}"]}\n')
     result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(path),
                              "--port", "1"], cwd=REPO, capture_output=True, text=True, timeout=30,
                             env={"PATH": "/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path)})

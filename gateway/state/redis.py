@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from gateway.masking import mask_url
 from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
                                  StoreError, UsageRow, WindowStarts, add_usage)
 
@@ -169,19 +170,6 @@ def _less(usage: list[UsageRow], owed: dict[tuple[str, str, int], UsageRow]) -> 
     return left
 
 
-def masked_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparsable URL>"
-
-
 def _check_url(url: str) -> None:
     """What redis-py would accept silently but is surely a typo: a database that is no number."""
     parts = urllib.parse.urlsplit(url)
@@ -209,7 +197,7 @@ class RedisStore(StateStore):
         self._owed: dict[tuple[str, str, int], UsageRow] = {}
 
     def __repr__(self) -> str:
-        return masked_url(self.url)
+        return mask_url(self.url)
 
     # ---- open / close ----
 
@@ -227,7 +215,7 @@ class RedisStore(StateStore):
                     # Redis. Never after a timeout, which may have hidden an applied write.
                     retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
             except ValueError as exc:
-                raise StoreError(f"state.url {masked_url(self.url)!r} is not a Redis URL "
+                raise StoreError(f"state.url {mask_url(self.url)!r} is not a Redis URL "
                                  f"({exc}); write it as redis://[:PASSWORD@]HOST:6379/0") from None
             self._redis = aioredis.Redis.from_pool(pool)
             self._remember = self._redis.register_script(_REMEMBER)

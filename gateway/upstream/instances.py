@@ -23,6 +23,7 @@ import time
 
 from gateway.config import DEFAULT_API_URL, Config, Upstream, check_api_url, env_prefix
 from gateway.errors import GatewayError
+from gateway.masking import mask_url
 
 
 def mask_key(key: str) -> str:
@@ -88,7 +89,7 @@ class Instance:
         return self.limit_until <= now and self.resting_until <= now
 
     def __repr__(self) -> str:  # keys stay out of reprs, tracebacks and logs
-        return f"Instance({self.name}, {self.api_url}, key {mask_key(self.api_key)})"
+        return f"Instance({self.name}, {mask_url(self.api_url)}, key {mask_key(self.api_key)})"
 
 
 class InstancePool:
