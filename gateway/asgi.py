@@ -8,9 +8,12 @@ import os
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
 from gateway.guard import RequestGuard
+from gateway.logs import setup as setup_logs
 from gateway.server import close_connections_clients_closed
 
-# Every worker process imports this module: the place to fix hypercorn in each of them.
+# Every worker process imports this module: the place to fix hypercorn in each of them, and to
+# make its log JSON lines (before anything logs).
+setup_logs()
 close_connections_clients_closed()
 
 _config = load_config(os.environ.get(CONFIG_ENV) or None)

@@ -14,8 +14,10 @@ import re
 from typing import Annotated, Literal
 
 import msgspec
+from msgspec import inspect as mi
 
 from gateway.masking import mask_url
+from gateway.suggest import did_you_mean
 
 DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
 DEFAULT_BACKEND = "opencode-go"
@@ -41,26 +43,26 @@ class BackendExtra(msgspec.Struct, forbid_unknown_fields=True):
 class Backend(msgspec.Struct, forbid_unknown_fields=True):
     # Empty means: from the environment, `<NAME>_API_URL` / `<NAME>_API_KEY` (see env_prefix).
     api_url: str = ""
-    api_key: str = ""
-    extra: BackendExtra = msgspec.field(default_factory=BackendExtra)
+    api_key: str = ""  # the OpenCode Go key; empty: from `<NAME>_API_KEY` (or `_API_KEY_1..N`)
+    extra: BackendExtra = msgspec.field(default_factory=BackendExtra)  # per-backend extras
 
 
 class Server(msgspec.Struct, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    port: Port = 8000
-    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    host: str = "127.0.0.1"  # the address to listen on; 0.0.0.0 for every interface
+    port: Port = 8000  # the port to listen on
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1  # worker processes sharing the port
     # Client keys; empty leaves the gateway open. GATEWAY_API_KEYS (comma-separated) adds to them.
     api_keys: list[str] = []
-    max_body_bytes: Positive = 32 * 1024 * 1024
-    max_header_bytes: Bytes = 64 * 1024
+    max_body_bytes: Positive = 32 * 1024 * 1024  # larger bodies get 413 before they are read
+    max_header_bytes: Bytes = 64 * 1024  # larger header blocks get 431
     # Bounds on what one body holds, so that no request's decoding holds the event loop long
     # (decoding is a C call that no other request can interrupt): JSON objects and arrays in
     # all (counted as the body arrives, before it is decoded), and the counts the frontends
     # walk: messages (or `input` items), tools, content parts of one message.
     max_body_containers: Positive = 50_000
-    max_messages: Positive = 10_000
-    max_tools: Positive = 1_000
-    max_parts: Positive = 10_000
+    max_messages: Positive = 10_000  # messages (or Responses `input` items) in one request
+    max_tools: Positive = 1_000  # tools in one request
+    max_parts: Positive = 10_000  # content parts of one message
     # Longest time a client may take to send a request body (a slow sender holds a connection
     # and a worker task; hypercorn bounds only the headers).
     body_timeout: Seconds = 60.0
@@ -71,12 +73,12 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
     graceful_timeout: Pause = 30.0
     # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.
     backlog: Positive = 2048
-    keep_alive_timeout: Seconds = 75.0
-    access_log: bool = True
+    keep_alive_timeout: Seconds = 75.0  # above nginx's upstream keepalive_timeout (60 s)
+    access_log: bool = True  # one JSON line per request on standard output
 
 
 class Upstream(msgspec.Struct, forbid_unknown_fields=True):
-    connect_timeout: Seconds = 10.0
+    connect_timeout: Seconds = 10.0  # seconds to open a connection to the upstream
     # Longest wait for the answer to start (its response headers); for a non-streamed answer
     # also the longest silence while it is read.
     first_byte_timeout: Seconds = 300.0
@@ -91,13 +93,13 @@ class Upstream(msgspec.Struct, forbid_unknown_fields=True):
     failover_hops: Count = 2
     # Consecutive failures that take an instance out, and for how long.
     cooldown_after_failures: Positive = 3
-    cooldown_seconds: Pause = 10.0
+    cooldown_seconds: Pause = 10.0  # seconds an instance rests after those failures
     # How often the upstream's model list (GET {api_url}/models) is read; 0 = never.
     models_refresh_seconds: Pause = 300.0
     # Bounds on what the gateway holds of an answer: a whole (non-streamed) answer, and one
     # event of a stream it translates (a line without an end would otherwise grow forever).
     max_answer_bytes: Bytes = 64 * 1024 * 1024
-    max_event_bytes: Bytes = 8 * 1024 * 1024
+    max_event_bytes: Bytes = 8 * 1024 * 1024  # one event of a translated stream
 
 
 class Translation(msgspec.Struct, forbid_unknown_fields=True):
@@ -112,7 +114,7 @@ class State(msgspec.Struct, forbid_unknown_fields=True):
     # The SQLite file; empty: $STATE_DIRECTORY (systemd), else $XDG_STATE_HOME or
     # ~/.local/state, under opencode-gateway/state.sqlite3.
     path: str = ""
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = "redis://127.0.0.1:6379/0"  # the Redis server, for backend: redis
     # How often a worker writes what it gathered and reads what the others wrote (at once when
     # a key starts a rest).
     sync_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
@@ -120,7 +122,7 @@ class State(msgspec.Struct, forbid_unknown_fields=True):
     session_ttl_hours: Seconds = 6.0
     # Reasoning remembered for models that need it back on tool-call turns.
     reasoning_ttl_hours: Seconds = 24.0
-    max_reasoning: Positive = 100_000
+    max_reasoning: Positive = 100_000  # at most this many reasoning entries are kept
 
 
 class WindowLimits(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,16 +133,16 @@ class WindowLimits(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class KeyQuota(msgspec.Struct, forbid_unknown_fields=True):
-    limits: WindowLimits | None = None
+    limits: WindowLimits | None = None  # this key's own limits; null: `quota.limits`
     anchor_day: Annotated[int, msgspec.Meta(ge=1, le=31)] = 1  # the subscription's day
 
 
 class Price(msgspec.Struct, forbid_unknown_fields=True):
     """USD per million tokens; `multiplier` is the model's usage multiplier."""
-    input: Pause
-    output: Pause
-    cache_read: Pause = 0.0
-    multiplier: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    input: Pause  # fresh input tokens
+    output: Pause  # output tokens, reasoning included
+    cache_read: Pause = 0.0  # input tokens read from the prompt cache
+    multiplier: Annotated[float, msgspec.Meta(gt=0)] = 1.0  # the model's usage multiplier
 
 
 class PromptCache(msgspec.Struct, forbid_unknown_fields=True):
@@ -156,7 +158,7 @@ class PromptCache(msgspec.Struct, forbid_unknown_fields=True):
 class Quota(msgspec.Struct, forbid_unknown_fields=True):
     # A key past this share of any window takes no new conversations.
     threshold: Share = 0.95
-    limits: WindowLimits = msgspec.field(default_factory=WindowLimits)
+    limits: WindowLimits = msgspec.field(default_factory=WindowLimits)  # every key's, by default
     # Per instance (`opencode-go.2`): its own limits and month anchor.
     keys: dict[str, KeyQuota] = {}
     # How often each key's `GET {api_url}/usage` is read; 0 = never.
@@ -168,13 +170,15 @@ class Quota(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
+    # Backend name -> its upstream; the name is the prefix clients use (`opencode-go/glm-5.1`).
     backends: dict[str, Backend] = msgspec.field(
         default_factory=lambda: {DEFAULT_BACKEND: Backend()})
-    server: Server = msgspec.field(default_factory=Server)
-    upstream: Upstream = msgspec.field(default_factory=Upstream)
-    translation: Translation = msgspec.field(default_factory=Translation)
-    state: State = msgspec.field(default_factory=State)
-    quota: Quota = msgspec.field(default_factory=Quota)
+    server: Server = msgspec.field(default_factory=Server)  # the listening side
+    upstream: Upstream = msgspec.field(default_factory=Upstream)  # connections to OpenCode Go
+    translation: Translation = msgspec.field(default_factory=Translation)  # between protocols
+    state: State = msgspec.field(default_factory=State)  # what outlives a request, shared
+    quota: Quota = msgspec.field(default_factory=Quota)  # dollar windows per key
+    # A directory of extra rule modules, added to the built-in ones.
     rules_dir: str | None = None
 
 
@@ -242,9 +246,43 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
     try:
         config = msgspec.convert(expanded, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {_misspelling(expanded, mi.type_info(Config), '') or exc}") \
+            from None
     _check(config, path)
     return config
+
+
+def _misspelling(node, schema, where: str) -> str | None:
+    """A field name or a value that is one typo from a known one, said with the fix; None when
+    the file's mistake is another kind (msgspec's own message names it then)."""
+    if isinstance(schema, mi.UnionType):
+        kinds = [t for t in schema.types if not isinstance(t, mi.NoneType)]
+        schema = kinds[0] if len(kinds) == 1 else schema
+    if isinstance(schema, mi.StructType) and isinstance(node, dict):
+        fields = {field.encode_name: field for field in schema.fields}
+        for key, value in node.items():
+            field = fields.get(key)
+            inside = f"`{where}`" if where else "the top level"
+            if field is None:
+                hint = did_you_mean(str(key), fields, "`{}`".format)
+                if hint:
+                    return f"unknown field `{key}` in {inside}.{hint}"
+                continue
+            found = _misspelling(value, field.type, f"{where}.{key}" if where else key)
+            if found:
+                return found
+    elif isinstance(schema, mi.DictType) and isinstance(node, dict):
+        for key, value in node.items():
+            found = _misspelling(value, schema.value_type, f"{where}.{key}")
+            if found:
+                return found
+    elif isinstance(schema, mi.LiteralType) and isinstance(node, str) \
+            and node not in schema.values:
+        hint = did_you_mean(node, schema.values, "`{}`".format)
+        if hint:
+            return (f"`{where}`: `{node}` is not one of " + ", ".join(map(str, schema.values))
+                    + "." + hint)
+    return None
 
 
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s]*)?")

@@ -25,6 +25,7 @@ import time
 
 import msgspec
 
+from gateway.health import Health
 from gateway.metrics import Metrics
 from gateway.quota.prices import estimate_usage
 from gateway.routing.context import RouteContext
@@ -102,6 +103,7 @@ class Observer:
         self.quota = None
         # The last errors this worker answered or saw, for the usage view and the dashboard.
         self.recent_errors: collections.deque[dict] = collections.deque(maxlen=20)
+        self.health = Health()
 
     def _remember_error(self, status: int, model: str | None, instance: str | None,
                         error: str | None) -> None:
@@ -150,11 +152,12 @@ class Observer:
         metrics.routed(ctx.model_id, instance, duration, usage, cost)
         if self.quota is not None:
             self.quota.finished(ctx, status, usage, cost)
+        ttfb = ctx.first_byte_seconds
+        self.health.add(instance, ctx.model_id, status, ttfb * 1000 if ttfb is not None else None)
         if status >= 400 or error:
             self._remember_error(status, ctx.model_id, instance or None, error)
         if not self.access_log:
             return
-        ttfb = ctx.first_byte_seconds
         record = AccessRecord(
             request_id=ctx.request_id, frontend=ctx.frontend, status=status,
             duration_ms=round(duration * 1000, 2), model=ctx.model_id,
@@ -172,6 +175,7 @@ class Observer:
         # The model label stays empty: before routing it is whatever the client typed.
         self.metrics.request(frontend, None, status)
         self._remember_error(status, model, None, error)
+        self.health.add("", "", status, None)   # refused before routing: no instance, no model
         if not self.access_log:
             return
         record = AccessRecord(request_id=request_id, frontend=frontend, status=status,

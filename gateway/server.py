@@ -44,6 +44,8 @@ import logging
 import weakref
 from typing import Callable
 
+from gateway.logs import LOG_CONFIG
+
 _log = logging.getLogger("gateway")
 _PATCHED = "_opencode_gateway_closes_on_eof"
 _READ_ENDED = "_opencode_gateway_read_ended"
@@ -100,6 +102,7 @@ def hypercorn_config(server, host: str, port: int, workers: int):
     config.write_timeout = server.write_timeout  # read by the patched TCPServer (bound_writes)
     config.accesslog = None
     config.errorlog = "-"
+    config.logconfig_dict = LOG_CONFIG  # JSON lines, in every worker (gateway/logs.py)
     return config
 
 

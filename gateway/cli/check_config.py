@@ -5,6 +5,7 @@ import os
 
 from gateway.cli.common import load_gateway
 from gateway.masking import mask_url
+from gateway.routing.router import missing_key_message
 from gateway.upstream.instances import mask_key
 
 
@@ -25,8 +26,7 @@ def run(args) -> int:
             print(f"  instance {instance.name}: {mask_url(instance.api_url)}, "
                   f"key {mask_key(instance.api_key)}")
             if not instance.api_key:
-                print(f"  warning: {instance.name} has no key; set OPENCODE_GO_API_KEY "
-                      "(or api_key in the config)")
+                print(f"  warning: {missing_key_message(name)}")
         overrides = config.backends[name].extra.model_protocol_overrides
         if overrides:
             print(f"  protocol overrides: {', '.join(f'{m}={p}' for m, p in overrides.items())}")

@@ -17,6 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from gateway.errors import GatewayError
 from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
+from gateway.routing.router import missing_key_message
+from gateway.suggest import did_you_mean
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
 _decode = msgspec.json.decode
@@ -336,6 +338,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
                                          client_key=client_key)
         ctx.request_id = request_id
         ctx.started = started
+        if not ctx.instance.api_key:  # said at start too; OpenCode Go would say "Missing API key"
+            raise GatewayError(503, missing_key_message(ctx.backend), code="no_upstream_key")
         response = await _forward_on_its_wire(request, gateway, ctx)
     except GatewayError as exc:
         error = exc
@@ -349,11 +353,22 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)
+    if ctx is not None and 400 <= error.status < 500 and error.status != 429:
+        error.message += _misspelt_model(gateway, ctx)
     if ctx is not None:
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
         gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
     return render_error(error, request_id)
+
+
+def _misspelt_model(gateway, ctx) -> str:
+    """` Did you mean opencode-go/glm-5.1?` when the upstream refused a model named with its
+    backend (`opencode-go/glm-5.l`) that no list knows and a listed id is one typo away."""
+    catalogue = gateway.router.catalogues.get(ctx.backend)
+    if catalogue is None or catalogue.listed(ctx.model_id):
+        return ""
+    return did_you_mean(ctx.model_id, catalogue.advertised(), f"{ctx.backend}/{{}}".format)
 
 
 class Frontend:
