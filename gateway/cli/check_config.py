@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 
 from gateway.cli.common import load_gateway
+from gateway.masking import mask_url
+from gateway.routing.router import missing_key_message
 from gateway.upstream.instances import mask_key
 
 
@@ -21,10 +23,10 @@ def run(args) -> int:
     for name, pool in gateway.pools.items():
         print(f"backend {name}:")
         for instance in pool.instances:
-            print(f"  instance {instance.name}: {instance.api_url}, key {mask_key(instance.api_key)}")
+            print(f"  instance {instance.name}: {mask_url(instance.api_url)}, "
+                  f"key {mask_key(instance.api_key)}")
             if not instance.api_key:
-                print(f"  warning: {instance.name} has no key; set OPENCODE_GO_API_KEY "
-                      "(or api_key in the config)")
+                print(f"  warning: {missing_key_message(name)}")
         overrides = config.backends[name].extra.model_protocol_overrides
         if overrides:
             print(f"  protocol overrides: {', '.join(f'{m}={p}' for m, p in overrides.items())}")

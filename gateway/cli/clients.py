@@ -16,7 +16,7 @@ import time
 import msgspec
 
 from gateway.access.clients import key_hash
-from gateway.cli.common import load_gateway, with_state
+from gateway.cli.common import load_gateway, on_the_store
 from gateway.config import Client, ConfigError, check_client
 from gateway.quota.report import usage_report
 from gateway.state.store import StoredClient
@@ -77,7 +77,7 @@ def add(commands) -> None:
 def run(args) -> int:
     gateway = load_gateway(args)
     try:
-        return with_state(gateway, lambda: _ACTIONS[args.action](gateway, args))
+        return on_the_store(gateway, lambda: _ACTIONS[args.action](gateway, args))
     except ConfigError as exc:
         print(f"opencode-gateway: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,7 @@ SIGHUP to a single-worker `serve` does the same for that process alone.
 """
 from __future__ import annotations
 
-from gateway.cli.common import load_gateway, with_state
+from gateway.cli.common import load_gateway, on_the_store
 
 
 def add(commands) -> None:
@@ -17,7 +17,7 @@ def add(commands) -> None:
 
 def run(args) -> int:
     gateway = load_gateway(args)  # exits 2, naming the field, for a config that does not load
-    count = with_state(gateway, gateway.store.request_reload)
+    count = on_the_store(gateway, gateway.store.request_reload)
     print(f"config OK; every gateway on {gateway.store!r} re-reads its config within "
           f"{gateway.config.state.sync_seconds:g}s (reload #{count})")
     if gateway.store.name == "memory":

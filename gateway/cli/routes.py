@@ -6,6 +6,7 @@ import sys
 
 from gateway.cli.common import load_gateway
 from gateway.errors import GatewayError
+from gateway.masking import mask_url
 from gateway.upstream.forwarder import ANTHROPIC_VERSION, upstream_url
 from gateway.upstream.instances import mask_key
 
@@ -56,7 +57,7 @@ def run(args) -> int:
     print(f"model id     : {ctx.model_id}")
     print(f"wire         : {ctx.protocol} "
           f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
-    print(f"upstream URL : POST {url}")
+    print(f"upstream URL : POST {mask_url(url)}")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
     for rule, _is_async, _source in gateway.router.chain.rules:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.cli.common import load_gateway, with_state
+from gateway.cli.common import load_gateway, nothing_to_read, on_the_store
 from gateway.quota.report import SPEND_BY, usage_report
 
 
@@ -21,8 +21,13 @@ def add(commands) -> None:
 def run(args) -> int:
     """Where every key stands, read from the state store (no running gateway needed)."""
     gateway = load_gateway(args)
+    nothing = nothing_to_read(gateway)
+    if nothing:
+        print(f"opencode-gateway: {nothing}", file=sys.stderr)
+        return 1
+
     by = [args.by] if args.by else None
-    report = with_state(gateway, lambda: usage_report(gateway.book, gateway.pools, by=by))
+    report = on_the_store(gateway, lambda: usage_report(gateway.book, gateway.pools, by=by))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -46,8 +46,9 @@ async def usage(request: Request) -> Reply:
             raise admin_only()
     except GatewayError as exc:
         return openai_error(exc)
-    report = await usage_report(gateway.book, gateway.pools, list(gateway.observer.recent_errors),
-                                by=by, only_client=only)
+    observer = gateway.observer
+    report = await usage_report(gateway.book, gateway.pools, list(observer.recent_errors),
+                                health=observer.health.report(), by=by, only_client=only)
     return Reply(_encode(report), headers={"cache-control": "no-store"})
 
 

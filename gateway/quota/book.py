@@ -44,7 +44,7 @@ CARRIED_SECONDS = 1800.0
 class Account:
     """One key's spending as this worker knows it."""
     __slots__ = ("key_id", "instances", "limits", "anchor_day", "stored", "pending", "taken",
-                 "upstream")
+                 "upstream", "lifted_at")
 
     def __init__(self, key_id: str, limits: tuple[float, float, float], anchor_day: int):
         self.key_id = key_id
@@ -55,6 +55,7 @@ class Account:
         self.pending = 0.0               # dollars this worker spent that the store has not seen
         self.taken = 0.0                 # of which: on their way to the store now
         self.upstream: dict[str, UpstreamUsage] = {}
+        self.lifted_at = 0.0             # when its rests were last lifted (see KeyState)
 
     def spent(self, window: int) -> float:
         return self.stored[window] + self.pending
@@ -308,6 +309,22 @@ class KeyBook:
                                                          account.spent(index))
                 if percent >= 100 and resets_at > now:
                     pool.limit_reached(instance, resets_at - now, LIMIT_NAMES[window])
+        # A key resting at a usage limit whose every window has room again is back at once
+        # (the limit was lifted, or the subscription grew), not at the reset it was given.
+        if instance.limited(now) and figures and all(percent < 100 for percent, _ in
+                                                     figures.values()):
+            _log.info("%s: the upstream's /usage shows room in every window; its %s limit "
+                      "rest ends now", instance.name, instance.limit_name or "usage")
+            self.lift(instance)
+            return
+        self.key_changed(instance)
+
+    def lift(self, instance: Instance) -> None:
+        """End the rests of `instance`'s key now, on every worker (they read the lift)."""
+        account = self._by_instance[instance.name]
+        account.lifted_at = time.time()
+        for same_key in account.instances:
+            same_key.lift()
         self.key_changed(instance)
 
     # ---- the background task ----
@@ -379,7 +396,15 @@ class KeyBook:
                 mine = account.upstream.get(window)
                 if mine is None or figure.fetched_at > mine.fetched_at:
                     account.upstream[window] = figure
+            if state.lifted_at > account.lifted_at:
+                account.lifted_at = state.lifted_at
+                for instance in account.instances:
+                    if instance.rested_at <= state.lifted_at:
+                        instance.lift()
+            if account.lifted_at and state.rested_at <= account.lifted_at:
+                continue  # its rests began before a lift: over
             for instance in account.instances:
+                instance.rested_at = max(instance.rested_at, state.rested_at)
                 if state.limit_until > instance.limit_until:
                     instance.limit_until = state.limit_until
                     instance.limit_name = state.limit_name
@@ -426,11 +451,12 @@ class KeyBook:
 
 def _state_of(account: Account) -> KeyState:
     """What this worker knows of a key: its rests, and the upstream's figures."""
-    state = KeyState(upstream=dict(account.upstream))
+    state = KeyState(upstream=dict(account.upstream), lifted_at=account.lifted_at)
     for instance in account.instances:
         if instance.limit_until > state.limit_until:
             state.limit_until, state.limit_name = instance.limit_until, instance.limit_name
         state.resting_until = max(state.resting_until, instance.resting_until)
+        state.rested_at = max(state.rested_at, instance.rested_at)
     return state
 
 
@@ -438,6 +464,8 @@ def _lacks(stored: KeyState | None, account: Account, now: float) -> bool:
     """Whether the store's state of a key lacks a rest still running or an upstream figure
     newer than its own, that this worker knows."""
     stored = stored or KeyState()
+    if account.lifted_at > stored.lifted_at:
+        return True
     for instance in account.instances:
         if instance.limit_until > max(stored.limit_until, now) or \
                 instance.resting_until > max(stored.resting_until, now):

@@ -38,7 +38,8 @@ class RouteContext:
     __slots__ = ("requested", "frontend", "backend", "instance", "model_id", "protocol", "pin",
                  "body", "translation", "config", "pools", "catalogues", "quota", "session",
                  "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
-                 "limit_hit", "fallbacks", "adjusted", "client", "agent")
+                 "limit_hit", "fallbacks", "adjusted", "sent_bytes", "events_seen", "client",
+                 "agent")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
                  pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
@@ -69,6 +70,10 @@ class RouteContext:
         self.limit_hit: str | None = None  # a usage limit an instance reported on the way
         # Response headers saying what was fitted to the model (translate/model_limits.py).
         self.adjusted: dict[str, str] | None = None
+        # What a charge is estimated from when the upstream's usage never arrived: the size of
+        # the request it received, and the stream events relayed before the end.
+        self.sent_bytes = 0
+        self.events_seen = 0
         # Who asked (access/clients.py) and with which program (access/agents.py): the ledger's.
         self.client = "anonymous"
         self.agent = "other"

@@ -48,6 +48,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from gateway.masking import mask_url
 from gateway.state.store import (ANONYMOUS, DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot,
                                  StateStore, StoredClient, StoreError, UsageKey, UsageRow,
                                  WindowStarts, add_usage, client_id)
@@ -177,19 +178,6 @@ def _less(usage: list[UsageRow], owed: dict[UsageKey, UsageRow]) -> list[UsageRo
     return left
 
 
-def masked_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparsable URL>"
-
-
 def _check_url(url: str) -> None:
     """What redis-py would accept silently but is surely a typo: a database that is no number."""
     parts = urllib.parse.urlsplit(url)
@@ -217,7 +205,7 @@ class RedisStore(StateStore):
         self._owed: dict[UsageKey, UsageRow] = {}
 
     def __repr__(self) -> str:
-        return masked_url(self.url)
+        return mask_url(self.url)
 
     # ---- open / close ----
 
@@ -235,7 +223,7 @@ class RedisStore(StateStore):
                     # Redis. Never after a timeout, which may have hidden an applied write.
                     retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
             except ValueError as exc:
-                raise StoreError(f"state.url {masked_url(self.url)!r} is not a Redis URL "
+                raise StoreError(f"state.url {mask_url(self.url)!r} is not a Redis URL "
                                  f"({exc}); write it as redis://[:PASSWORD@]HOST:6379/0") from None
             self._redis = aioredis.Redis.from_pool(pool)
             self._remember = self._redis.register_script(_REMEMBER)

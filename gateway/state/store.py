@@ -90,6 +90,8 @@ class KeyState(msgspec.Struct, omit_defaults=True):
     limit_name: str = ""
     resting_until: float = 0.0
     upstream: dict[str, UpstreamUsage] = {}   # window name -> the upstream's figure
+    rested_at: float = 0.0    # when the latest of those rests began
+    lifted_at: float = 0.0    # when the rests were last lifted: any that began before are void
 
 
 class StoredClient(msgspec.Struct, omit_defaults=True):

@@ -23,6 +23,7 @@ import time
 
 from gateway.config import DEFAULT_API_URL, Config, Upstream, check_api_url, env_prefix
 from gateway.errors import GatewayError
+from gateway.masking import mask_url
 
 
 def mask_key(key: str) -> str:
@@ -60,7 +61,7 @@ def describe_wait(seconds: float) -> str:
 
 class Instance:
     __slots__ = ("name", "backend", "number", "api_url", "api_key", "key_id", "resting_until",
-                 "failures", "limit_until", "limit_name")
+                 "failures", "limit_until", "limit_name", "rested_at")
 
     def __init__(self, name: str, backend: str, number: int, api_url: str, api_key: str):
         self.name = name
@@ -73,6 +74,13 @@ class Instance:
         self.failures = 0
         self.limit_until = 0.0     # a usage-limit rest (GoUsageLimitError)
         self.limit_name = ""       # "5 hour", "weekly", "monthly"
+        self.rested_at = 0.0       # when the latest rest began (a lift voids rests before it)
+
+    def lift(self) -> None:
+        """End every rest now (`rests clear`, or the upstream's /usage showing room)."""
+        self.limit_until = self.resting_until = 0.0
+        self.limit_name = ""
+        self.failures = 0
 
     def limited(self, now: float) -> bool:
         return self.limit_until > now
@@ -81,7 +89,7 @@ class Instance:
         return self.limit_until <= now and self.resting_until <= now
 
     def __repr__(self) -> str:  # keys stay out of reprs, tracebacks and logs
-        return f"Instance({self.name}, {self.api_url}, key {mask_key(self.api_key)})"
+        return f"Instance({self.name}, {mask_url(self.api_url)}, key {mask_key(self.api_key)})"
 
 
 class InstancePool:
@@ -127,13 +135,15 @@ class InstancePool:
         if instance.failures >= self._settings.cooldown_after_failures:
             rest = max(rest, self._settings.cooldown_seconds)
         if rest > 0:
-            instance.resting_until = max(instance.resting_until, time.time() + rest)
+            instance.rested_at = time.time()
+            instance.resting_until = max(instance.resting_until, instance.rested_at + rest)
             if self.on_rest is not None:
                 self.on_rest(instance)
 
     def limit_reached(self, instance: Instance, seconds: float, limit_name: str) -> None:
         """OpenCode Go said this key's `limit_name` limit is spent for `seconds` more."""
-        instance.limit_until = max(instance.limit_until, time.time() + seconds)
+        instance.rested_at = time.time()
+        instance.limit_until = max(instance.limit_until, instance.rested_at + seconds)
         instance.limit_name = limit_name
         if self.on_rest is not None:
             self.on_rest(instance)
