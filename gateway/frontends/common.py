@@ -19,6 +19,7 @@ from gateway.access.clients import Directory, Principal
 from gateway.errors import GatewayError
 from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
+from gateway.routing.fallbacks import FALLBACK_HEADER
 from gateway.routing.router import missing_key_message, parse_model_string
 from gateway.suggest import did_you_mean
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
@@ -361,15 +362,34 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         check_counts(body, server)
         model = validate(body)
         admit(gateway, principal, model)
-        ctx = await gateway.router.route(model, frontend, body, headers=request.headers,
-                                         client_key=presented_key(request))
-        ctx.request_id = request_id
-        ctx.started = started
-        ctx.client = client
-        ctx.agent = agent_of(request.headers.get("user-agent"))
-        if not ctx.instance.api_key:  # said at start too; OpenCode Go would say "Missing API key"
-            raise GatewayError(503, missing_key_message(ctx.backend), code="no_upstream_key")
-        response = await _forward_on_its_wire(request, gateway, ctx)
+        plan = gateway.fallbacks.plan(model, body, principal.may_use)
+        attempt = model
+        while True:
+            ctx = None
+            try:
+                ctx = await gateway.router.route(attempt, frontend, body, headers=request.headers,
+                                                 client_key=presented_key(request))
+                ctx.request_id = request_id
+                ctx.started = started
+                ctx.client = client
+                ctx.agent = agent_of(request.headers.get("user-agent"))
+                if not ctx.instance.api_key:  # said at start too; OpenCode Go says "Missing API key"
+                    raise GatewayError(503, missing_key_message(ctx.backend),
+                                       code="no_upstream_key")
+                response = await _forward_on_its_wire(request, gateway, ctx)
+                break
+            except GatewayError as exc:
+                following = plan.next(exc, ctx.model_id if ctx else attempt) if plan else None
+                if following is None:
+                    if plan is not None and plan.tried:
+                        exc.message += f" (fallbacks tried: {'; '.join(plan.tried)})"
+                    raise
+                # Nothing reached the client yet: the next model in the list answers instead.
+                _log.warning("%s: %s could not answer (%s); falling back to %s", request_id,
+                             attempt, plan.tried[-1], following[0])
+                if ctx is not None:
+                    gateway.observer.finished(ctx, exc.status, None, error=exc.message)
+                attempt, body = following
     except GatewayError as exc:
         error = exc
     except Exception:  # a bug must still answer in the client's shape, and be logged
@@ -379,6 +399,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     else:
         if ctx.adjusted:  # what was fitted to the model (translate/model_limits.py)
             response.headers.extend(header_list(ctx.adjusted))
+        if plan is not None and plan.tried:  # the answer's `model` names the one that answered
+            response.headers.extend(header_list({FALLBACK_HEADER: plan.header(ctx.model_id)}))
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)
