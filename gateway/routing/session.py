@@ -65,20 +65,27 @@ class Sessions:
         return "gw-" + self._hash(["derived", client_key or "", frontend, _opening(body, frontend)])
 
 
-def _ends(node):
+def _ends(node, depth: int = 0):
     """`node` with each string over _HASHED_WHOLE characters replaced by its length and its two
     ends: a huge opening (a pasted file) is told apart well enough by them, and encoding and
-    hashing all of it would hold the event loop."""
+    hashing all of it would hold the event loop. Below _ENDS_DEPTH levels the node is kept as it
+    is: a conversation's text never sits that deep, and a body nested hundreds deep (which the
+    door lets through, within its count of containers) must not exhaust the stack here."""
     if isinstance(node, str):
         if len(node) <= _HASHED_WHOLE:
             return node
         half = _HASHED_WHOLE // 2
         return [len(node), node[:half], node[-half:]]
+    if depth >= _ENDS_DEPTH:
+        return node
     if isinstance(node, list):
-        return [_ends(item) for item in node]
+        return [_ends(item, depth + 1) for item in node]
     if isinstance(node, dict):
-        return {key: _ends(value) for key, value in node.items()}
+        return {key: _ends(value, depth + 1) for key, value in node.items()}
     return node
+
+
+_ENDS_DEPTH = 32
 
 
 def _from_headers(headers) -> str | None:
