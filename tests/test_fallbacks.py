@@ -116,8 +116,8 @@ def test_routes_shows_the_fallbacks(tmp_path, fake):
     config = tmp_path / "gateway.yaml"
     config.write_text(config_text(fake, "    deepseek-v4-pro: [deepseek-v4-flash]\n"
                                         "    deepseek-v4-flash: [backup/glm-5.1]"))
-    shown = subprocess.run([sys.executable, "-m", "gateway", "routes", "opencode-go/deepseek-v4-pro",
-                            "--config", str(config)], cwd=REPO, capture_output=True, text=True,
+    shown = subprocess.run([sys.executable, "-m", "gateway", "routes",
+                            "opencode-go/deepseek-v4-pro", "--config", str(config)], cwd=REPO, capture_output=True, text=True,
                            timeout=60, env={"OPENCODE_GO_API_KEY": "k", "PATH": "/usr/bin"})
     assert shown.returncode == 0, shown.stderr
     assert "fallbacks    : deepseek-v4-flash, backup/glm-5.1" in shown.stdout

@@ -373,7 +373,7 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
                 ctx.started = started
                 ctx.client = client
                 ctx.agent = agent_of(request.headers.get("user-agent"))
-                if not ctx.instance.api_key:  # said at start too; OpenCode Go says "Missing API key"
+                if not ctx.instance.api_key:  # said at start too (OpenCode Go: "Missing API key")
                     raise GatewayError(503, missing_key_message(ctx.backend),
                                        code="no_upstream_key")
                 response = await _forward_on_its_wire(request, gateway, ctx)

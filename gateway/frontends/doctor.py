@@ -1,7 +1,7 @@
 """`GET /v1/doctor`: the facts of `opencode-gateway doctor` (without probes) as JSON, behind the
-client keys (an admin key once clients are named), for the dashboard. Each check reads every key's `/usage` and the live model list,
-so a worker answers from its last report for `FRESH_SECONDS`, and concurrent requests share one
-run."""
+client keys (an admin key once clients are named), for the dashboard. Each check reads every
+key's `/usage` and the live model list, so a worker answers from its last report for
+`FRESH_SECONDS`, and concurrent requests share one run."""
 from __future__ import annotations
 
 import asyncio
