@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from gateway.cli.common import load_gateway, nothing_to_read, on_the_store
 from gateway.quota.report import SPEND_BY, usage_report
