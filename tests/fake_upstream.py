@@ -59,6 +59,8 @@ items after the last assistant message / function_call / reasoning item):
     ttfb=SECONDS     sleep before the response headers
     leak             every answer and error quotes the caller's key (the word "wörld" in the
                      text and the stream error's message carry it): a key-leaking upstream
+    split=N          with leak on a stream: the whole stream in two writes, the first ending N
+                     bytes after the quoted key's first byte (a `slow` pause between them)
     error200         200 with an error body (in the endpoint's error shape) instead of an answer
     bad_utf8         the word "wörld" arrives as invalid UTF-8 (b"w\xffrld")
     garbage=N        after the first stream event, N bytes with no line end, then the rest
@@ -365,11 +367,12 @@ class Script(NamedTuple):
     error200: bool = False
     bad_utf8: bool = False
     garbage: int = 0
+    split: int = 0
 
 
 DEFAULT_SCRIPT = Script()
 _DIRECTIVE = "[[fake:"
-_INT_KEYS = {"deltas", "tools", "error", "garbage"}
+_INT_KEYS = {"deltas", "tools", "error", "garbage", "split"}
 _FLOAT_KEYS = {"slow", "ttfb"}
 _FLAG_KEYS = {"reasoning", "text", "length", "stream_error", "cut", "leak", "error200",
               "bad_utf8"}
@@ -405,7 +408,7 @@ def parse_script(text: str) -> Script:
             raise _BadDirective(f"fake upstream: bad directive item {item!r}; keys: deltas=N "
                                 "reasoning tools=N text length error=STATUS retry_after=S "
                                 "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL leak error200 "
-                                "bad_utf8 garbage=N") from None
+                                "bad_utf8 garbage=N split=N") from None
     if fields.get("deltas", 1) < 1:
         raise _BadDirective("fake upstream: deltas must be at least 1")
     if fields.get("run"):
@@ -1333,6 +1336,11 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
         state.charge(key, sh.model, rendered.charge)
         resp = web.StreamResponse(headers=_SSE_HEADERS)
         await resp.prepare(request)
+        if script.leak and script.split:
+            await _write_split(request, resp, _misbehave(b"".join(rendered.payload), script, key),
+                               key.encode(), script)
+            finished = True
+            return resp
         for n, event in enumerate(rendered.payload):
             if script.slow and n and not await _pause(request, script.slow):
                 return resp
@@ -1353,6 +1361,18 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
             state.completed += 1
         else:
             state.aborted += 1
+
+
+async def _write_split(request: web.Request, resp: web.StreamResponse, data: bytes, key: bytes,
+                       script: Script) -> None:
+    """A leaking stream in two writes cut `split` bytes into (or past) the quoted key."""
+    at = data.find(key)
+    at = len(data) if at < 0 else min(at + script.split, len(data))
+    await resp.write(data[:at])
+    if script.slow and not await _pause(request, script.slow):
+        return
+    await resp.write(data[at:])
+    await resp.write_eof()
 
 
 def _record(state: _FakeState, request: web.Request, body: bytes, key: str | None) -> None:

@@ -243,9 +243,10 @@ def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
     assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None, False,
-                      False, False, 0)
+                      False, False, 0, 0)
     assert parse_script("[[fake: run=Bash]]").run == "Bash"
-    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9]]")[-4:] == (True, True, True, 9)
+    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9 split=4]]")[-5:] == (
+        True, True, True, 9, 4)
     assert parse_script("no directive here").deltas == 5
 
 

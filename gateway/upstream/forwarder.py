@@ -302,7 +302,7 @@ class Forwarder:
         keeps_reasoning = self._keeps_reasoning(ctx)
         if ctx.stream and upstream.content_type == "text/event-stream":
             if translation.stream is not None:
-                stream = translation.stream(ctx)
+                stream = self._redactor.guard(translation.stream(ctx))
                 if keeps_reasoning:
                     stream.reader.record()
                 relay = self._relay_translated(ctx, upstream, stream)
