@@ -139,6 +139,8 @@ Test control (never needs a session header or a key):
                           limits (a missing field: its default; each > 0); {"KEY": null}: defaults
     POST /_fake/usage     {"KEY": {"rolling": 90, "weekly": 10, "monthly": 5}}: /v1/usage shows
                           these percents for the key (a missing or null field: the real figure);
+                          {"KEY": {"rate_limited": ["weekly"]}}: those windows say
+                          "rate-limited" whatever their percent (a per-model cap inside a window);
                           {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
                           upstream without the endpoint); {"KEY": null} clears; each call replaces
                           the key's overrides
@@ -1567,7 +1569,8 @@ async def _usage(request: web.Request) -> web.Response:
             resets_at = now + int(float(failing.retry_after or 3600))
         if overrides.get(window) is not None:
             percent = int(overrides[window])
-        usage[window] = {"status": "rate-limited" if percent >= 100 else "ok",
+        limited = percent >= 100 or window in overrides.get("rate_limited", ())
+        usage[window] = {"status": "rate-limited" if limited else "ok",
                          "percent": percent, "resetsAt": _iso(resets_at)}
     return web.json_response({"workspaceID": WORKSPACE_ID, "userID": USER_ID, "usage": usage})
 
@@ -1627,10 +1630,10 @@ async def _set_usage(request: web.Request) -> web.Response:
         if how is None:
             state.usage.pop(key, None)
             continue
-        unknown = set(how) - {"rolling", "weekly", "monthly", "status"}
+        unknown = set(how) - {"rolling", "weekly", "monthly", "status", "rate_limited"}
         if unknown:
             return _control_error(f"unknown fields {sorted(unknown)}: rolling, weekly, monthly, "
-                                  f"status")
+                                  f"status, rate_limited")
         state.usage[key] = {k: v for k, v in how.items() if v is not None}
     return web.json_response({"usage": state.usage})
 

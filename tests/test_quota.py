@@ -1,0 +1,236 @@
+"""The ledger's arithmetic: the three spending windows at their edges (UPSTREAM.md: $12 per
+rolling 5 hours, $30 per calendar week from Monday 00:00 UTC, $60 per month from the
+subscription's day), prices for answers that came without a cost, where a conversation stays,
+what the upstream's own `/usage` figures do, and the settings that bound all of it."""
+import datetime as dt
+import time
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+
+from gateway.app import Gateway
+from gateway.config import ConfigError, State, load_config
+from gateway.quota.prices import FALLBACK, Prices
+from gateway.quota.upstream_usage import read_usage
+from gateway.quota.windows import (ROLLING_SECONDS, minute_of, month_end, month_start,
+                                   resets_at, rolling_start_minute, week_start)
+from gateway.state.memory import MemoryStore
+from gateway.state.reasoning import ReasoningMemory
+from gateway.state.store import Batch, UsageRow, WindowStarts
+from gateway.translate.hub import Usage
+from gateway.upstream.instances import mask_key
+
+
+def utc(*fields) -> float:
+    return dt.datetime(*fields, tzinfo=dt.timezone.utc).timestamp()
+
+
+def gateway(keys=2, config_text=None, tmp_path=None, url="http://up.test/v1"):
+    env = {f"OPENCODE_GO_API_KEY_{n}": f"key-{n}" for n in range(1, keys + 1)}
+    env["OPENCODE_GO_API_URL"] = url
+    path = None
+    if config_text is not None:
+        path = tmp_path / "gateway.yaml"
+        path.write_text(config_text)
+    return Gateway(load_config(str(path) if path else None, env), env=env)
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows
+
+SUNDAY_NIGHT = utc(2026, 12, 6, 23, 59, 30)
+MONDAY = utc(2026, 12, 7, 0, 0, 0)
+
+
+def test_the_rolling_window_holds_minute_now_minus_299_but_not_now_minus_300():
+    now = utc(2026, 12, 6, 10, 30, 27)
+    assert rolling_start_minute(now) == minute_of(now) - 299
+    assert resets_at("rolling", now, 1, None) == now + ROLLING_SECONDS
+    oldest = now - 4 * 3600
+    assert resets_at("rolling", now, 1, oldest) == oldest + 5 * 3600
+
+
+async def test_spending_300_minutes_ago_has_left_the_rolling_window_and_299_has_not():
+    store = MemoryStore(State(backend="memory"))
+    now = time.time()
+    minute = minute_of(now)
+    await store.record(Batch([UsageRow("k", "glm-5.1", minute - 300, cost_usd=1.0),
+                              UsageRow("k", "glm-5.1", minute - 299, cost_usd=2.0),
+                              UsageRow("k", "glm-5.1", minute, cost_usd=4.0)], {}, {}))
+    day = minute // 1440
+    snapshot = await store.snapshot({"k": WindowStarts(rolling_start_minute(now), day - 30,
+                                                       day - 30)}, None)
+    assert snapshot.spent["k"][0] == pytest.approx(6.0)
+    assert snapshot.spent["k"][1] == pytest.approx(7.0)  # the week still holds all three
+
+
+def test_the_week_runs_from_monday_midnight_utc():
+    assert week_start(SUNDAY_NIGHT) == dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
+    assert resets_at("weekly", SUNDAY_NIGHT, 1, None) == MONDAY  # thirty seconds later
+    assert week_start(MONDAY).timestamp() == MONDAY
+    assert resets_at("weekly", MONDAY, 1, None) == utc(2026, 12, 14)
+    assert resets_at("weekly", MONDAY - 1, 1, None) == MONDAY
+
+
+@pytest.mark.parametrize("now, start, end", [
+    # Anchor day 31 in February: the month's last day stands in for it.
+    (utc(2027, 2, 15, 12), (2027, 1, 31), (2027, 2, 28)),
+    (utc(2027, 2, 27, 23, 59, 59), (2027, 1, 31), (2027, 2, 28)),
+    (utc(2027, 2, 28), (2027, 2, 28), (2027, 3, 31)),
+    (utc(2028, 2, 29, 8), (2028, 2, 29), (2028, 3, 31)),  # a leap year
+    (utc(2027, 3, 1), (2027, 2, 28), (2027, 3, 31)),
+    (utc(2027, 3, 31), (2027, 3, 31), (2027, 4, 30)),
+    (utc(2026, 12, 31, 23), (2026, 12, 31), (2027, 1, 31)),  # over the year's end
+])
+def test_the_month_runs_from_the_anchor_day_or_the_months_last_day(now, start, end):
+    assert month_start(now, 31) == dt.datetime(*start, tzinfo=dt.timezone.utc)
+    assert month_end(now, 31) == dt.datetime(*end, tzinfo=dt.timezone.utc)
+    assert resets_at("monthly", now, 31, None) == utc(*end)
+
+
+def test_a_month_anchored_mid_month_starts_in_the_previous_year_in_early_january():
+    now = utc(2027, 1, 10)
+    assert month_start(now, 15) == dt.datetime(2026, 12, 15, tzinfo=dt.timezone.utc)
+    assert resets_at("monthly", now, 15, None) == utc(2027, 1, 15)
+    assert resets_at("monthly", utc(2027, 1, 15), 15, None) == utc(2027, 2, 15)
+
+
+def test_a_key_whose_anchor_day_is_outside_1_to_31_is_refused(tmp_path):
+    for day in (0, 32):
+        with pytest.raises(ConfigError) as caught:
+            gateway(config_text=f"quota:\n  keys:\n    opencode-go.1: {{anchor_day: {day}}}\n",
+                    tmp_path=tmp_path)
+        assert "anchor_day" in str(caught.value)
+    assert gateway(config_text="quota:\n  keys:\n    opencode-go.1: {anchor_day: 31}\n",
+                   tmp_path=tmp_path).book.accounts
+
+
+# ---------------------------------------------------------------------------------------------
+# Prices, for answers that came without the upstream's cost
+
+def test_cached_tokens_are_priced_at_the_cache_price():
+    usage = Usage(input_tokens=1_000_000, output_tokens=100_000, cached_tokens=400_000)
+    # glm-5.1: 1.4 / 4.4 / 0.26 per million; 600k fresh, 400k cached, 100k out.
+    assert Prices({}).cost("glm-5.1", usage) == pytest.approx(0.84 + 0.104 + 0.44)
+
+
+def test_a_models_multiplier_counts_its_spending_more_than_once():
+    usage = Usage(input_tokens=1_000_000, output_tokens=0)
+    assert Prices({}).cost("kimi-k3", usage) == pytest.approx(3.0 * 3)
+    assert Prices({}).cost("minimax-m3", usage) == pytest.approx(0.3 * 2)
+
+
+def test_an_unknown_model_is_priced_on_the_expensive_side_and_the_config_adds_prices(tmp_path):
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, cached_tokens=2_000_000)
+    assert Prices({}).cost("new-model", usage) == pytest.approx(
+        FALLBACK.output + 2 * FALLBACK.cache_read)  # more cached than read: none fresh
+    gw = gateway(config_text="quota:\n  prices:\n    new-model: {input: 2, output: 8, "
+                             "cache_read: 0.5, multiplier: 2}\n", tmp_path=tmp_path)
+    assert gw.book.prices.cost("new-model", Usage(1_000_000, 1_000_000, 500_000)) == \
+        pytest.approx((0.5 * 2 + 0.5 * 0.5 + 8) * 2)
+
+
+def test_an_answer_without_a_cost_is_charged_at_the_price_table_and_one_with_it_as_said():
+    gw = gateway()
+    instance = gw.pools["opencode-go"].instances[0]
+    account = gw.book.account(instance)
+    gw.book.record(instance, "kimi-k3", Usage(input_tokens=100_000, output_tokens=10_000,
+                                              cached_tokens=50_000), None)
+    expected = (50_000 * 3.0 + 50_000 * 0.3 + 10_000 * 15.0) / 1e6 * 3
+    assert account.pending == pytest.approx(expected)
+    gw.book.record(instance, "kimi-k3", Usage(input_tokens=100_000), 0.25)
+    assert account.pending == pytest.approx(expected + 0.25)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a conversation stays
+
+async def route(gw, session, model="opencode-go/glm-5.1"):
+    return await gw.router.route(model, "openai", {"model": model, "messages": []}, session)
+
+
+async def test_a_conversation_moved_by_a_short_rest_stays_on_its_new_key_after_the_old_recovers():
+    gw = gateway()
+    pool = gw.pools["opencode-go"]
+    first = (await route(gw, "the-conversation")).instance
+    pool.failed(first, retry_after=20)  # a short rest, well within a minute of the first turn
+    moved = (await route(gw, "the-conversation")).instance
+    assert moved is not first
+    first.resting_until = 0.0  # the old key is back
+    assert first.available(time.time())
+    for _ in range(3):
+        assert (await route(gw, "the-conversation")).instance is moved
+
+
+async def test_a_conversation_answered_by_a_fallback_key_stays_on_it():
+    gw = gateway()
+    ctx = await route(gw, "the-conversation")
+    first, fallback = ctx.instance, ctx.fallbacks[0]
+    # The first key failed before the answer started; the fallback answered, seconds later.
+    answered = SimpleNamespace(instance=fallback, session="the-conversation",
+                               model_id="glm-5.1")
+    gw.book.finished(answered, 200, Usage(10, 5), 0.001)
+    for _ in range(3):
+        assert (await route(gw, "the-conversation")).instance is fallback
+    assert first.available(time.time())
+
+
+# ---------------------------------------------------------------------------------------------
+# The upstream's own figures
+
+async def test_a_window_the_upstream_calls_rate_limited_under_100_percent_rests_the_key(fake):
+    gw = gateway(keys=1, url=fake.url)
+    instance = gw.pools["opencode-go"].instances[0]
+    fake.set_usage(instance.api_key, weekly=40, rate_limited=["weekly"])
+    async with aiohttp.ClientSession() as session:
+        figures = await read_usage(session, instance)
+    assert figures["weekly"][0] == 100 and figures["rolling"][0] < 100
+    gw.book.upstream_usage(instance, figures, gw.pools["opencode-go"])
+    now = time.time()
+    assert instance.limited(now) and instance.limit_name == "weekly"
+    assert instance.limit_until == pytest.approx(figures["weekly"][1])
+    assert gw.book.headroom(instance, now) <= 0
+
+
+async def test_a_window_at_ease_under_100_percent_leaves_the_key_alone(fake):
+    gw = gateway(keys=1, url=fake.url)
+    instance = gw.pools["opencode-go"].instances[0]
+    fake.set_usage(instance.api_key, weekly=40)
+    async with aiohttp.ClientSession() as session:
+        figures = await read_usage(session, instance)
+    gw.book.upstream_usage(instance, figures, gw.pools["opencode-go"])
+    assert not instance.limited(time.time())
+    assert gw.book.headroom(instance, time.time()) == pytest.approx(0.6, abs=0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings that bound what is kept and shown
+
+def test_a_key_is_shown_by_its_last_four_characters_only_past_8():
+    assert mask_key("12345678") == "****"
+    assert mask_key("123456789") == "****6789"
+    assert mask_key("") == "(none)"
+
+
+async def test_reasoning_is_kept_for_the_configured_hours(tmp_path):
+    class Recording(MemoryStore):
+        def __init__(self):
+            super().__init__(State(backend="memory"))
+            self.ttls = []
+
+        async def remember(self, items, ttl):
+            self.ttls.append(ttl)
+            await super().remember(items, ttl)
+
+    store = Recording()
+    memory = ReasoningMemory(store, ttl_hours=2.5)
+    memory.remember("session", ["call_1"], "because")
+    await memory.drain()
+    assert store.ttls == [2.5 * 3600]
+    gw = gateway(config_text="state:\n  reasoning_ttl_hours: 3\n", tmp_path=tmp_path)
+    assert gw.config.state.reasoning_ttl_hours == 3
+    gw.reasoning._store = store
+    gw.reasoning.remember("session", ["call_2"], "because")
+    await gw.reasoning.drain()
+    assert store.ttls[-1] == 3 * 3600
