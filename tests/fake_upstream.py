@@ -156,7 +156,8 @@ Test control (never needs a session header or a key):
     GET  /_fake/requests  the last 200 requests: path, headers (lower-case names), body, key
     GET  /_fake/stats     active_streams; completed_streams (ended by the fake: normally, after
                           stream_error, or cut); aborted_streams (the client hung up first, seen
-                          at the next write or during a slow/ttfb pause)
+                          at the next write or during a slow/ttfb pause); abandoned_answers
+                          (whole answers whose client hung up during their ttfb pause)
 
 Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record]
 """
@@ -1195,8 +1196,8 @@ class _Failing(NamedTuple):
 
 
 class _FakeState:
-    __slots__ = ("records", "keys", "active", "completed", "aborted", "rendered", "catalogue",
-                 "list_status", "models_body", "ledgers", "limits", "usage")
+    __slots__ = ("records", "keys", "active", "completed", "aborted", "abandoned", "rendered",
+                 "catalogue", "list_status", "models_body", "ledgers", "limits", "usage")
 
     def __init__(self, record: bool):
         self.records: collections.deque | None = collections.deque(maxlen=200) if record else None
@@ -1204,6 +1205,7 @@ class _FakeState:
         self.active = 0
         self.completed = 0
         self.aborted = 0
+        self.abandoned = 0
         self.rendered: dict[_Shape, _Rendered] = {}
         self.catalogue = dict(CATALOGUE)
         self.list_status: int | None = None
@@ -1216,7 +1218,7 @@ class _FakeState:
         self.keys.clear()
         if self.records is not None:
             self.records.clear()
-        self.completed = self.aborted = 0
+        self.completed = self.aborted = self.abandoned = 0
         self.catalogue = dict(CATALOGUE)
         self.list_status = None
         self.models_body = None
@@ -1319,6 +1321,7 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
     odd = script.leak or script.bad_utf8
     if not sh.stream:
         if script.ttfb and not await _pause(request, script.ttfb):
+            state.abandoned += 1
             return web.Response(status=499)  # nobody is listening any more
         state.charge(key, sh.model, rendered.charge)
         body = _misbehave(rendered.payload, script, key) if odd else rendered.payload
@@ -1696,7 +1699,8 @@ async def _stats(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     return web.json_response({"active_streams": state.active,
                               "completed_streams": state.completed,
-                              "aborted_streams": state.aborted})
+                              "aborted_streams": state.aborted,
+                              "abandoned_answers": state.abandoned})
 
 
 def make_app(record: bool = True) -> web.Application:
