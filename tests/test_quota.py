@@ -12,12 +12,13 @@ import pytest
 from gateway.app import Gateway
 from gateway.config import ConfigError, State, load_config
 from gateway.quota.prices import FALLBACK, Prices
+from gateway.quota.report import _iso, usage_report
 from gateway.quota.upstream_usage import read_usage
 from gateway.quota.windows import (ROLLING_SECONDS, minute_of, month_end, month_start,
                                    resets_at, rolling_start_minute, week_start)
 from gateway.state.memory import MemoryStore
 from gateway.state.reasoning import ReasoningMemory
-from gateway.state.store import Batch, UsageRow, WindowStarts
+from gateway.state.store import Batch, UpstreamUsage, UsageRow, WindowStarts
 from gateway.translate.hub import Usage
 from gateway.upstream.instances import mask_key
 
@@ -234,3 +235,77 @@ async def test_reasoning_is_kept_for_the_configured_hours(tmp_path):
     gw.reasoning.remember("session", ["call_2"], "because")
     await gw.reasoning.drain()
     assert store.ttls[-1] == 3 * 3600
+
+
+# ---------------------------------------------------------------------------------------------
+# The report behind GET /v1/usage and the dashboard
+
+async def test_the_usage_report_shows_each_keys_windows_status_and_the_days_models():
+    gw = gateway(keys=3)
+    store = gw.book.store = MemoryStore(State(backend="memory"))
+    one, two, three = gw.pools["opencode-go"].instances
+    now = time.time()
+    minute = minute_of(now)
+    older = minute - 400  # out of the rolling window, within the day's hours
+    await store.record(Batch([
+        UsageRow(one.key_id, "glm-5.1", minute - 10, 2, 1000, 100, 50, 1.5),
+        UsageRow(one.key_id, "kimi-k3", minute, 1, 500, 0, 20, 3.0),
+        UsageRow(one.key_id, "glm-5.1", older, 1, 10, 0, 5, 0.25)], {}, {}))
+    await gw.book.sync()
+    gw.pools["opencode-go"].limit_reached(two, 3600, "weekly")
+    three.resting_until = now + 30
+    gw.book.account(three).upstream["monthly"] = UpstreamUsage(
+        percent=40, resets_at=now + 86400, fetched_at=now, spent_at_fetch=0.0)
+    errors = [{"status": 502, "message": "broke"}]
+
+    report = await usage_report(gw.book, gw.pools, errors, now=now)
+
+    keys = {key["instance"]: key for key in report["keys"]}
+    rolling = keys["opencode-go.1"]["windows"]["rolling"]
+    assert rolling["spent_usd"] == pytest.approx(4.5) and rolling["limit_usd"] == 12
+    assert rolling["used_percent"] == pytest.approx(37.5) and rolling["source"] == "ledger"
+    assert rolling["label"] == "5 hours"
+    # The rolling window resets when its oldest spend (ten minutes ago) leaves it.
+    assert rolling["resets_at"] == _iso((minute - 10) * 60 + 5 * 3600)
+    assert rolling["resets_in_seconds"] == int((minute - 10) * 60 + 5 * 3600 - now)
+    weekly = keys["opencode-go.1"]["windows"]["weekly"]
+    assert weekly["spent_usd"] == pytest.approx(4.75) and weekly["limit_usd"] == 30
+    assert weekly["resets_at"] == _iso(resets_at("weekly", now, 1, None))
+    assert keys["opencode-go.1"]["headroom"] == pytest.approx(1 - 4.5 / 12, abs=1e-4)
+    assert (keys["opencode-go.1"]["status"], keys["opencode-go.1"]["until"]) == ("ok", None)
+    assert (keys["opencode-go.2"]["status"], keys["opencode-go.2"]["limit"]) == \
+        ("limited", "weekly")
+    assert keys["opencode-go.2"]["until"] == _iso(two.limit_until)
+    assert (keys["opencode-go.3"]["status"], keys["opencode-go.3"]["limit"]) == ("resting", None)
+    monthly = keys["opencode-go.3"]["windows"]["monthly"]
+    assert (monthly["source"], monthly["used_percent"]) == ("upstream", 40.0)
+    assert monthly["resets_at"] == _iso(now + 86400)
+    assert all(key["key"] == mask_key(f"key-{n}") for n, key in enumerate(report["keys"], 1))
+
+    today = minute // 1440 * 1440
+    glm_today = [(2, 1000, 100, 50, 1.5)] + ([(1, 10, 0, 5, 0.25)] if older >= today else [])
+    assert report["models_today"][0]["model"] == "kimi-k3"  # the costliest first
+    glm = report["models_today"][1]
+    assert (glm["requests"], glm["input_tokens"], glm["cached_tokens"], glm["output_tokens"],
+            glm["cost_usd"]) == tuple(map(sum, zip(*glm_today)))
+    hours = {(hour["hour"], hour["model"]): hour["cost_usd"] for hour in report["hourly"]}
+    assert hours[(_iso(older // 60 * 3600), "glm-5.1")] == 0.25
+    assert sum(hours.values()) == pytest.approx(4.75)
+    assert [hour["hour"] for hour in report["hourly"]] == sorted(h["hour"] for h in report["hourly"])
+    assert report["recent_errors"] == errors and report["threshold"] == 0.95
+    assert report["state"]["up"] is True and report["generated_at"] == _iso(now)
+
+
+async def test_the_usage_report_still_shows_the_keys_when_the_store_is_down():
+    class DownStore(MemoryStore):
+        async def report(self, since_minute):
+            raise ConnectionError("down")
+
+    gw = gateway()
+    gw.book.store = DownStore(State(backend="memory"))
+    instance = gw.pools["opencode-go"].instances[0]
+    gw.book.record(instance, "glm-5.1", Usage(1000, 100), 0.6)
+    report = await usage_report(gw.book, gw.pools)
+    assert report["keys"][0]["windows"]["rolling"]["spent_usd"] == pytest.approx(0.6)
+    assert report["models_today"] == [] and report["hourly"] == []
+    assert report["recent_errors"] == []

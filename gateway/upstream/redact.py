@@ -54,7 +54,7 @@ def json_escaped(text: str, slash: bool, ascii_only: bool, html: bool, upper: bo
             out.append("\\/")
         elif code < 0x20 or (html and (char in "<>&" or code in (0x2028, 0x2029))):
             out.append(hex_format.format(code))
-        elif code > 0x7E and ascii_only:
+        elif code > 0x7F and ascii_only:
             if code > 0xFFFF:  # a surrogate pair
                 code -= 0x10000
                 out.append(hex_format.format(0xD800 + (code >> 10)))
