@@ -7,20 +7,21 @@ import time
 from types import SimpleNamespace
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from gateway.app import Gateway
 from gateway.config import ConfigError, State, load_config
 from gateway.quota.prices import FALLBACK, Prices
 from gateway.quota.report import _iso, usage_report
-from gateway.quota.upstream_usage import read_usage
+from gateway.quota.upstream_usage import NoUsageEndpoint, read_usage
 from gateway.quota.windows import (ROLLING_SECONDS, minute_of, month_end, month_start,
                                    resets_at, rolling_start_minute, week_start)
 from gateway.state.memory import MemoryStore
 from gateway.state.reasoning import ReasoningMemory
 from gateway.state.store import Batch, UpstreamUsage, UsageRow, WindowStarts
 from gateway.translate.hub import Usage
-from gateway.upstream.instances import mask_key
+from gateway.upstream.instances import Instance, mask_key
 
 
 def utc(*fields) -> float:
@@ -309,3 +310,178 @@ async def test_the_usage_report_still_shows_the_keys_when_the_store_is_down():
     assert report["keys"][0]["windows"]["rolling"]["spent_usd"] == pytest.approx(0.6)
     assert report["models_today"] == [] and report["hourly"] == []
     assert report["recent_errors"] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The book: what a worker records, and what it shares through the store
+
+def answered(instance, session="conversation", model="glm-5.1"):
+    """The route context of a request `instance` answered, as the observer hands it over."""
+    return SimpleNamespace(instance=instance, session=session, model_id=model)
+
+
+async def test_an_answer_is_recorded_by_model_and_minute_and_its_conversation_stays():
+    gw = gateway()
+    store = gw.book.store = MemoryStore(State(backend="memory"))
+    instance = gw.pools["opencode-go"].instances[1]
+    gw.book.finished(answered(instance), 200, Usage(1000, 100, 400), 0.5)
+    gw.book.finished(answered(instance), 200, Usage(2000, 50, 0), None)
+    gw.book.finished(answered(instance, model="kimi-k3"), 200, None, 0.25)
+    gw.book.finished(answered(instance, session="other"), 200, None, None)  # nothing to count
+    gw.book.finished(answered(None), 200, Usage(5, 5), 1.0)  # refused before any key
+    await gw.book.sync()
+    rows = {row.model: row for row in await store.report(0)}
+    glm = rows["glm-5.1"]
+    priced = Prices({}).cost("glm-5.1", Usage(2000, 50, 0))
+    assert (glm.key_id, glm.requests, glm.input_tokens, glm.cached_tokens, glm.output_tokens) \
+        == (instance.key_id, 2, 3000, 400, 150)
+    assert glm.cost_usd == pytest.approx(0.5 + priced)
+    assert glm.minute == minute_of(time.time()) or glm.minute == minute_of(time.time()) - 1
+    assert (rows["kimi-k3"].requests, rows["kimi-k3"].cost_usd) == (1, 0.25)
+    assert len(rows) == 2
+    assert gw.book.sticky("conversation", time.time()) == instance.key_id
+    assert gw.book.sticky("other", time.time()) == instance.key_id  # answered: it stays
+    assert gw.book.account(instance).spent(0) == pytest.approx(0.75 + priced)
+
+
+async def test_a_refused_answer_moves_no_conversation_and_one_without_a_session_sticks_nowhere():
+    gw = gateway()
+    instance = gw.pools["opencode-go"].instances[1]
+    gw.book.finished(answered(instance), 429, None, None)
+    gw.book.finished(answered(instance), 400, Usage(10, 0), None)
+    gw.book.finished(answered(instance, session=""), 200, Usage(10, 1), None)
+    assert gw.book.sticky("conversation", time.time()) is None
+    assert gw.book.sticky("", time.time()) is None
+    assert gw.book.account(instance).pending > 0  # the 400's tokens were still counted
+
+
+async def test_a_conversation_is_forgotten_after_the_session_ttl(tmp_path):
+    gw = gateway(config_text="state:\n  session_ttl_hours: 1\n", tmp_path=tmp_path)
+    instance = gw.pools["opencode-go"].instances[0]
+    now = time.time()
+    gw.book.stick("conversation", instance, now - 3600 + 5)
+    assert gw.book.sticky("conversation", now) == instance.key_id
+    assert gw.book.sticky("conversation", now + 10) is None
+
+
+async def test_workers_share_spending_rests_figures_and_conversations_through_the_store():
+    store = MemoryStore(State(backend="memory"))
+    a, b = gateway(), gateway()
+    for gw in (a, b):
+        gw.book.store = store
+    one_a, two_a = a.pools["opencode-go"].instances
+    one_b, two_b = b.pools["opencode-go"].instances
+    a.book.record(one_a, "glm-5.1", Usage(100, 10), 1.5)
+    a.pools["opencode-go"].failed(two_a, retry_after=30)  # a rest: every worker must know
+    a.book.upstream_usage(one_a, {"weekly": (20.0, time.time() + 3600)}, a.pools["opencode-go"])
+    a.book.stick("conversation", two_a, time.time())
+    await a.book.sync()
+    await b.book.sync()
+    now = time.time()
+    assert b.book.account(one_b).spent(0) == pytest.approx(1.5)
+    assert a.book.account(one_a).spent(0) == pytest.approx(1.5)  # once, not stored + pending
+    await a.book.sync()
+    assert a.book.account(one_a).spent(0) == pytest.approx(1.5)
+    assert two_b.resting_until == pytest.approx(two_a.resting_until) and two_b.resting_until > now
+    assert b.book.account(one_b).upstream["weekly"].percent == 20.0
+    assert b.book.sticky("conversation", now) == two_b.key_id
+    assert a.book.synced_at > 0 and b.book.store_up
+
+
+async def test_a_store_that_fails_is_said_once_and_nothing_is_lost_or_counted_twice(caplog):
+    class FlakyStore(MemoryStore):
+        def __init__(self):
+            super().__init__(State(backend="memory"))
+            self.failing = {"record"}
+
+        async def record(self, batch):
+            if "record" in self.failing:
+                raise ConnectionError("refused")
+            await super().record(batch)
+
+        async def snapshot(self, starts, cursor):
+            if "snapshot" in self.failing:
+                raise ConnectionError("timed out")
+            return await super().snapshot(starts, cursor)
+
+        def __repr__(self):
+            return "flaky-store"
+
+    store = FlakyStore()
+    gw = gateway()
+    gw.book.store = store
+    instance = gw.pools["opencode-go"].instances[0]
+    gw.book.record(instance, "glm-5.1", Usage(100, 10), 1.0)
+    gw.book.stick("conversation", instance, time.time())
+    gw.pools["opencode-go"].failed(instance, retry_after=30)
+    caplog.set_level("WARNING", logger="gateway")
+    await gw.book.sync()
+    await gw.book.sync()
+    down = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert down == ["state store flaky-store unreachable (ConnectionError: refused); serving "
+                    "on this worker's own view until it is back"]
+    assert not gw.book.store_up
+    assert gw.book.account(instance).spent(0) == pytest.approx(1.0)  # still counted here
+    store.failing = {"snapshot"}  # the batch is written, the read back fails
+    await gw.book.sync()
+    store.failing = set()
+    await gw.book.sync()
+    assert "state store flaky-store is back; shared state reconciled" in caplog.text
+    assert gw.book.store_up
+    [row] = await store.report(0)
+    assert (row.requests, row.cost_usd) == (1, 1.0)  # written once, after the failures
+    assert gw.book.account(instance).spent(0) == pytest.approx(1.0)
+    snapshot = await store.snapshot({}, None)
+    assert snapshot.sessions == {"conversation": instance.key_id}
+    assert snapshot.keys[instance.key_id].resting_until == pytest.approx(instance.resting_until)
+
+
+class _UsageEndpoint:
+    """A stand-in upstream `GET /v1/usage`: answers `status` and `body`, keeps the headers."""
+
+    def __init__(self, status=200, body=None):
+        self.status, self.body, self.headers = status, body or {}, None
+
+    async def __aenter__(self):
+        async def usage(request):
+            self.headers = request.headers
+            return aiohttp.web.json_response(self.body, status=self.status)
+
+        app = aiohttp.web.Application()
+        app.router.add_get("/v1/usage", usage)
+        self._runner = aiohttp.web.AppRunner(app)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        return Instance("opencode-go.1", "opencode-go", 1, f"http://127.0.0.1:{port}/v1",
+                        "the-key")
+
+    async def __aexit__(self, *exc):
+        await self._runner.cleanup()
+
+
+async def test_usage_is_read_with_the_bearer_key_uncompressed_and_as_the_upstream_says():
+    endpoint = _UsageEndpoint(body={"usage": {
+        "rolling": {"status": "ok", "percent": 42, "resetsAt": "2026-12-06T14:32:00.000Z"},
+        "weekly": {"status": "rate-limited", "percent": 7, "resetsAt": "2026-12-07T00:00:00Z"},
+        "monthly": {"status": "ok", "percent": 130, "resetsAt": "2027-01-01T00:00:00Z"},
+        "daily": {"status": "ok", "percent": 5}}})  # no reset: not a figure to use
+    async with endpoint as instance, aiohttp.ClientSession() as session:
+        figures = await read_usage(session, instance)
+    assert figures == {"rolling": (42, utc(2026, 12, 6, 14, 32)),
+                       "weekly": (100.0, utc(2026, 12, 7)),
+                       "monthly": (130, utc(2027, 1, 1))}
+    assert endpoint.headers["Authorization"] == "Bearer the-key"
+    assert "x-api-key" not in endpoint.headers
+    assert endpoint.headers["Accept-Encoding"] == "identity"
+    assert endpoint.headers["x-opencode-session"]
+
+
+async def test_an_upstream_without_usage_is_told_apart_from_one_that_failed():
+    async with _UsageEndpoint(status=404) as instance, aiohttp.ClientSession() as session:
+        with pytest.raises(NoUsageEndpoint):
+            await read_usage(session, instance)
+    async with _UsageEndpoint(status=503) as instance, aiohttp.ClientSession() as session:
+        with pytest.raises(RuntimeError, match="HTTP 503"):
+            await read_usage(session, instance)
