@@ -211,7 +211,8 @@ async def test_an_answers_end_waits_until_its_reasoning_is_in_the_store():
     assert not waiting.done()  # the answer's last bytes are held
     store.gate.set()
     await waiting
-    assert await store.recall([memory_key("s", "call_1")]) == {memory_key("s", "call_1"): "because"}
+    key = memory_key("s", "call_1")
+    assert await store.recall([key]) == {key: "because"}
 
 
 async def test_a_hung_store_holds_an_answers_end_only_briefly(monkeypatch):
@@ -221,4 +222,5 @@ async def test_a_hung_store_holds_an_answers_end_only_briefly(monkeypatch):
     await asyncio.wait_for(memory.remember_now("s", ["call_1"], "because"), 2)
     store.gate.set()  # the write went on in the background
     await memory.drain()
-    assert await store.recall([memory_key("s", "call_1")]) == {memory_key("s", "call_1"): "because"}
+    key = memory_key("s", "call_1")
+    assert await store.recall([key]) == {key: "because"}
