@@ -9,6 +9,7 @@ delta and cuts its bytes at every offset from inside the key to 16 bytes after i
 from __future__ import annotations
 
 import json
+import re
 import string
 import urllib.request
 from unittest import mock
@@ -24,7 +25,7 @@ from tests import fake_upstream
 from tests.translations import route_ctx
 
 KEY_LENGTHS = (12, 24, 48)
-KEY_ALPHABET = string.ascii_letters + string.digits + "-_/+=é<"
+KEY_ALPHABET = string.ascii_letters + string.digits + "-_/+=é<>&\"\\🔑"
 WORD_BREAKS = " \n\t\"'.,:;()[]{}!?/é"
 TEXT_ALPHABET = string.ascii_letters + string.digits + " \n\"\\/.-_é<"
 PROPERTY = settings(max_examples=150, deadline=None,
@@ -65,10 +66,13 @@ def json_encoded(value: object, style: str) -> str:
     if style == "go":  # Go: HTML characters escaped, everything else UTF-8
         return (json.dumps(value, ensure_ascii=False).replace("<", "\\u003c")
                 .replace(">", "\\u003e").replace("&", "\\u0026"))
+    if style == "upper":  # upper-case hex (some Java and C encoders)
+        return re.sub(r"(?<!\\)((?:\\\\)*)\\u([0-9a-f]{4})",  # an escape, not an escaped \\
+                      lambda m: m.group(1) + "\\u" + m.group(2).upper(), json.dumps(value))
     return json.dumps(value, ensure_ascii=False)
 
 
-ENCODERS = ("ascii", "slash", "go", "utf8")
+ENCODERS = ("ascii", "slash", "go", "upper", "utf8")
 
 
 def chat_chunk(text: str, style: str) -> bytes:

@@ -9,7 +9,8 @@ last four characters): a short key must not eat into ordinary words.
 
 Inside JSON a key may arrive escaped: `/` as `\\/`, `"` and `\\` backslashed, non-ASCII or HTML
 characters (`<`, `>`, `&`) as `\\uXXXX` in either case of hex. Every form a JSON encoder produces
-is searched for, and replaced by the mask escaped the same way.
+is searched for, and replaced by the mask escaped the same way. (A key travels in an HTTP header,
+so in practice it is printable ASCII; the other escapes cost nothing when no key needs them.)
 
 Streams are split anywhere by the network, so a key can arrive in pieces. A stream's redactor
 holds back exactly what could still become a key: the longest tail of the bytes not yet sent that
@@ -43,7 +44,7 @@ _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n
 
 def json_escaped(text: str, slash: bool, ascii_only: bool, html: bool, upper: bool) -> str:
     """`text` as a JSON encoder writes it inside a string, with that encoder's choices:
-    `/` as `\\/`, non-ASCII as `\\uXXXX`, `<>&` (and U+2028/9) as `\\uXXXX` (Go), upper-case hex."""
+    `/` as `\\/`, non-ASCII as `\\uXXXX`, `<>&` as `\\uXXXX` (Go), upper-case hex."""
     out = []
     hex_format = "\\u{:04X}" if upper else "\\u{:04x}"
     for char in text:
@@ -52,7 +53,7 @@ def json_escaped(text: str, slash: bool, ascii_only: bool, html: bool, upper: bo
             out.append(_SHORT_ESCAPES[char])
         elif char == "/" and slash:
             out.append("\\/")
-        elif code < 0x20 or (html and (char in "<>&" or code in (0x2028, 0x2029))):
+        elif code < 0x20 or (html and char in "<>&"):
             out.append(hex_format.format(code))
         elif code > 0x7F and ascii_only:
             if code > 0xFFFF:  # a surrogate pair
