@@ -16,6 +16,7 @@ from tests.fake_upstream_client import free_port
 from tests.redis_server import RedisServer, redis_binary, redis_server, redis_url  # noqa: F401
 # The contract: collected here too, where `store` is a RedisStore.
 from tests.test_state_store import (NOW_MINUTE, starts,  # noqa: F401
+                                    test_a_window_holds_its_first_minute_and_day_and_nothing_before,
                                     test_key_states_are_shared_whole,
                                     test_old_sessions_are_forgotten,
                                     test_reasoning_is_recalled_until_it_expires,

@@ -49,6 +49,22 @@ async def test_usage_adds_up_per_window(store):
             merged.cost_usd) == (2, 200, 20, 20, 0.75)
 
 
+async def test_a_window_holds_its_first_minute_and_day_and_nothing_before(store):
+    """The window starts the book asks with are inclusive: spending in the first minute of
+    the rolling window and on the first day of the week or month counts, a minute or a day
+    earlier does not."""
+    today = DAY * 1440
+    await store.record(Batch(usage=[
+        UsageRow("k1", "glm-5.1", NOW_MINUTE - 299, 1, 1, 0, 1, 0.5),
+        UsageRow("k1", "glm-5.1", NOW_MINUTE - 300, 1, 1, 0, 1, 0.25),
+        UsageRow("k1", "glm-5.1", today - 1440, 1, 1, 0, 1, 2.0),       # yesterday
+        UsageRow("k1", "glm-5.1", today - 2 * 1440, 1, 1, 0, 1, 4.0)]))  # the day before
+    spent = (await store.snapshot({"k1": WindowStarts(NOW_MINUTE - 299, DAY - 1, DAY - 2)},
+                                  None)).spent["k1"]
+    assert spent == pytest.approx((0.5, 0.75 + 2.0, 0.75 + 2.0 + 4.0))
+    assert [row.cost_usd for row in await store.report(NOW_MINUTE - 299)] == [0.5]
+
+
 async def test_key_states_are_shared_whole(store):
     state = KeyState(limit_until=time.time() + 3600, limit_name="5 hour",
                      upstream={"weekly": UpstreamUsage(42.0, time.time() + 9000, 1.0, 0.3)})
