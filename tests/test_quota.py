@@ -247,55 +247,71 @@ async def test_the_usage_report_shows_each_keys_windows_status_and_the_days_mode
     one, two, three = gw.pools["opencode-go"].instances
     now = time.time()
     minute = minute_of(now)
+    today = minute // 1440 * 1440
     older = minute - 400  # out of the rolling window, within the day's hours
     await store.record(Batch([
-        UsageRow(one.key_id, "glm-5.1", minute - 10, 2, 1000, 100, 50, 1.5),
-        UsageRow(one.key_id, "kimi-k3", minute, 1, 500, 0, 20, 3.0),
-        UsageRow(one.key_id, "glm-5.1", older, 1, 10, 0, 5, 0.25)], {}, {}))
+        UsageRow(one.key_id, "glm-5.1", minute - 20, 1, 10, 0, 1, 0.0),  # free: not the oldest
+        UsageRow(one.key_id, "glm-5.1", minute - 11, 1, 1000, 30, 50, 0.5000001),
+        UsageRow(one.key_id, "glm-5.1", minute - 10, 1, 500, 100, 20, 0.25),
+        UsageRow(one.key_id, "kimi-k3", minute, 1, 500, 0, 20, 1.25),
+        UsageRow(one.key_id, "glm-5.1", older, 1, 10, 0, 5, 0.25),
+        UsageRow(two.key_id, "qwen3.6-plus", today, 1, 1, 0, 1, 0.125)], {}, {}))
     await gw.book.sync()
     gw.pools["opencode-go"].limit_reached(two, 3600, "weekly")
     three.resting_until = now + 30
+    three.failures = 2
     gw.book.account(three).upstream["monthly"] = UpstreamUsage(
         percent=40, resets_at=now + 86400, fetched_at=now, spent_at_fetch=0.0)
+    gw.book.account(three).upstream["weekly"] = UpstreamUsage(
+        percent=10, resets_at=now + 0.5, fetched_at=now, spent_at_fetch=0.0)
     errors = [{"status": 502, "message": "broke"}]
 
     report = await usage_report(gw.book, gw.pools, errors, now=now)
 
     keys = {key["instance"]: key for key in report["keys"]}
     rolling = keys["opencode-go.1"]["windows"]["rolling"]
-    assert rolling["spent_usd"] == pytest.approx(4.5) and rolling["limit_usd"] == 12
-    assert rolling["used_percent"] == pytest.approx(37.5) and rolling["source"] == "ledger"
-    assert rolling["label"] == "5 hours"
-    # The rolling window resets when its oldest spend (ten minutes ago) leaves it.
-    assert rolling["resets_at"] == _iso((minute - 10) * 60 + 5 * 3600)
-    assert rolling["resets_in_seconds"] == int((minute - 10) * 60 + 5 * 3600 - now)
+    assert (rolling["spent_usd"], rolling["limit_usd"]) == (2.0, 12)
+    assert (rolling["used_ratio"], rolling["used_percent"]) == (0.1667, 16.7)
+    assert (rolling["source"], rolling["label"]) == ("ledger", "5 hours")
+    # The rolling window resets when its oldest spend that cost something leaves it.
+    assert rolling["resets_at"] == _iso((minute - 11) * 60 + 5 * 3600)
+    assert rolling["resets_in_seconds"] == int((minute - 11) * 60 + 5 * 3600 - now)
     weekly = keys["opencode-go.1"]["windows"]["weekly"]
-    assert weekly["spent_usd"] == pytest.approx(4.75) and weekly["limit_usd"] == 30
+    assert (weekly["spent_usd"], weekly["limit_usd"]) == (2.25, 30)
     assert weekly["resets_at"] == _iso(resets_at("weekly", now, 1, None))
-    assert keys["opencode-go.1"]["headroom"] == pytest.approx(1 - 4.5 / 12, abs=1e-4)
+    assert keys["opencode-go.1"]["headroom"] == 0.8333
     assert (keys["opencode-go.1"]["status"], keys["opencode-go.1"]["until"]) == ("ok", None)
+    assert keys["opencode-go.1"]["key_id"] == one.key_id
     assert (keys["opencode-go.2"]["status"], keys["opencode-go.2"]["limit"]) == \
         ("limited", "weekly")
     assert keys["opencode-go.2"]["until"] == _iso(two.limit_until)
-    assert (keys["opencode-go.3"]["status"], keys["opencode-go.3"]["limit"]) == ("resting", None)
-    monthly = keys["opencode-go.3"]["windows"]["monthly"]
-    assert (monthly["source"], monthly["used_percent"]) == ("upstream", 40.0)
-    assert monthly["resets_at"] == _iso(now + 86400)
+    third = keys["opencode-go.3"]
+    assert (third["status"], third["limit"], third["failures"]) == ("resting", None, 2)
+    assert (third["windows"]["monthly"]["source"], third["windows"]["monthly"]["used_percent"]) \
+        == ("upstream", 40.0)
+    assert third["windows"]["monthly"]["resets_at"] == _iso(now + 86400)
+    assert third["windows"]["weekly"]["resets_in_seconds"] == 0
     assert all(key["key"] == mask_key(f"key-{n}") for n, key in enumerate(report["keys"], 1))
 
-    today = minute // 1440 * 1440
-    glm_today = [(2, 1000, 100, 50, 1.5)] + ([(1, 10, 0, 5, 0.25)] if older >= today else [])
-    assert report["models_today"][0]["model"] == "kimi-k3"  # the costliest first
+    glm_today = [(1, 10, 0, 1, 0.0), (1, 1000, 30, 50, 0.5000001), (1, 500, 100, 20, 0.25)] \
+        + ([(1, 10, 0, 5, 0.25)] if older >= today else [])
+    assert [model["model"] for model in report["models_today"]] == \
+        ["kimi-k3", "glm-5.1", "qwen3.6-plus"]  # the costliest first
     glm = report["models_today"][1]
-    assert (glm["requests"], glm["input_tokens"], glm["cached_tokens"], glm["output_tokens"],
-            glm["cost_usd"]) == tuple(map(sum, zip(*glm_today)))
+    requests, input_tokens, cached, output, cost = map(sum, zip(*glm_today))
+    assert (glm["requests"], glm["input_tokens"], glm["cached_tokens"], glm["output_tokens"]) \
+        == (requests, input_tokens, cached, output)
+    assert glm["cost_usd"] == round(cost, 6)
     hours = {(hour["hour"], hour["model"]): hour["cost_usd"] for hour in report["hourly"]}
     assert hours[(_iso(older // 60 * 3600), "glm-5.1")] == 0.25
-    assert sum(hours.values()) == pytest.approx(4.75)
+    assert sum(hours.values()) == pytest.approx(2.375)
     hour_order = [hour["hour"] for hour in report["hourly"]]
     assert hour_order == sorted(hour_order)
     assert report["recent_errors"] == errors and report["threshold"] == 0.95
-    assert report["state"]["up"] is True and report["generated_at"] == _iso(now)
+    assert report["state"] == {"backend": "memory", "where": repr(store), "up": True,
+                               "synced_at": _iso(gw.book.synced_at)}
+    assert report["generated_at"] == _iso(now)
+    assert _iso(0) == "1970-01-01T00:00:00Z"
 
 
 async def test_the_usage_report_still_shows_the_keys_when_the_store_is_down():
@@ -310,7 +326,7 @@ async def test_the_usage_report_still_shows_the_keys_when_the_store_is_down():
     report = await usage_report(gw.book, gw.pools)
     assert report["keys"][0]["windows"]["rolling"]["spent_usd"] == pytest.approx(0.6)
     assert report["models_today"] == [] and report["hourly"] == []
-    assert report["recent_errors"] == []
+    assert report["recent_errors"] == [] and report["state"]["synced_at"] is None
 
 
 # ---------------------------------------------------------------------------------------------
