@@ -231,10 +231,15 @@ def test_error_bodies_and_log_lines_never_carry_a_key(data, key, style):
 
 FRONTENDS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
              "responses": "/v1/responses"}
+# Each frontend from a Chat-wire model (pass-through for Chat clients, translated for the
+# others) and from a model of its own wire (pass-through).
+ROUTES_OVER_SOCKETS = [("openai", "glm-5.1"), ("anthropic", "glm-5.1"),
+                       ("anthropic", "minimax-m2.7"), ("responses", "glm-5.1"),
+                       ("responses", "gpt-5.6-luna")]
 
 
-def streamed_request(frontend: str, text: str) -> dict:
-    model = "opencode-go/glm-5.1"  # a Chat-wire model: pass-through for one, translated for two
+def streamed_request(frontend: str, model: str, text: str) -> dict:
+    model = "opencode-go/" + model
     if frontend == "responses":
         return {"model": model, "input": text, "stream": True}
     body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True}
@@ -254,10 +259,10 @@ def post(url: str, body: dict) -> bytes:
 def test_a_key_quoted_in_a_streamed_delta_never_reaches_any_client(start_gateway, fake, length):
     key = ("oc_sk_" + string.ascii_letters + string.digits)[:length]
     gateway = start_gateway(env={"OPENCODE_GO_API_KEY": key})
-    for frontend, path in FRONTENDS.items():
+    for frontend, model in ROUTES_OVER_SOCKETS:
         for offset in range(1, length + 17):
             text = f"[[fake: leak split={offset} slow=0.01]]"
-            seen = post(gateway.url + path, streamed_request(frontend, text))
-            assert key.encode() not in seen, (frontend, offset)
+            seen = post(gateway.url + FRONTENDS[frontend], streamed_request(frontend, model, text))
+            assert key.encode() not in seen, (frontend, model, offset)
             assert_no_key(key, client_text(seen))
     assert key not in gateway.log()
