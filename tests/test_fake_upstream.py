@@ -486,7 +486,7 @@ def test_finished_streams_count_as_completed(oai, claude, fake):
     with claude.messages.stream(model="minimax-m2.7", max_tokens=100, messages=USER) as s:
         s.get_final_message()
     assert fake.wait_stats(lambda s: s["completed_streams"] == 2) == {
-        "active_streams": 0, "completed_streams": 2, "aborted_streams": 0}
+        "active_streams": 0, "completed_streams": 2, "aborted_streams": 0, "abandoned_answers": 0}
 
 
 @pytest.mark.parametrize("path, body, headers", [
@@ -509,7 +509,7 @@ def test_client_hang_up_counts_as_aborted(fake, path, body, headers):
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()
     assert fake.wait_stats(lambda s: s["aborted_streams"] == 1) == {
-        "active_streams": 0, "completed_streams": 0, "aborted_streams": 1}
+        "active_streams": 0, "completed_streams": 0, "aborted_streams": 1, "abandoned_answers": 0}
 
 
 def test_requests_are_recorded_with_key_headers_and_body(fake):
