@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from gateway.translate.compose import TRANSLATIONS
 from gateway.upstream.instances import mask_key
-from gateway.upstream.redact import Redactor, key_forms
+from gateway.translate.hub import StreamWriter, Usage
+from gateway.upstream.redact import RedactingWriter, Redactor, key_forms
 from tests import fake_upstream
 from tests.translations import route_ctx
 
@@ -211,6 +212,71 @@ def test_a_key_split_across_tool_call_argument_fragments_is_masked():
     redactor = Redactor([key])
     seen = client_text(translate(redactor, "anthropic", "openai", [stream]))
     assert seen == arguments.replace(key, mask_key(key))
+
+
+class _Recording(StreamWriter):
+    """A client writer that notes every call it gets."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __getattribute__(self, name):
+        if name in ("start", "reasoning", "text", "tool_call", "tool_arguments", "finish",
+                    "usage", "end", "error"):
+            return lambda *args: self.calls.append((name, *args))
+        return super().__getattribute__(name)
+
+
+def test_each_text_channel_is_held_on_its_own_and_released_in_order():
+    key = "sk-the-upstream-key-0123"
+    mask = mask_key(key)
+    inner = _Recording()
+    writer = RedactingWriter(inner, Redactor([key]))
+    usage = Usage(10, 5)
+    writer.start("id-1", "glm-5.1")
+    writer.reasoning("I see sk-the-up")
+    writer.reasoning("stream-key-0123 in the prompt")
+    writer.text("Your key sk-the")
+    writer.text("-upstream-key-0123")
+    writer.tool_call(0, "call_a", "bash")
+    writer.tool_arguments(0, '{"cmd": "echo sk-the-upstream')
+    writer.tool_arguments(0, '-key-0123"}')
+    writer.tool_call(1, "call_b", "read")
+    writer.tool_arguments(1, '{"path": "sk-the-upstream-k')
+    writer.tool_arguments(1, 'ey-0123"}')
+    writer.finish("tool_calls")
+    writer.usage(usage)
+    writer.end()
+    assert inner.calls == [
+        ("start", "id-1", "glm-5.1"),
+        ("reasoning", "I see "), ("reasoning", mask + " in the prompt"),
+        ("text", "Your key "), ("text", mask),  # the held key, released by the tool call
+        ("tool_call", 0, "call_a", "bash"),
+        ("tool_arguments", 0, '{"cmd": "echo '), ("tool_arguments", 0, mask + '"}'),
+        ("tool_call", 1, "call_b", "read"),
+        ("tool_arguments", 1, '{"path": "'), ("tool_arguments", 1, mask + '"}'),
+        ("finish", "tool_calls"), ("usage", usage), ("end",)]
+
+
+def test_arguments_held_for_one_call_go_to_that_call_when_another_calls_fragment_comes():
+    inner = _Recording()
+    writer = RedactingWriter(inner, Redactor(["sk-the-upstream-key-0123"]))
+    writer.tool_arguments(0, '{"a": "sk-the')
+    writer.tool_arguments(1, '{"b": 1}')
+    writer.end()
+    assert inner.calls == [("tool_arguments", 0, '{"a": "'), ("tool_arguments", 0, "sk-the"),
+                           ("tool_arguments", 1, '{"b": 1}'), ("end",)]
+
+
+def test_held_text_goes_out_before_the_error_that_ends_the_stream():
+    inner = _Recording()
+    writer = RedactingWriter(inner, Redactor(["sk-the-upstream-key-0123"]))
+    writer.text("cut short at sk-the")
+    writer.error(502, "the upstream broke")
+    assert inner.calls == [("text", "cut short at "), ("text", "sk-the"),
+                           ("error", 502, "the upstream broke")]
+    assert writer.done is inner.done and writer.failure is inner.failure
 
 
 # ---------------------------------------------------------------------------------------------
