@@ -2,6 +2,7 @@
 rolling 5 hours, $30 per calendar week from Monday 00:00 UTC, $60 per month from the
 subscription's day), prices for answers that came without a cost, where a conversation stays,
 what the upstream's own `/usage` figures do, and the settings that bound all of it."""
+import asyncio
 import datetime as dt
 import time
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ from gateway.app import Gateway
 from gateway.config import ConfigError, State, load_config
 from gateway.quota.prices import FALLBACK, Prices
 from gateway.quota.report import _iso, usage_report
-from gateway.quota.upstream_usage import NoUsageEndpoint, read_usage
+from gateway.quota.upstream_usage import NoUsageEndpoint, poll_forever, read_usage
 from gateway.quota.windows import (ROLLING_SECONDS, minute_of, month_end, month_start,
                                    resets_at, rolling_start_minute, week_start)
 from gateway.state.memory import MemoryStore
@@ -457,11 +458,12 @@ class _UsageEndpoint:
     """A stand-in upstream `GET /v1/usage`: answers `status` and `body`, keeps the headers."""
 
     def __init__(self, status=200, body=None):
-        self.status, self.body, self.headers = status, body or {}, None
+        self.status, self.body, self.headers, self.requests = status, body or {}, None, 0
 
     async def __aenter__(self):
         async def usage(request):
             self.headers = request.headers
+            self.requests += 1
             return aiohttp.web.json_response(self.body, status=self.status)
 
         app = aiohttp.web.Application()
@@ -471,8 +473,8 @@ class _UsageEndpoint:
         site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
-        return Instance("opencode-go.1", "opencode-go", 1, f"http://127.0.0.1:{port}/v1",
-                        "the-key")
+        self.api_url = f"http://127.0.0.1:{port}/v1"
+        return Instance("opencode-go.1", "opencode-go", 1, self.api_url, "the-key")
 
     async def __aexit__(self, *exc):
         await self._runner.cleanup()
@@ -502,3 +504,48 @@ async def test_an_upstream_without_usage_is_told_apart_from_one_that_failed():
     async with _UsageEndpoint(status=503) as instance, aiohttp.ClientSession() as session:
         with pytest.raises(RuntimeError, match="HTTP 503"):
             await read_usage(session, instance)
+
+
+async def _until(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_usage_poll_reads_every_key_and_stops_asking_an_upstream_without_usage(caplog):
+    caplog.set_level("INFO", logger="gateway")
+    limited = _UsageEndpoint(body={"usage": {"weekly": {
+        "status": "rate-limited", "percent": 20, "resetsAt": "2099-01-01T00:00:00Z"}}})
+    missing, failing = _UsageEndpoint(status=404), _UsageEndpoint(status=500)
+    async with limited as one, missing as two, failing as three:
+        gw = gateway(keys=3)
+        pool = gw.pools["opencode-go"]
+        for mine, served in zip(pool.instances, (one, two, three)):
+            mine.api_url = served.api_url
+        pool.instances[1].api_key = ""  # no key: nothing to ask
+        pool.instances[2].api_key = "k3"
+        gw.pools["other"] = SimpleNamespace(instances=[])
+        async with aiohttp.ClientSession() as session:
+            poll = asyncio.create_task(poll_forever(session, gw.pools, gw.book, 0.01))
+            try:
+                await _until(lambda: pool.instances[0].limited(time.time()))
+                assert pool.instances[0].limit_name == "weekly"
+                await _until(lambda: caplog.text.count("could not read the upstream's /usage")
+                             >= 2)
+            finally:
+                poll.cancel()
+        assert missing.headers is None  # the keyless instance was never asked
+        pool.instances[1].api_key = "k2"
+        async with aiohttp.ClientSession() as session:
+            poll = asyncio.create_task(poll_forever(session, gw.pools, gw.book, 0.01))
+            try:
+                await _until(lambda: "has no /usage" in caplog.text)
+                asked = missing.requests
+                await _until(lambda: caplog.text.count("could not read") >= 4)
+                assert missing.requests == asked  # a 404 is asked once per poller, not again
+            finally:
+                poll.cancel()
+    assert "opencode-go.3: could not read the upstream's /usage (HTTP 500)" in caplog.text
+    assert "opencode-go.2: the upstream has no /usage; the ledger alone counts its spending" \
+        in caplog.text
