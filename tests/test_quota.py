@@ -20,7 +20,7 @@ from gateway.quota.windows import (ROLLING_SECONDS, minute_of, month_end, month_
                                    resets_at, rolling_start_minute, week_start)
 from gateway.state.memory import MemoryStore
 from gateway.state.reasoning import ReasoningMemory
-from gateway.state.store import Batch, UpstreamUsage, UsageRow, WindowStarts
+from gateway.state.store import Batch, KeyState, UpstreamUsage, UsageRow, WindowStarts
 from gateway.translate.hub import Usage
 from gateway.upstream.instances import Instance, mask_key
 
@@ -549,3 +549,49 @@ async def test_the_usage_poll_reads_every_key_and_stops_asking_an_upstream_witho
     assert "opencode-go.3: could not read the upstream's /usage (HTTP 500)" in caplog.text
     assert "opencode-go.2: the upstream has no /usage; the ledger alone counts its spending" \
         in caplog.text
+
+
+def test_the_upstreams_figure_counts_with_what_was_spent_since_it_was_read():
+    gw = gateway()
+    instance = gw.pools["opencode-go"].instances[0]
+    account = gw.book.account(instance)
+    account.stored = [1.0, 1.0, 1.0]
+    now = time.time()
+    account.upstream["rolling"] = UpstreamUsage(percent=50, resets_at=now + 600, fetched_at=now,
+                                                spent_at_fetch=1.0)
+    gw.book.record(instance, "glm-5.1", None, 1.2)  # spent after the figure was read
+    assert account.used(0, now) == pytest.approx(0.5 + 1.2 / 12)
+    assert account.used(1, now) == pytest.approx(2.2 / 30)  # no figure: the ledger
+    assert account.used(0, now + 601) == pytest.approx(2.2 / 12)  # the figure expired
+
+
+async def test_a_conversation_is_shared_again_only_after_a_minute_on_the_same_key():
+    store = MemoryStore(State(backend="memory"))
+    gw = gateway()
+    gw.book.store = store
+    one, two = gw.pools["opencode-go"].instances
+    now = time.time()
+    gw.book.stick("conversation", one, now)
+    await gw.book.sync()
+    cursor = (await store.snapshot({}, None)).cursor
+    gw.book.stick("conversation", one, now + 10)  # the same key, recently: nothing new
+    await gw.book.sync()
+    assert (await store.snapshot({}, cursor)).sessions == {}
+    gw.book.stick("conversation", one, now + 61)  # a minute on: alive, said again
+    await gw.book.sync()
+    assert (await store.snapshot({}, cursor)).sessions == {"conversation": one.key_id}
+    cursor = (await store.snapshot({}, None)).cursor
+    gw.book.stick("conversation", two, now + 62)  # moved: said at once
+    await gw.book.sync()
+    assert (await store.snapshot({}, cursor)).sessions == {"conversation": two.key_id}
+
+
+async def test_a_key_state_of_a_key_this_worker_does_not_have_is_skipped_not_fatal():
+    store = MemoryStore(State(backend="memory"))
+    gw = gateway()
+    gw.book.store = store
+    instance = gw.pools["opencode-go"].instances[1]
+    resting = KeyState(resting_until=time.time() + 60)
+    await store.record(Batch([], {"another-gateways-key": resting, instance.key_id: resting}, {}))
+    await gw.book.sync()
+    assert instance.resting_until == resting.resting_until
