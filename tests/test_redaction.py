@@ -236,7 +236,7 @@ def test_each_text_channel_is_held_on_its_own_and_released_in_order():
     usage = Usage(10, 5)
     writer.start("id-1", "glm-5.1")
     writer.reasoning("I see sk-the-up")
-    writer.reasoning("stream-key-0123 in the prompt")
+    writer.reasoning("stream-key-0123 in the prompt: sk")
     writer.text("Your key sk-the")
     writer.text("-upstream-key-0123")
     writer.tool_call(0, "call_a", "bash")
@@ -250,7 +250,8 @@ def test_each_text_channel_is_held_on_its_own_and_released_in_order():
     writer.end()
     assert inner.calls == [
         ("start", "id-1", "glm-5.1"),
-        ("reasoning", "I see "), ("reasoning", mask + " in the prompt"),
+        ("reasoning", "I see "), ("reasoning", mask + " in the prompt: "),
+        ("reasoning", "sk"),  # what could have begun a key, released when the text starts
         ("text", "Your key "), ("text", mask),  # the held key, released by the tool call
         ("tool_call", 0, "call_a", "bash"),
         ("tool_arguments", 0, '{"cmd": "echo '), ("tool_arguments", 0, mask + '"}'),

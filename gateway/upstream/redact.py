@@ -217,12 +217,11 @@ class RedactingWriter(StreamWriter):
     """A client writer's text channels held back while they could end in a key: answer text,
     reasoning, and the arguments of one tool call at a time. A channel's held text goes out
     before anything else the writer is told, so the order of events is kept."""
-    __slots__ = ("_writer", "_redactor", "_text", "_reasoning", "_arguments", "_call")
+    __slots__ = ("_writer", "_text", "_reasoning", "_arguments", "_call")
 
     def __init__(self, writer: StreamWriter, redactor: Redactor):
         # No StreamWriter.__init__: `out`, `done` and `failure` are the wrapped writer's.
         self._writer = writer
-        self._redactor = redactor
         self._text = redactor.text_stream()
         self._reasoning = redactor.text_stream()
         self._arguments = redactor.text_stream()
