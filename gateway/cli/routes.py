@@ -6,8 +6,9 @@ import sys
 
 from gateway.cli.common import load_gateway
 from gateway.errors import GatewayError
-from gateway.upstream.forwarder import ANTHROPIC_VERSION, PATHS
-from gateway.upstream.instances import mask_key
+from gateway.upstream.forwarder import auth_headers
+from gateway.upstream.identity import upstream_user_agent
+from gateway.upstream.instances import describe_layout, mask_key
 
 
 def add(commands) -> None:
@@ -33,10 +34,12 @@ def run(args) -> int:
     except GatewayError as exc:
         print(f"no route: {exc.message}", file=sys.stderr)
         return 1
-    path = PATHS[ctx.protocol]
-    auth = (f"x-api-key: <key>, anthropic-version: {ANTHROPIC_VERSION}"
-            if ctx.protocol == "anthropic" else "Authorization: Bearer <key>")
     instance = ctx.instance
+    path = instance.layout.paths[ctx.protocol]
+    sent = auth_headers(instance, ctx.protocol)
+    shown = {"x-api-key": "<key>", "Authorization": "Bearer <key>"}
+    auth = ", ".join(f"{name}: {shown.get(name, value)}" for name, value in sent.items()
+                     if name in ("x-api-key", "Authorization", "anthropic-version"))
     print(f"model string : {ctx.requested}")
     print(f"frontend     : {args.frontend}")
     print(f"backend      : {ctx.backend}")
@@ -45,7 +48,10 @@ def run(args) -> int:
     print(f"model id     : {ctx.model_id}")
     print(f"wire         : {ctx.protocol} "
           f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
+    print(f"URL layout   : {describe_layout(instance)}")
     print(f"upstream URL : POST {instance.api_url}{path}")
+    print(f"user agent   : {upstream_user_agent(None, instance.user_agent)} (after the "
+          "client's own product token, when it sends one)")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
     return 0

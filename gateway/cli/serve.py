@@ -11,6 +11,8 @@ from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway
 from gateway.cli.common import in_range, load_gateway
 from gateway.server import hypercorn_config
 from gateway.state.store import StoreError
+from gateway.upstream.identity import upstream_user_agent
+from gateway.upstream.instances import describe_layout
 
 
 def add(commands) -> None:
@@ -83,6 +85,11 @@ def run(args) -> int:
     print(f"opencode-gateway: serving on http://{host}:{port} with {workers} worker(s), "
           f"{len(gateway.router.advertised_models())} models (`opencode-gateway models` lists "
           f"them), state in {gateway.store!r}", file=sys.stderr, flush=True)
+    for pool in gateway.pools.values():
+        first = pool.instances[0]
+        print(f"opencode-gateway: {pool.backend}: OpenCode Go's {describe_layout(first)} "
+              f"({len(pool.instances)} key(s)), user agent "
+              f"{upstream_user_agent(None, first.user_agent)}", file=sys.stderr, flush=True)
     metrics_dir = _metrics_dir(workers)
     try:
         return run(config)

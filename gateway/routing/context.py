@@ -38,7 +38,7 @@ class RouteContext:
     __slots__ = ("requested", "frontend", "backend", "instance", "model_id", "protocol", "pin",
                  "body", "translation", "config", "pools", "catalogues", "quota", "session",
                  "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
-                 "limit_hit", "fallbacks")
+                 "limit_hit", "fallbacks", "client_ua", "client_headers")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
                  pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
@@ -67,6 +67,10 @@ class RouteContext:
         self.first_byte_seconds: float | None = None
         self.dropped_tools: list[str] | None = None  # tools the upstream wire cannot run
         self.limit_hit: str | None = None  # a usage limit an instance reported on the way
+        # Who the client said it is (its User-Agent), and its OpenCode headers to pass on
+        # (upstream/identity.py).
+        self.client_ua: str | None = None
+        self.client_headers: tuple[tuple[str, str], ...] = ()
 
     @property
     def pinned(self) -> bool:

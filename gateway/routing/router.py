@@ -12,6 +12,7 @@ from gateway.routing.catalogue import Catalogue
 from gateway.routing.chain import RuleChain
 from gateway.routing.context import RouteContext
 from gateway.routing.session import Sessions
+from gateway.upstream.identity import forwarded_headers
 from gateway.upstream.instances import InstancePool
 
 
@@ -61,6 +62,9 @@ class Router:
         ctx = RouteContext(requested=requested, frontend=frontend, body=body, config=self.config,
                            pools=self.pools, catalogues=self.catalogues, backend=backend,
                            pin=pin, model_id=model_id, session=session, quota=self.quota)
+        if headers:
+            ctx.client_ua = headers.get("user-agent")
+            ctx.client_headers = forwarded_headers(headers)
         await self.chain.run(ctx)
         self._judge(ctx)
         return ctx

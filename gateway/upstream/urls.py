@@ -1,0 +1,88 @@
+"""Where each upstream call goes: OpenCode Go's two URL layouts, found from the configured URL.
+
+- `zen`: `https://opencode.ai/zen/go/v1` (also given without its `/v1`), every wire and read
+  endpoint under one prefix: `/chat/completions`, `/messages`, `/responses`, `/models`, `/usage`.
+  Any other URL whose path ends in `/v1` (a self-hosted stand-in, a proxy) is read the same way.
+- `inference`: `https://opencode.ai/inference/go` (since 2026-09), one prefix per protocol:
+  `/openai/v1/chat/completions`, `/openai/v1/responses`, `/anthropic/v1/messages`,
+  `/google/v1beta/models/<id>:generateContent`, and `/v1/models`, `/v1/usage`. Its Messages
+  endpoint takes `Authorization: Bearer` (the zen one takes only `x-api-key`).
+
+An instance keeps its base (`api_url`, normalised) and its `Layout`; a call's URL is one string
+concatenation. A new wire is one entry per layout in `_PATHS` (a path may hold `{model}`, filled
+by `path_for`).
+"""
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+
+class Layout(NamedTuple):
+    name: str                  # "zen" or "inference"
+    paths: dict[str, str]      # wire or read endpoint -> path under the base URL
+    bearer_messages: bool      # the Messages wire takes Authorization: Bearer
+
+
+ZEN = Layout("zen", {
+    "openai": "/chat/completions",
+    "anthropic": "/messages",
+    "responses": "/responses",
+    "models": "/models",
+    "usage": "/usage",
+}, bearer_messages=False)
+
+INFERENCE = Layout("inference", {
+    "openai": "/openai/v1/chat/completions",
+    "anthropic": "/anthropic/v1/messages",
+    "responses": "/openai/v1/responses",
+    # Not a wire of any Go model yet (UPSTREAM.md, reported); `gemini` wire code fills it in.
+    "gemini": "/google/v1beta/models/{model}",
+    "models": "/v1/models",
+    "usage": "/v1/usage",
+}, bearer_messages=True)
+
+LAYOUTS = {layout.name: layout for layout in (ZEN, INFERENCE)}
+ZEN_URL = "https://opencode.ai/zen/go/v1"
+INFERENCE_URL = "https://opencode.ai/inference/go"
+
+_INFERENCE_PATH = re.compile(r"/inference/go$")
+_ZEN_PATH = re.compile(r"/zen/go$")
+
+
+class Placed(NamedTuple):
+    base: str          # the URL calls are built on (no trailing slash)
+    layout: Layout
+
+
+def place(url: str) -> Placed | None:
+    """The layout a base URL belongs to, or None when the URL names neither."""
+    base = url.strip().rstrip("/")
+    scheme, sep, rest = base.partition("://")
+    if not sep:
+        return None
+    path = rest.partition("/")[2]
+    path = "/" + path if path else ""
+    if _INFERENCE_PATH.search(path):
+        return Placed(base, INFERENCE)
+    if _ZEN_PATH.search(path):
+        return Placed(base + "/v1", ZEN)
+    if path.endswith("/v1") and not path.endswith(("/inference/go/v1", "/openai/v1",
+                                                   "/anthropic/v1")):
+        return Placed(base, ZEN)
+    return None
+
+
+def unplaceable(url: str, where: str) -> str:
+    """Why `url` (at `where`, naming the instance and field) cannot be used, and the fix."""
+    hint = ""
+    if "/inference/go/" in url:
+        hint = f" (the inference layout's base is {INFERENCE_URL}, without anything after it)"
+    return (f"{where}: cannot tell which OpenCode Go URL layout {url!r} uses{hint}; give "
+            f"{ZEN_URL} (or …/zen/go, or any URL ending in /v1 that serves /chat/completions, "
+            f"/messages, /responses under it) or {INFERENCE_URL}")
+
+
+def path_for(layout: Layout, wire: str, model: str = "") -> str:
+    path = layout.paths[wire]
+    return path.format(model=model) if "{" in path else path
