@@ -28,7 +28,7 @@ from tests.fake_upstream import (
     cost_string, fake_cost, openai_tool_id, parse_script, responses_call_item_id, tool_arguments,
     tool_name, usage_limit_message, wire_of,
 )
-from tests.fake_upstream_client import SESSION_HEADERS
+from tests.fake_upstream_client import SESSION_HEADERS, TEST_USER_AGENT
 
 USER = [{"role": "user", "content": "hi"}]
 ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
@@ -57,6 +57,7 @@ def _send(fake, method: str, path: str, body: dict | None, headers: dict[str, st
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(fake.root + path, data=data, method=method,
                                  headers={"Content-Type": "application/json",
+                                          "User-Agent": TEST_USER_AGENT,
                                           **(SESSION_HEADERS if session else {}), **headers})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -243,9 +244,10 @@ def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
     assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None, False,
-                      False, False, 0)
+                      False, False, 0, None)
     assert parse_script("[[fake: run=Bash]]").run == "Bash"
-    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9]]")[-4:] == (True, True, True, 9)
+    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9]]")[-5:-1] == (True, True, True, 9)
+    assert parse_script("[[fake: refuse=edge]]").refuse == "edge"
     assert parse_script("no directive here").deltas == 5
 
 
