@@ -13,8 +13,9 @@ where there is room.
   the keys below `quota.threshold` (95%) of every window; keys within 5 points of the best count
   as equally good, and the session's hash picks among them (the same choice on every worker and
   machine). Keys past the threshold take new conversations only when no key is below it.
-- A key at a usage limit rests until its reset and takes nothing; a key resting after errors is
-  still tried when every key rests (the one back first).
+- A key at a usage limit rests until its reset and takes nothing; a key at a limit for one model
+  alone (a per-model cap) takes nothing for that model and everything else; a key resting after
+  errors is still tried when every key rests (the one back first).
 - `ctx.fallbacks` lists the other keys, best first: where the forwarder moves the request if
   the chosen key fails before the answer starts.
 
@@ -36,19 +37,22 @@ class ChooseKey:
         now = time.time()
         if ctx.pinned:
             instance = pool.pinned(ctx.pin)
-            if instance is not None and instance.limited(now):
-                raise pool.all_resting_error([instance])
+            if instance is not None and (instance.limited(now)
+                                         or instance.capped(ctx.model_id, now)):
+                raise pool.all_resting_error([instance], model=ctx.model_id)
             ctx.instance = instance
             return
         book = ctx.quota
+        model = ctx.model_id
         if book is None:  # no quota view (a bare router in a test): round robin
-            ctx.instance = pool.choose()
+            ctx.instance = pool.choose(model=model)
             return
         if len(pool.instances) == 1:  # one key: nothing to choose, nowhere to move
-            ctx.instance = pool.choose()
+            ctx.instance = pool.choose(model=model)
             return
         headroom = {i: book.headroom(i, now) for i in pool.instances}
-        usable = sorted((i for i in pool.instances if i.available(now)),
+        usable = sorted((i for i in pool.instances
+                         if i.available(now) and not i.capped(model, now)),
                         key=lambda i: headroom[i], reverse=True)
         chosen = None
         sticky = book.sticky(ctx.session, now) if ctx.session else None
@@ -61,7 +65,7 @@ class ChooseKey:
         if chosen is None:
             # Everything rests: one resting after errors is still worth a try; one at a usage
             # limit is not (the router answers 429 with the resets).
-            chosen = pool.choose()
+            chosen = pool.choose(model=model)
         if chosen is not None:
             book.stick(ctx.session, chosen, now)
         ctx.instance = chosen

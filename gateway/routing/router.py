@@ -84,7 +84,7 @@ class Router:
                     404, f"model {ctx.requested!r} names instance {ctx.pin} of {ctx.backend}, "
                          f"which does not exist; its instances are: {numbers}",
                     param="model", code="model_not_found")
-            raise pool.all_resting_error()
+            raise pool.all_resting_error(model=ctx.model_id)
         if ctx.translation is None:
             raise GatewayError(
                 500, f"no rule chose a translation for {ctx.frontend} clients to the "
