@@ -593,7 +593,7 @@ _CREDITS_ERROR = _encode({"type": "CreditsError", "message": "Insufficient balan
 _ENTITLEMENT_ERROR = _encode({"type": "error", "error": {
     "type": "EntitlementError",
     "message": ERROR_PREFIX + "Your workspace does not have an active Go subscription"}})
-_EDGE_PAGE = (
+EDGE_PAGE = (
     "<!DOCTYPE html>\n<html><head><title>Access denied | opencode.ai used Cloudflare to restrict "
     "access</title></head><body><div id=\"cf-error-details\"><h1><span>Error</span> <span>1010"
     "</span></h1><h2>Access denied</h2><p>The owner of this website (opencode.ai) has banned your "
@@ -602,7 +602,7 @@ _EDGE_PAGE = (
 
 
 def _edge_block() -> web.Response:
-    return web.Response(body=_EDGE_PAGE, status=403,
+    return web.Response(body=EDGE_PAGE, status=403,
                         headers={"Content-Type": "text/html; charset=UTF-8",
                                  "cf-ray": EDGE_RAY_ID + "-FRA", "Server": "cloudflare"})
 

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from gateway.upstream.verdict import OK, Kind, judge
-from tests.fake_upstream import _EDGE_PAGE, EDGE_RAY_ID
+from tests.fake_upstream import EDGE_PAGE, EDGE_RAY_ID
 
 JSON = {"content-type": "application/json"}
 PREFIX = "Error from provider (Console Go): "
@@ -51,7 +51,7 @@ def test_a_200_with_a_go_usage_limit_body_is_a_usage_limit():
 
 
 def test_403_html_from_cloudflare_is_blocked_at_the_edge_with_its_ray_id():
-    verdict = judge(403, {"content-type": "text/html; charset=UTF-8"}, _EDGE_PAGE)
+    verdict = judge(403, {"content-type": "text/html; charset=UTF-8"}, EDGE_PAGE)
     assert (verdict.kind, verdict.ray_id) == (Kind.EDGE_BLOCKED, EDGE_RAY_ID)
     assert "1010" in verdict.message
     headers = {"content-type": "text/html", "cf-ray": "7a1b2c3d4e5f6a7b-AMS"}

@@ -200,7 +200,10 @@ class InstancePool:
                 403, f"OpenCode Go says the workspace of {names} has no Go subscription "
                      "(EntitlementError): subscribe to Go in that workspace's console, or give "
                      "the gateway a key of a workspace that has one", code="no_go_subscription")
-        parts = [f"{name}: {_describe_rest(what)}, resets in {describe_wait(until - now)} "
+        # A spent balance has no known reset: the gateway only knows when it asks again.
+        parts = [f"{name}: {_describe_rest(what)}, "
+                 f"{'tried again' if what == BALANCE else 'resets'} in "
+                 f"{describe_wait(until - now)} "
                  f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(until))})"
                  for until, name, what in rests]
         wait = max(1, int(math.ceil(rests[0][0] - now)))
