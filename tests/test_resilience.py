@@ -157,7 +157,7 @@ def test_a_pinned_request_gets_the_429_with_retry_after_and_is_not_moved(start_g
         assert status == 429
         assert headers["retry-after"] == "30"
         error = json.loads(body)["error"]
-        assert error["message"] == "fake upstream error 429"
+        assert error["message"] == "upstream opencode-go.1: fake upstream error 429"
         assert error["type"] == "rate_limit_error"
     assert keys_seen(fake) == ["k1", "k1"]
 
