@@ -176,7 +176,8 @@ Test control (never needs a session header or a key):
                           stream_error, or cut); aborted_streams (the client hung up first, seen
                           at the next write or during a slow/ttfb pause)
 
-Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record]
+Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record] [--no-edge]
+(`--no-edge`: no User-Agent check, for a benchmark's bare floor proxy that sends aiohttp's own)
 """
 from __future__ import annotations
 
@@ -608,6 +609,8 @@ def _edge_block() -> web.Response:
 
 
 def _edge_blocks(request: web.Request) -> bool:
+    if not request.app[_STATE].edge:
+        return False
     agent = request.headers.get("User-Agent", "").strip().lower()
     return not agent or agent.startswith(BLOCKED_AGENTS)
 
@@ -1282,9 +1285,10 @@ class _Failing(NamedTuple):
 
 class _FakeState:
     __slots__ = ("records", "keys", "active", "completed", "aborted", "rendered", "catalogue",
-                 "list_status", "models_body", "ledgers", "limits", "usage", "caps")
+                 "list_status", "models_body", "ledgers", "limits", "usage", "caps", "edge")
 
-    def __init__(self, record: bool):
+    def __init__(self, record: bool, edge: bool = True):
+        self.edge = edge    # the edge's User-Agent check is on
         self.records: collections.deque | None = collections.deque(maxlen=200) if record else None
         self.keys: dict[str, _Failing] = {}
         self.active = 0
@@ -1807,10 +1811,11 @@ async def _stats(request: web.Request) -> web.Response:
                               "aborted_streams": state.aborted})
 
 
-def make_app(record: bool = True) -> web.Application:
-    """The fake upstream; `record=False` skips request recording (benchmarks)."""
+def make_app(record: bool = True, edge: bool = True) -> web.Application:
+    """The fake upstream; `record=False` skips request recording (benchmarks), `edge=False`
+    the User-Agent check (a benchmark's floor proxy sends a library's)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[_STATE] = _FakeState(record)
+    app[_STATE] = _FakeState(record, edge)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/messages", _messages)
     app.router.add_post("/v1/responses", _responses)
@@ -1837,6 +1842,8 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Scripted fake OpenCode Go upstream.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--no-edge", action="store_true",
+                        help="no User-Agent check at the edge (for a bare floor proxy)")
     parser.add_argument("--no-record", action="store_true",
                         help="do not record requests (for benchmarks)")
     args = parser.parse_args(argv)
@@ -1848,7 +1855,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fake upstream on http://{args.host}:{args.port}/v1", flush=True)
     # A large backlog so a load test's connection burst is not refused; a short shutdown so
     # a test session that stops the fake mid-stream does not wait for its slow streams.
-    web.run_app(make_app(record=not args.no_record), host=args.host, port=args.port,
+    web.run_app(make_app(record=not args.no_record, edge=not args.no_edge), host=args.host, port=args.port,
                 access_log=None, print=None, backlog=2048, shutdown_timeout=1.0, loop=loop)
 
 

@@ -319,7 +319,7 @@ class Forwarder:
             limit = verdict.limit_name
             pool.model_capped(instance, verdict.model, verdict.retry_after or _LIMIT_REST, limit)
             ctx.limit_hit = limit
-            self._observer.limit_reached(instance, f"{limit} ({verdict.model})")
+            self._observer.limit_reached(instance, limit)
             return Refusal(kind, 429, f"upstream {name}: {said} (this key's cap for "
                                       f"{verdict.model} alone; its other models are still "
                                       "served)", headers=headers, code="usage_limit_reached")

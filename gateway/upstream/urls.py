@@ -58,7 +58,7 @@ class Placed(NamedTuple):
 def place(url: str) -> Placed | None:
     """The layout a base URL belongs to, or None when the URL names neither."""
     base = url.strip().rstrip("/")
-    scheme, sep, rest = base.partition("://")
+    _, sep, rest = base.partition("://")
     if not sep:
         return None
     path = rest.partition("/")[2]
