@@ -46,7 +46,8 @@ async def fetch_model_ids(session: aiohttp.ClientSession, instance: Instance,
     headers = read_headers(instance, _SESSION)
     try:
         async with session.get(instance.api_url + instance.layout.paths["models"],
-                               headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
+                               headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
             body = await read_at_most(answer.content, _LIST_LIMIT)
             if answer.status != 200:
                 raise CatalogueError(f"HTTP {answer.status}")

@@ -26,7 +26,8 @@ _MAX_CLIENT_UA = 256
 # with one (aiohttp's default starts `Python/3.x aiohttp/…`).
 _LIBRARY = re.compile(
     r"(python-requests|python-urllib|python-httpx|httpx|aiohttp|python|node-fetch|undici|node|"
-    r"axios|curl|libcurl|wget|go-http-client|okhttp|java-http-client|java|apache-httpclient|deno|bun|"
+    r"axios|curl|libcurl|wget|go-http-client|okhttp|java-http-client|java|apache-httpclient|"
+    r"deno|bun|"
     r"reqwest|got|superagent)(/|\s|$)", re.IGNORECASE)
 # What may travel in a header value: printable ASCII (a client's control bytes never go on).
 _UNSAFE = re.compile(r"[^\x20-\x7e]+")
