@@ -21,7 +21,10 @@ from starlette.routing import Route
 
 from gateway.config import Config, ConfigError
 from gateway.errors import anthropic_error_body, openai_error_body
+from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
+from gateway.frontends.common import Frontend
+from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
@@ -30,6 +33,7 @@ from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
 from gateway.quota.upstream_usage import poll_forever
+from gateway.routing.catalogue_store import load as load_catalogue
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
@@ -65,7 +69,9 @@ class Gateway:
         env = dict(os.environ) if env is None else env
         self.config = config
         self.pools = build_pools(config, env)
-        self.catalogues = build_catalogues(config)
+        # One read of the model catalogue (snapshot + refreshed file) for routing and pricing.
+        self.known_models = load_catalogue(config)
+        self.catalogues = build_catalogues(config, self.known_models)
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
@@ -78,7 +84,7 @@ class Gateway:
         self.client_keys = [key.encode() for key in keys + from_env if key]
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
-        self.book = KeyBook(config, self.pools, self.store)
+        self.book = KeyBook(config, self.pools, self.store, self.known_models)
         self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
@@ -86,6 +92,8 @@ class Gateway:
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
+        self.session = None  # the worker's pooled upstream client session (attach)
+        self.last_doctor = None  # GET /v1/doctor's last report (frontends/doctor.py)
 
     def _rested(self, instance) -> None:
         self.observer.rest(instance)
@@ -108,6 +116,7 @@ class Gateway:
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
+        self.session = session
         self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
                                    self.redactor, self.reasoning)
         return self.forwarder
@@ -116,9 +125,12 @@ class Gateway:
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
     message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
-              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, " \
-              "GET /healthz, GET /metrics"
-    if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
+              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, POST " \
+              "/v1beta/models/{model}:generateContent, GET /v1/models, GET /healthz, GET /metrics"
+    if request.url.path.startswith("/v1beta/") or \
+            any(name in request.headers for name in gemini.GOOGLE_HEADERS):
+        body = gemini.error_body(exc.status_code, message)
+    elif request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
             "anthropic-version" in request.headers:
         body = anthropic_error_body(exc.status_code, message)
     else:
@@ -127,7 +139,33 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
                     headers=exc.headers)
 
 
-def create_app(gateway: Gateway) -> Starlette:
+class HotPaths:
+    """The ASGI app a worker serves: the model endpoints straight to their frontends, everything
+    else through Starlette.
+
+    Starlette's error and exception middlewares and its router cost a coroutine hop each and a
+    route match on every request; the frontends already answer every error in the client's
+    shape themselves, so the requests that carry the traffic skip them. Anything that is not a
+    POST to one of these exact paths (other methods, unknown paths, the lifespan) gets Starlette
+    as before.
+    """
+
+    def __init__(self, app: Starlette, hot: dict[str, Frontend]):
+        self.app = app
+        self.state = app.state  # what tests and tools read through the app
+        self._hot = hot
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            frontend = self._hot.get(scope["path"])
+            if frontend is not None:
+                scope["app"] = self.app  # Request(scope).app, as Starlette would have set it
+                await frontend(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(gateway: Gateway) -> HotPaths:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         settings = gateway.config.upstream
@@ -168,6 +206,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/usage", usage, methods=["GET"]),
+        Route("/v1/doctor", doctor, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -176,6 +215,8 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/api/hello", healthz, methods=["GET"]),
         Route("/anthropic/api/hello", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *gemini.ROUTES,
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
-    return app
+    return HotPaths(app, {route.path: route.endpoint for route in app.routes
+                          if isinstance(route.endpoint, Frontend)})

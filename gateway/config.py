@@ -16,7 +16,7 @@ import msgspec
 DEFAULT_API_URL = "https://opencode.ai/zen/go/v1"
 DEFAULT_BACKEND = "opencode-go"
 
-Protocol = Literal["openai", "anthropic", "responses"]
+Protocol = Literal["openai", "anthropic", "responses", "gemini"]
 
 # Ranges every value is checked against when a file is loaded (msgspec names the field).
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]

@@ -12,7 +12,8 @@ import msgspec
 _encode = msgspec.json.Encoder().encode
 
 # What decoding bytes someone else sent can raise: not JSON, not the expected shape, or not
-# UTF-8 at all (msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string).
+# UTF-8 at all (older msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string,
+# newer a DecodeError).
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 # Anthropic's documented error types by HTTP status; OpenAI clients only read `type` loosely, so

@@ -21,7 +21,7 @@ _SSE_HEADERS = [
 ]
 
 
-def _header_list(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+def header_list(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
     if not headers:
         return []
     return [(name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -37,7 +37,7 @@ class Reply:
         self.status = status
         self.body = body
         self.headers = [(b"content-type", media_type),
-                        (b"content-length", str(len(body)).encode()), *_header_list(headers)]
+                        (b"content-length", str(len(body)).encode()), *header_list(headers)]
 
     async def __call__(self, scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": self.status,
@@ -58,7 +58,7 @@ class StreamReply:
                  headers: dict[str, str] | None = None):
         self.status = status
         self.chunks = chunks
-        self.headers = _SSE_HEADERS + _header_list(headers)
+        self.headers = _SSE_HEADERS + header_list(headers)
 
     async def __call__(self, scope, receive, send) -> None:
         task = asyncio.current_task()

@@ -18,6 +18,9 @@ the two cannot share a bug. Two URL layouts, as OpenCode Go has since 2026-09: b
     GET  /v1/models            the catalogue               Authorization: Bearer <key>
     GET  /v1/usage             the key's usage windows     Authorization: Bearer <key> only
                                                            (x-api-key is not read: 401)
+    POST /google/v1beta/models/<id>:generateContent, :streamGenerateContent?alt=sse
+                               Google's wire (the `/inference/go` layout's /google prefix,
+                               reported, no Go model on it today)   x-goog-api-key <key>
 
 Order of the checks on every /v1 request: the request is recorded; then the edge's User-Agent
 check; then the session rule; then auth; then a failing key (`/_fake/keys`); then, on the three
@@ -35,14 +38,17 @@ Session rule. A /v1 request without a non-empty `x-opencode-session` header is a
 `{"type":"error","error":{"type":"MissingSessionID","message":"Error from provider (Console Go):
 Request is missing x-opencode-session and cannot be routed efficiently"}}`. (/_fake/ is exempt.)
 
-Catalogue and wires. `CATALOGUE` maps today's 25 ids to the wire that serves them ("chat",
-"messages", "responses"). A catalogue id on another endpoint is a 400 in OpenCode's shape,
+Catalogue and wires. `CATALOGUE` maps today's 38 ids (25 of the autumn, `DECEMBER_IDS` since)
+to the wire that serves them ("chat", "messages", "responses"). A catalogue id on another endpoint is a 400 in OpenCode's shape,
 `{"type":"error","error":{"type":"invalid_request_error","message":"Error from provider
 (Console Go): Model <id> is not supported for format <fmt>"}}`, fmt `oa-compat` (chat),
 `anthropic` (messages) or `openai` (responses). Ids outside the catalogue: `minimax-*` and
 `qwen*` are served on /messages only, `gpt-*` on /responses only; any other unknown id is
 accepted on /chat/completions and /messages (new ids keep working) and refused on /responses.
-Prefixed ids (`opencode-go/glm-5.1`) are a 400 that asks for the bare id. `wire_of(model)`
+Prefixed ids (`opencode-go/glm-5.1`) are a 400 that asks for the bare id. Per model, a
+`max_tokens` / `max_completion_tokens` / `max_output_tokens` above `OUTPUT_LIMITS` is a 400, and
+so is a `reasoning_effort` (chat) or `reasoning.effort` (responses) outside `REASONING_EFFORTS`
+(GLM low/high/max, MiMo v2.6 none/low/medium/high, kimi-k3 none/low/high/max). `wire_of(model)`
 says what the built-in catalogue decides. GET /v1/models lists the catalogue, sorted:
 `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"opencode"}]}`.
 
@@ -119,7 +125,7 @@ client asked for usage); messages streams end, after message_stop, with `event: 
 (completed or incomplete); non-streamed answers of all three have a top-level `"cost"`. The
 figure is `fake_cost(model, input, cached, cache_creation, output)`: USD per million tokens from
 `PRICES` (input / output / cache read; `DEFAULT_PRICE` for any other model), cache creation at
-the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x3, minimax-m3 x2). The messages flavour has
+the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x2, minimax-m3 x3). The messages flavour has
 CACHE_READ_TOKENS cached and CACHE_CREATION_TOKENS cache-creation tokens besides its input
 tokens; the other flavours have none. A key is charged when its answer starts (after `ttfb`; a
 client that hung up during ttfb is not charged), `error=` answers are not charged, and a failing
@@ -162,11 +168,11 @@ Test control (never needs a session header or a key):
                           {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
                           upstream without the endpoint); {"KEY": null} clears; each call replaces
                           the key's overrides
-    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses"}, "remove": ["id"],
-                          "list_status": 500 | null}: edit the catalogue (added ids are strict
-                          about their wire; a removed id is judged as an unknown id) and make GET
-                          /v1/models fail with that status (null: answer again); answers
-                          {"models": {id: wire}, "list_status"}
+    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses" | "google"},
+                          "remove": ["id"], "list_status": 500 | null}: edit the catalogue
+                          (added ids are strict about their wire; a removed id is judged as an
+                          unknown id) and make GET /v1/models fail with that status (null: answer
+                          again); answers {"models": {id: wire}, "list_status"}
     POST /_fake/reset     forget failing keys, limits and usage overrides, charges, recorded
                           requests and finished-stream counts; restore the built-in catalogue
     GET  /_fake/charges   {"by_key": {"KEY": dollars}, "by_key_model": {"KEY": {"model":
@@ -281,9 +287,9 @@ def shell_arguments(tool: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Today's catalogue, prices and limits: public so tests can state what they expect.
 
-CHAT, MESSAGES, RESPONSES = "chat", "messages", "responses"
-WIRES = (CHAT, MESSAGES, RESPONSES)
-WIRE_FORMATS = {CHAT: "oa-compat", MESSAGES: "anthropic", RESPONSES: "openai"}
+CHAT, MESSAGES, RESPONSES, GOOGLE = "chat", "messages", "responses", "google"
+WIRES = (CHAT, MESSAGES, RESPONSES, GOOGLE)
+WIRE_FORMATS = {CHAT: "oa-compat", MESSAGES: "anthropic", RESPONSES: "openai", GOOGLE: "google"}
 CATALOGUE: dict[str, str] = {
     **dict.fromkeys(("deepseek-v4-flash", "deepseek-v4-pro", "glm-5", "glm-5.1", "glm-5.2",
                      "grok-4.5", "hy3", "kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k3",
@@ -292,6 +298,30 @@ CATALOGUE: dict[str, str] = {
                      "qwen3.6-plus", "qwen3.7-max", "qwen3.7-plus", "qwen3.8-flash",
                      "qwen3.8-max"), MESSAGES),
     "gpt-5.6-luna": RESPONSES,
+}
+# What moved since September (UPSTREAM.md, "The catalogue moved again").
+DECEMBER_IDS: dict[str, str] = {
+    **dict.fromkeys(("glm-5.3", "glm-5.3-flash", "deepseek-v4.1-flash",
+                     "deepseek-v4-flash-vision-exp", "mimo-v2.6-pro", "mimo-v2.6-flash",
+                     "longcat-2.0", "hy4-preview"), CHAT),
+    **dict.fromkeys(("grok-4.6", "grok-4.7", "gpt-6-luna", "muse-spark-1.2-contributor",
+                     "muse-spark-1.3-contributor"), RESPONSES),
+}
+CATALOGUE.update(DECEMBER_IDS)
+# The most output tokens a model gives (models.dev's limit.output); more is a 400.
+OUTPUT_LIMITS: dict[str, int] = {
+    "glm-5.1": 32_768, "glm-5.2": 131_072, "glm-5.3": 131_072, "kimi-k2.6": 65_536,
+    "kimi-k3": 262_144, "deepseek-v4-pro": 384_000, "deepseek-v4.1-flash": 384_000,
+    "mimo-v2.6-pro": 131_072, "mimo-v2.6-flash": 131_072, "minimax-m2.7": 131_072,
+    "minimax-m3": 131_072, "qwen3.7-plus": 65_536, "grok-4.6": 500_000, "grok-4.7": 500_000,
+}
+# The reasoning efforts a model takes (UPSTREAM.md: GLM low/high/max, MiMo v2.6 neither max nor
+# xhigh, kimi-k3 none/low/high/max); another is a 400. Other models take any.
+REASONING_EFFORTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("glm-5", "glm-5.1", "glm-5.2", "glm-5.3", "glm-5.3-flash"),
+                    ("low", "high", "max")),
+    **dict.fromkeys(("mimo-v2.6-pro", "mimo-v2.6-flash"), ("none", "low", "medium", "high")),
+    "kimi-k3": ("none", "low", "high", "max"),
 }
 MODELS_OWNER = "opencode"
 WORKSPACE_ID = "wrk_fake"
@@ -312,7 +342,8 @@ PRICES: dict[str, tuple[float, float, float]] = {
     "qwen3.7-plus": (0.4, 1.6, 0.04),
 }
 DEFAULT_PRICE = (1.0, 4.0, 0.1)
-USAGE_MULTIPLIERS = {"kimi-k3": 3, "minimax-m3": 2}
+# UPSTREAM.md "2× or 3× (kimi-k3, minimax-m3)"; models.dev names them "(2x usage)", "(3x usage)".
+USAGE_MULTIPLIERS = {"kimi-k3": 2, "minimax-m3": 3}
 
 DEFAULT_LIMITS = {"rolling": 12.0, "weekly": 30.0, "monthly": 60.0}   # dollars per window
 LIMIT_NAMES = {"rolling": "5 hour", "weekly": "weekly", "monthly": "monthly"}
@@ -485,6 +516,9 @@ class _ChatRequest(msgspec.Struct):
     messages: list[_ChatMessage]
     stream: bool = False
     stream_options: _StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    reasoning_effort: str | None = None
 
 
 class _Block(msgspec.Struct):
@@ -520,11 +554,17 @@ class _ResponsesItem(msgspec.Struct):
     arguments: str | None = None
 
 
+class _Reasoning(msgspec.Struct):
+    effort: str | None = None
+
+
 class _ResponsesRequest(msgspec.Struct):
     model: str
     input: str | list[_ResponsesItem] | None = None
     stream: bool = False
     previous_response_id: str | None = None
+    max_output_tokens: int | None = None
+    reasoning: _Reasoning | None = None
 
 
 _decode_chat = msgspec.json.Decoder(_ChatRequest).decode
@@ -985,7 +1025,71 @@ def _responses_events(sh: _Shape, cost: str) -> list[bytes]:
     return events
 
 
+# --- google (the Gemini wire)
+#
+# A `GenerateContentResponse` per answer, or per stream chunk (`data: {...}\r\n\r\n`, no end
+# marker: the last chunk holds finishReason and usageMetadata). Reasoning is `thought: true`
+# parts, each call a whole `functionCall` part {id, name, args}. Failures: a stream_error is an
+# `{"error": {"code": 500, "message", "status": "INTERNAL"}}` event.
+
+def _google_usage(sh: _Shape) -> dict[str, int]:
+    prompt, thoughts = _input_tokens(sh), len(REASONING_DELTAS) if sh.reasoning else 0
+    candidates = _output_tokens(sh) - thoughts
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+             "totalTokenCount": prompt + candidates + thoughts}
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
+
+
+def _google_chunk(sh: _Shape, parts: list[dict[str, Any]], finish: bool = False) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    chunk: dict[str, Any] = {"candidates": [candidate]}
+    if finish:
+        candidate["finishReason"] = "MAX_TOKENS" if sh.length else "STOP"
+        chunk["usageMetadata"] = _google_usage(sh)
+    chunk["modelVersion"] = sh.model
+    chunk["responseId"] = "resp-google-fake"
+    return chunk
+
+
+def _google_calls(sh: _Shape) -> list[dict[str, Any]]:
+    return [{"functionCall": {"id": openai_tool_id(k), "name": _call_name(sh, k),
+                              "args": _call_arguments(sh, k)}} for k in range(sh.tools)]
+
+
+def _google_body(sh: _Shape, cost: str) -> bytes:
+    parts: list[dict[str, Any]] = []
+    if sh.reasoning:
+        parts.append({"text": REASONING_TEXT, "thought": True})
+    text = "".join(_text_deltas(sh))
+    if text:
+        parts.append({"text": text})
+    return _encode(_google_chunk(sh, parts + _google_calls(sh), finish=True))
+
+
+_GOOGLE_STREAM_ERROR = b"data: " + _encode({"error": {
+    "code": 500, "message": STREAM_ERROR_MESSAGE, "status": "INTERNAL"}}) + b"\r\n\r\n"
+
+
+def _google_events(sh: _Shape, cost: str) -> list[bytes]:
+    def event(chunk: dict[str, Any]) -> bytes:
+        return b"data: " + _encode(chunk) + b"\r\n\r\n"
+
+    events = []
+    if sh.reasoning and not sh.failing:
+        events += [event(_google_chunk(sh, [{"text": d, "thought": True}]))
+                   for d in REASONING_DELTAS]
+    events += [event(_google_chunk(sh, [{"text": d}])) for d in _text_deltas(sh)]
+    if sh.failing:
+        return events + [_GOOGLE_STREAM_ERROR] if sh.failing == "stream_error" else events
+    events += [event(_google_chunk(sh, [call])) for call in _google_calls(sh)]
+    events.append(event(_google_chunk(sh, [{"text": ""}], finish=True)))
+    return events
+
+
 _RENDER: dict[tuple[str, bool], Callable[[_Shape, str], Any]] = {
+    ("google", False): _google_body, ("google", True): _google_events,
     ("openai", False): _openai_body, ("openai", True): _openai_events,
     ("anthropic", False): _anthropic_body, ("anthropic", True): _anthropic_events,
     ("responses", False): _responses_body, ("responses", True): _responses_events}
@@ -1040,6 +1144,20 @@ def _check_chat(req: _ChatRequest) -> None:
         if m.role == "assistant" and m.tool_calls:
             unanswered = [c.id for c in m.tool_calls]
     # Unanswered tool calls at the very end are left to the model, as OpenAI does.
+
+
+def _check_model_limits(model: str, bounds: dict[str, int | None], effort: str | None,
+                        effort_field: str) -> None:
+    """A bound above the model's output limit, or an effort it does not take: a 400."""
+    limit = OUTPUT_LIMITS.get(model)
+    for name, value in bounds.items():
+        if limit is not None and value is not None and value > limit:
+            raise _Rejected(f"{name}: must be less than or equal to {limit} for {model}, "
+                            f"got {value}")
+    accepted = REASONING_EFFORTS.get(model)
+    if accepted is not None and effort is not None and effort not in accepted:
+        raise _Rejected(f"{effort_field}: Invalid value {effort!r} for {model}; supported "
+                        f"values are: {', '.join(accepted)}")
 
 
 def _reasoning_lost(req: _ChatRequest) -> bool:
@@ -1542,6 +1660,9 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         _check_chat(req)
+        _check_model_limits(req.model, {"max_tokens": req.max_tokens, "max_completion_tokens":
+                                        req.max_completion_tokens},
+                            req.reasoning_effort, "reasoning_effort")
         if thinking_model(req.model) and _reasoning_lost(req):
             return _json_response(_DEEPSEEK_REASONING, 400)
         script = parse_script(_chat_final_turn_text(req))
@@ -1577,6 +1698,7 @@ async def _messages(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         _check_messages(req, headers.get("anthropic-beta"))
+        _check_model_limits(req.model, {"max_tokens": req.max_tokens}, None, "")
         script = parse_script(_anthropic_final_turn_text(req))
     except _BAD_BODY as exc:
         return _anthropic_error(400, str(exc))
@@ -1603,6 +1725,8 @@ async def _responses(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         items = _responses_items(req)
+        _check_model_limits(req.model, {"max_output_tokens": req.max_output_tokens},
+                            req.reasoning.effort if req.reasoning else None, "reasoning.effort")
         script = parse_script(_responses_final_turn_text(items))
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
@@ -1612,6 +1736,82 @@ async def _responses(request: web.Request) -> web.StreamResponse:
     if script.error:
         return _openai_error(script.error, _error_text(script, key), script.retry_after)
     sh = _shape("responses", req.stream, req.model, len(items), False, script)
+    return await _answer(request, state, sh, script, key)
+
+
+# Google rejects a body field it does not define ("Invalid JSON payload received. Unknown name").
+_GOOGLE_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig",
+                            "generationConfig", "safetySettings", "cachedContent", "labels"})
+
+
+class _GooglePart(msgspec.Struct):
+    text: str | None = None
+    thought: bool = False
+
+
+class _GoogleContent(msgspec.Struct):
+    parts: list[_GooglePart]
+    role: str = "user"
+
+
+class _GoogleRequest(msgspec.Struct):
+    contents: list[_GoogleContent]
+
+
+_decode_google = msgspec.json.Decoder(_GoogleRequest).decode
+
+
+def _google_error(status: int, message: str, retry_after: str | None = None) -> web.Response:
+    names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+             404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+    body = _encode({"error": {"code": status, "message": message,
+                              "status": names.get(status, "INTERNAL")}})
+    return _json_response(body, status, retry_after)
+
+
+def _google_final_turn_text(req: _GoogleRequest) -> str:
+    texts = []
+    for content in reversed(req.contents):
+        if content.role == "model":
+            break
+        texts.extend(part.text for part in content.parts if part.text and not part.thought)
+    return " ".join(texts)
+
+
+async def _google(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    body = await request.read()
+    key = request.headers.get("x-goog-api-key") or _bearer(request)
+    refused = _admit(state, request, body, key, _google_error,
+                     "API key not valid. Please pass a valid API key (x-goog-api-key).")
+    if refused is not None:
+        return refused
+    model, _, method = request.match_info["rest"].rpartition(":")
+    stream = method == "streamGenerateContent"
+    if method not in ("generateContent", "streamGenerateContent"):
+        return _google_error(404, f"method {method!r} not found")
+    if stream and request.query.get("alt") != "sse":
+        return _google_error(400, "this fake serves streams as alt=sse only")
+    try:
+        raw = json.loads(body)
+        unknown = sorted(set(raw) - _GOOGLE_FIELDS) if isinstance(raw, dict) else []
+        if unknown:
+            raise _Rejected(f'Invalid JSON payload received. Unknown name "{unknown[0]}": '
+                            "Cannot find field.")
+        req = _decode_google(body)
+        refused = _wrong_wire(state, model, GOOGLE)
+        if refused is not None:
+            return refused
+        if _is_prefixed(model):
+            raise _Rejected(_prefixed_model_message(model))
+        if not req.contents:
+            raise _Rejected("contents is not specified")
+        script = parse_script(_google_final_turn_text(req))
+    except (ValueError, *_BAD_BODY) as exc:
+        return _google_error(400, str(exc))
+    if script.error:
+        return _google_error(script.error, _error_text(script, key), script.retry_after)
+    sh = _shape("google", stream, model, len(req.contents), False, script)
     return await _answer(request, state, sh, script, key)
 
 
@@ -1757,7 +1957,7 @@ async def _set_models(request: web.Request) -> web.Response:
     add = how.get("add") or {}
     bad = {model: wire for model, wire in add.items() if wire not in WIRES}
     if bad:
-        return _control_error(f"unknown wires {bad}: chat, messages, responses")
+        return _control_error(f"unknown wires {bad}: chat, messages, responses, google")
     for model in how.get("remove") or ():
         state.catalogue.pop(model, None)
     state.catalogue.update(add)
@@ -1826,6 +2026,8 @@ def make_app(record: bool = True, edge: bool = True) -> web.Application:
     app.router.add_post(INFERENCE_PREFIX + "/openai/v1/responses", _responses)
     app.router.add_get(INFERENCE_PREFIX + "/v1/models", _models)
     app.router.add_get(INFERENCE_PREFIX + "/v1/usage", _usage)
+    app.router.add_post("/google/v1beta/models/{rest:.+}", _google)
+    app.router.add_post(INFERENCE_PREFIX + "/google/v1beta/models/{rest:.+}", _google)
     app.router.add_post("/_fake/keys", _set_keys)
     app.router.add_post("/_fake/limits", _set_limits)
     app.router.add_post("/_fake/usage", _set_usage)

@@ -162,8 +162,8 @@ class FakeUpstream:
 
     def models(self, add: dict[str, str] | None = None, remove: list[str] | None = None,
                list_status: int | None | object = _KEEP) -> dict[str, Any]:
-        """Edit the catalogue (`add`: id -> "chat" | "messages" | "responses"; `remove`: ids) and
-        make GET /v1/models fail with `list_status` (None: answer again; left out: unchanged).
+        """Edit the catalogue (`add`: id -> "chat" | "messages" | "responses" | "google";
+        `remove`: ids) and make GET /v1/models fail with `list_status` (None: answer again; left out: unchanged).
         Returns {"models": {id: wire}, "list_status"}; `models()` just reads them."""
         payload: dict[str, Any] = {"add": add or {}, "remove": remove or []}
         if list_status is not _KEEP:

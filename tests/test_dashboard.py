@@ -251,6 +251,11 @@ def test_the_dashboard_shows_keys_models_and_errors(start_gateway, tmp_path):
     assert row.attrs["data-model"] == "glm-5.1"
     assert "fake upstream" in row.find("td", cls="message").text
 
+    doctor = page.find(id="doctor")  # GET /v1/doctor's problems, each with its fix
+    problems = doctor.find_all("li", cls="problem")
+    assert int(doctor.attrs["data-problems"]) == len(problems)  # "" until it was rendered
+    assert all("Fix: " in problem.text for problem in problems)
+
     health = page.find(id="instance-health")
     assert sorted(row.attrs["data-instance"] for row in health.find_all("tr", data_instance=True)) \
         == ["opencode-go.1", "opencode-go.2"]

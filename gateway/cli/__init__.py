@@ -1,4 +1,4 @@
-"""`opencode-gateway serve | routes | models | usage | check-config`.
+"""`opencode-gateway serve | routes | models | usage | check-config | doctor`.
 
 One module per command: each has `add(commands)`, which registers its parser and sets `run`.
 A new command is a new module and one line in COMMANDS.
@@ -9,9 +9,9 @@ import argparse
 import os
 import sys
 
-from gateway.cli import check_config, models, routes, serve, usage
+from gateway.cli import check_config, doctor, models, routes, serve, usage
 
-COMMANDS = (serve, routes, models, usage, check_config)
+COMMANDS = (serve, routes, models, usage, check_config, doctor)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from gateway.app import Gateway
-from gateway.config import ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config
 from gateway.routing.chain import RuleLoadError
 
 
@@ -14,6 +14,15 @@ def load_gateway(args) -> Gateway:
     try:
         return Gateway(load_config(args.config), rules_dir=getattr(args, "rules_dir", None))
     except (ConfigError, RuleLoadError) as exc:
+        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def load_settings(args) -> Config:
+    """The config alone (no keys, pools or rules needed), or exit 2 with the file and reason."""
+    try:
+        return load_config(getattr(args, "config", None))
+    except ConfigError as exc:
         print(f"opencode-gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -9,6 +9,7 @@ from gateway.errors import GatewayError
 from gateway.upstream.forwarder import auth_headers
 from gateway.upstream.identity import upstream_user_agent
 from gateway.upstream.instances import describe_layout, mask_key
+from gateway.upstream.urls import call_url
 
 
 def add(commands) -> None:
@@ -16,7 +17,7 @@ def add(commands) -> None:
     routes.add_argument("model", metavar="MODEL")
     routes.add_argument("--config")
     routes.add_argument("--rules-dir")
-    routes.add_argument("--frontend", choices=("openai", "anthropic", "responses"),
+    routes.add_argument("--frontend", choices=("openai", "anthropic", "responses", "gemini"),
                         default="openai",
                         help="the protocol the client speaks (default openai)")
     routes.set_defaults(run=run)
@@ -35,11 +36,12 @@ def run(args) -> int:
         print(f"no route: {exc.message}", file=sys.stderr)
         return 1
     instance = ctx.instance
-    path = instance.layout.paths[ctx.protocol]
+    url = call_url(instance, ctx.protocol, ctx.model_id, True)
     sent = auth_headers(instance, ctx.protocol)
-    shown = {"x-api-key": "<key>", "Authorization": "Bearer <key>"}
+    shown = {"x-api-key": "<key>", "Authorization": "Bearer <key>", "x-goog-api-key": "<key>"}
     auth = ", ".join(f"{name}: {shown.get(name, value)}" for name, value in sent.items()
-                     if name in ("x-api-key", "Authorization", "anthropic-version"))
+                     if name in ("x-api-key", "Authorization", "anthropic-version",
+                                 "x-goog-api-key"))
     print(f"model string : {ctx.requested}")
     print(f"frontend     : {args.frontend}")
     print(f"backend      : {ctx.backend}")
@@ -49,7 +51,7 @@ def run(args) -> int:
     print(f"wire         : {ctx.protocol} "
           f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
     print(f"URL layout   : {describe_layout(instance)}")
-    print(f"upstream URL : POST {instance.api_url}{path}")
+    print(f"upstream URL : POST {url}")
     print(f"user agent   : {upstream_user_agent(None, instance.user_agent)} (after the "
           "client's own product token, when it sends one)")
     print(f"upstream auth: {auth}")

@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import GatewayError
-from gateway.replies import Reply, StreamReply
+from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
@@ -28,13 +28,15 @@ _id_counter = itertools.count(1)
 
 
 def presented_key(request: Request) -> str | None:
-    """The client's key from `Authorization: Bearer …` or `x-api-key` (either frontend)."""
+    """The client's key from `Authorization: Bearer …`, `x-api-key` or `x-goog-api-key` (every
+    frontend; the Gemini frontend moves a `?key=` into the last)."""
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    headers = request.headers
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
 def check_client_key(request: Request, keys: list[bytes]) -> str | None:
@@ -44,7 +46,8 @@ def check_client_key(request: Request, keys: list[bytes]) -> str | None:
     presented = presented_key(request)
     if presented is None:
         raise GatewayError(401, "this gateway requires a client key: send it as "
-                                "`Authorization: Bearer <key>` or `x-api-key: <key>`")
+                                "`Authorization: Bearer <key>`, `x-api-key: <key>` or "
+                                "`x-goog-api-key: <key>`")
     candidate = presented.encode()
     # Compare against every key, never stopping early, so timing tells nothing about which matched.
     matched = False
@@ -95,19 +98,35 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
         raise GatewayError(400, "the request body is empty; send a JSON object")
     try:
         body = _decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # The gateway's own look at the bytes, not the decoder's wording (which changes between
+        # msgspec versions and may not name the byte): UTF-8 first, then JSON.
+        bad = first_bad_utf8(raw)
+        if bad is not None:
+            offset, byte = bad
+            raise GatewayError(400, f"the request body is not valid UTF-8: byte 0x{byte:02x} at "
+                                    f"offset {offset}; send the JSON encoded as UTF-8") from None
         raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError as exc:  # inside a string: msgspec checks UTF-8 there
-        # exc.object is the string's own bytes, not the body's.
-        raise GatewayError(400, f"the request body is not valid UTF-8 (byte "
-                                f"0x{exc.object[exc.start]:02x} at offset {exc.start} of a "
-                                "string); send UTF-8 JSON") from None
     except RecursionError:  # msgspec's guard against a stack overflow on deep nesting
         raise GatewayError(400, "the request body is nested too deeply to be a chat "
                                 "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
     return body
+
+
+def estimate_tokens(value) -> int:
+    """A token count estimate for a request's content: about four bytes of JSON per token."""
+    return max(1, len(_encode(value)) // 4)
+
+
+def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
+    """(offset, byte) of the first byte that breaks UTF-8 in `raw`, or None when it is UTF-8."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start, raw[exc.start]
+    return None
 
 
 def _json_type(value) -> str:
@@ -278,6 +297,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         error = GatewayError(500, f"internal gateway error (request id {request_id}); "
                                   "see the gateway's log")
     else:
+        if ctx.adjusted:  # what was fitted to the model (translate/model_limits.py)
+            response.headers.extend(header_list(ctx.adjusted))
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)

@@ -20,6 +20,7 @@ import zlib
 
 from gateway.config import Config, ConfigError, WindowLimits
 from gateway.quota.prices import Prices
+from gateway.routing.catalogue_store import CatalogueFacts
 from gateway.quota.windows import (LIMIT_NAMES, WINDOWS, day_of, minute_of, month_start,
                                    rolling_start_minute, week_start)
 from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, UpstreamUsage, UsageRow,
@@ -70,10 +71,11 @@ class Account:
 
 
 class KeyBook:
-    def __init__(self, config: Config, pools: dict[str, InstancePool], store: StateStore):
+    def __init__(self, config: Config, pools: dict[str, InstancePool], store: StateStore,
+                 known: CatalogueFacts | None = None):
         self.config = config
         self.store = store
-        self.prices = Prices(config.quota.prices)
+        self.prices = Prices(config.quota.prices, known)
         self.threshold = config.quota.threshold
         self.accounts: dict[str, Account] = {}
         self._by_instance: dict[str, Account] = {}

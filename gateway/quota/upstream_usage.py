@@ -62,6 +62,12 @@ async def read_usage(session: aiohttp.ClientSession,
             raise NoUsageEndpoint
         if answer.status != 200:
             raise RuntimeError(f"HTTP {answer.status}")
+    return usage_figures(body)
+
+
+def usage_figures(body: bytes) -> dict[str, tuple[float, float]]:
+    """window -> (percent, resets at) from a `/usage` answer's body (a rate-limited window
+    counts as 100% at least); raises one of DECODE_ERRORS for a body of another shape."""
     figures = {}
     for window, reported in _decode(body).usage.items():
         resets = _epoch(reported.resetsAt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from gateway.config import Config
 from gateway.errors import GatewayError
 from gateway.routing.catalogue import Catalogue
+from gateway.routing.catalogue_store import CatalogueFacts, load
 from gateway.routing.chain import RuleChain
 from gateway.routing.context import RouteContext
 from gateway.routing.session import Sessions
@@ -27,8 +28,11 @@ def parse_model_string(requested: str, backends) -> tuple[str | None, int | None
     return None, None, requested
 
 
-def build_catalogues(config: Config) -> dict[str, Catalogue]:
-    return {name: Catalogue(backend.extra.model_protocol_overrides)
+def build_catalogues(config: Config, known: CatalogueFacts | None = None) -> dict[str, Catalogue]:
+    """One catalogue per backend over the same model facts (`known`, else read from the
+    snapshot and the config's state directory)."""
+    known = known if known is not None else load(config)
+    return {name: Catalogue(backend.extra.model_protocol_overrides, known)
             for name, backend in config.backends.items()}
 
 

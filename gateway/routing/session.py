@@ -121,6 +121,10 @@ def _opening(body: dict, frontend: str) -> object:
         messages = body.get("messages")
         return [body.get("system"),
                 _first_user(messages) if isinstance(messages, list) else None]
+    if frontend == "gemini":
+        contents = body.get("contents")
+        first = contents[0] if isinstance(contents, list) and contents else None
+        return [body.get("systemInstruction"), first]
     if frontend == "responses":
         items = body.get("input")
         if not isinstance(items, list):

@@ -73,7 +73,7 @@ async def refresh_once(session: aiohttp.ClientSession, pools: dict[str, Instance
             _log.warning("could not read %s's model list from %s%s (%s); %s", backend,
                          instance.api_url, instance.layout.paths["models"], exc,
                          "keeping the last good list"
-                         if catalogue.upstream_ids is not None else "using the built-in table")
+                         if catalogue.upstream_ids is not None else "using the model catalogue")
             continue
         catalogue.upstream_ids = ids
         catalogue.upstream_fetched_at = time.time()

@@ -46,6 +46,7 @@ from gateway.upstream.passthrough import (END_MARKERS, ERROR_MARKERS, TRAILER_LI
                                           trailer_cost)
 from gateway.upstream.reading import read_at_most
 from gateway.upstream.redact import Redactor
+from gateway.upstream.urls import call_url
 from gateway.upstream.verdict import OK as OK_VERDICT
 from gateway.upstream.verdict import Kind, Verdict, judge, parse_retry_after  # noqa: F401
 
@@ -90,6 +91,9 @@ def auth_headers(instance: Instance, protocol: str) -> dict[str, str]:
         if not instance.layout.bearer_messages:  # the zen layout's /messages: x-api-key only
             headers["x-api-key"] = instance.api_key
             return headers
+    elif protocol == "gemini":
+        headers["x-goog-api-key"] = instance.api_key
+        return headers
     headers["Authorization"] = "Bearer " + instance.api_key
     return headers
 
@@ -260,7 +264,7 @@ class Forwarder:
         return pool.choose(avoid=tuple(tried), model=ctx.model_id)
 
     async def _open(self, instance: Instance, ctx: RouteContext, payload: bytes):
-        url = instance.api_url + instance.layout.paths[ctx.protocol]
+        url = call_url(instance, ctx.protocol, ctx.model_id, ctx.stream)
         headers = self._headers_for(instance, ctx)
         for attempt in (1, 2):
             try:

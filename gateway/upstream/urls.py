@@ -9,8 +9,12 @@
   endpoint takes `Authorization: Bearer` (the zen one takes only `x-api-key`).
 
 An instance keeps its base (`api_url`, normalised) and its `Layout`; a call's URL is one string
-concatenation. A new wire is one entry per layout in `_PATHS` (a path may hold `{model}`, filled
-by `path_for`).
+concatenation (`call_url`). A new wire is one entry per layout in `paths`.
+
+Google's wire (Gemini) names the model and the stream in the path, and exists only under the
+inference layout: `<root>/google/v1beta/models/<id>:generateContent` (or
+`:streamGenerateContent?alt=sse`). On the zen layout its root is the base without `/v1`, with
+`/zen/go` moved to `/inference/go`.
 """
 from __future__ import annotations
 
@@ -36,8 +40,6 @@ INFERENCE = Layout("inference", {
     "openai": "/openai/v1/chat/completions",
     "anthropic": "/anthropic/v1/messages",
     "responses": "/openai/v1/responses",
-    # Not a wire of any Go model yet (UPSTREAM.md, reported); `gemini` wire code fills it in.
-    "gemini": "/google/v1beta/models/{model}",
     "models": "/v1/models",
     "usage": "/v1/usage",
 }, bearer_messages=True)
@@ -83,6 +85,18 @@ def unplaceable(url: str, where: str) -> str:
             f"/messages, /responses under it) or {INFERENCE_URL}")
 
 
-def path_for(layout: Layout, wire: str, model: str = "") -> str:
-    path = layout.paths[wire]
-    return path.format(model=model) if "{" in path else path
+def gemini_url(base: str, layout: Layout, model_id: str, stream: bool) -> str:
+    root = base
+    if layout is ZEN:
+        root = base.removesuffix("/v1")
+        if root.endswith("/zen/go"):
+            root = root.removesuffix("/zen/go") + "/inference/go"
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"{root}/google/v1beta/models/{model_id}:{method}"
+
+
+def call_url(instance, wire: str, model_id: str = "", stream: bool = False) -> str:
+    """The URL of `instance`'s call on `wire` (or read endpoint: "models", "usage")."""
+    if wire == "gemini":
+        return gemini_url(instance.api_url, instance.layout, model_id, stream)
+    return instance.api_url + instance.layout.paths[wire]
