@@ -20,6 +20,7 @@ import pytest
 import gateway as gateway_package
 from gateway.config import ConfigError, load_config
 from gateway.upstream.instances import build_pools
+from gateway.upstream.urls import call_url
 from tests.conversations import sessions_preferring
 from tests.fake_upstream import CONSOLE_REGIONS_MESSAGE, EDGE_RAY_ID, answer_text
 from tests.gateway_process import REPO
@@ -183,6 +184,25 @@ def test_each_url_is_placed(url, base, layout):
                                             "OPENCODE_GO_API_KEY": "k"})
     [instance] = pools["opencode-go"].instances
     assert (instance.api_url, instance.layout.name) == (base, layout)
+
+
+@pytest.mark.parametrize("url, gemini", [
+    ("https://opencode.ai/zen/go", "https://opencode.ai/inference/go/google/v1beta"),
+    ("https://opencode.ai/inference/go", "https://opencode.ai/inference/go/google/v1beta"),
+    ("http://127.0.0.1:9100/v1", "http://127.0.0.1:9100/google/v1beta"),
+])
+def test_each_layout_builds_every_wires_url(url, gemini):
+    pools = build_pools(load_config(None), {"OPENCODE_GO_API_URL": url,
+                                            "OPENCODE_GO_API_KEY": "k"})
+    [instance] = pools["opencode-go"].instances
+    inference = instance.layout.name == "inference"
+    assert call_url(instance, "openai") == instance.api_url + (
+        "/openai/v1/chat/completions" if inference else "/chat/completions")
+    assert call_url(instance, "anthropic").endswith(
+        "/anthropic/v1/messages" if inference else "/v1/messages")
+    assert call_url(instance, "usage").endswith("/v1/usage")
+    assert call_url(instance, "gemini", "glm-5.1", stream=True) == \
+        gemini + "/models/glm-5.1:streamGenerateContent?alt=sse"
 
 
 @pytest.mark.parametrize("url", ["https://opencode.ai/", "https://opencode.ai/inference/go/v1",
