@@ -256,24 +256,30 @@ def build_pools(config: Config, env: dict[str, str]) -> dict[str, InstancePool]:
         if unknown:
             raise ConfigError(f"`backends.{name}.instances` names {sorted(unknown)}, which are "
                               f"not instances of {name} (its instances: {names})")
-        own = backend.user_agent
-        own_field = f"`backends.{name}.user_agent`"
-        if own is None and prefix + "_USER_AGENT" in env:
-            own, own_field = env[prefix + "_USER_AGENT"], f"{prefix}_USER_AGENT"
         for instance in instances:
             instance.api_url, instance.layout = placed
-            settings = backend.instances.get(instance.name)
-            token, field = own, own_field
-            if settings is not None and settings.user_agent is not None:
-                token = settings.user_agent
-                field = f"`backends.{name}.instances.{instance.name}.user_agent`"
-            if token is not None:
-                problem = check_own_token(token, field)
-                if problem:
-                    raise ConfigError(f"instance {instance.name}: {problem}")
-                instance.user_agent = token.strip()
+            instance.user_agent = _own_token(instance, backend, env)
         pools[name] = InstancePool(name, instances, config.upstream)
     return pools
+
+
+def _own_token(instance: Instance, backend, env: dict[str, str]) -> str:
+    """The token that ends `instance`'s User-Agent: its own `user_agent`, else the backend's
+    (or `<NAME>_USER_AGENT`), else the gateway's; an empty one stops start-up, named."""
+    name, prefix = instance.backend, env_prefix(instance.backend)
+    token, field = backend.user_agent, f"`backends.{name}.user_agent`"
+    if token is None and prefix + "_USER_AGENT" in env:
+        token, field = env[prefix + "_USER_AGENT"], f"{prefix}_USER_AGENT"
+    settings = backend.instances.get(instance.name)
+    if settings is not None and settings.user_agent is not None:
+        token = settings.user_agent
+        field = f"`backends.{name}.instances.{instance.name}.user_agent`"
+    if token is None:
+        return GATEWAY_TOKEN
+    problem = check_own_token(token, field)
+    if problem:
+        raise ConfigError(f"instance {instance.name}: {problem}")
+    return token.strip()
 
 
 def describe_layout(instance: Instance) -> str:
