@@ -20,6 +20,7 @@ from gateway.quota.book import KeyBook
 from gateway.upstream.forwarder import read_headers
 from gateway.upstream.instances import Instance, InstancePool
 from gateway.upstream.reading import read_at_most
+from gateway.upstream.urls import call_url
 
 _log = logging.getLogger("gateway")
 _SESSION = "opencode-gateway-usage"
@@ -55,7 +56,7 @@ async def read_usage(session: aiohttp.ClientSession,
                      instance: Instance) -> dict[str, tuple[float, float]]:
     """window -> (percent, resets at) as the upstream reports it for `instance`'s key."""
     headers = read_headers(instance, _SESSION)
-    async with session.get(instance.api_url + instance.layout.paths["usage"], headers=headers,
+    async with session.get(call_url(instance, "usage"), headers=headers,
                            timeout=aiohttp.ClientTimeout(total=15)) as answer:
         body = await read_at_most(answer.content, 256 * 1024)
         if answer.status == 404:

@@ -18,6 +18,7 @@ from gateway.routing.catalogue import Catalogue
 from gateway.upstream.forwarder import read_headers
 from gateway.upstream.instances import Instance, InstancePool
 from gateway.upstream.reading import read_at_most
+from gateway.upstream.urls import call_url
 
 _log = logging.getLogger("gateway")
 _LIST_LIMIT = 4 * 1024 * 1024
@@ -45,8 +46,7 @@ async def fetch_model_ids(session: aiohttp.ClientSession, instance: Instance,
     """The ids the upstream lists, read with `instance`'s key."""
     headers = read_headers(instance, _SESSION)
     try:
-        async with session.get(instance.api_url + instance.layout.paths["models"],
-                               headers=headers,
+        async with session.get(call_url(instance, "models"), headers=headers,
                                timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
             body = await read_at_most(answer.content, _LIST_LIMIT)
             if answer.status != 200:
@@ -70,8 +70,8 @@ async def refresh_once(session: aiohttp.ClientSession, pools: dict[str, Instance
         try:
             ids = await fetch_model_ids(session, instance)
         except CatalogueError as exc:
-            _log.warning("could not read %s's model list from %s%s (%s); %s", backend,
-                         instance.api_url, instance.layout.paths["models"], exc,
+            _log.warning("could not read %s's model list from %s (%s); %s", backend,
+                         call_url(instance, "models"), exc,
                          "keeping the last good list"
                          if catalogue.upstream_ids is not None else "using the model catalogue")
             continue
