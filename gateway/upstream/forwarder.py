@@ -364,7 +364,7 @@ class Forwarder:
                                       "client sent: check the key the gateway is configured "
                                       "with", code="upstream_key_refused")
         if kind is Kind.WRONG_WIRE:
-            return WrongWire(verdict.status, said, headers=headers)
+            return WrongWire(verdict.status, f"upstream {name}: {said}", headers=headers)
         if kind is Kind.REASONING_REQUIRED:
             return ReasoningRequired(verdict.status, said, headers=headers)
         if kind is Kind.RETRYABLE:
