@@ -20,15 +20,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config import Config, ConfigError
-from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
 from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
+from gateway.frontends.landing import ENDPOINTS, endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
+from gateway.guard import error_body_for
 from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
@@ -44,6 +45,7 @@ from gateway.upstream.instances import build_pools
 from gateway.upstream.redact import Redactor
 from gateway.state.reasoning import ReasoningMemory
 from gateway.state.store import make_store
+from gateway.suggest import did_you_mean
 
 _log = logging.getLogger("gateway")
 
@@ -89,6 +91,7 @@ class Gateway:
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
         self.observer.quota = self.book
+        self.book.on_decision = self.observer.metrics.key_decision
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
@@ -124,17 +127,13 @@ class Gateway:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
-    message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
-              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, POST " \
-              "/v1beta/models/{model}:generateContent, GET /v1/models, GET /healthz, GET /metrics"
-    if request.url.path.startswith("/v1beta/") or \
-            any(name in request.headers for name in gemini.GOOGLE_HEADERS):
-        body = gemini.error_body(exc.status_code, message)
-    elif request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
-            "anthropic-version" in request.headers:
-        body = anthropic_error_body(exc.status_code, message)
-    else:
-        body = openai_error_body(exc.status_code, message)
+    path = request.url.path
+    message = (f"{request.method} {path}: {exc.detail}."
+               + did_you_mean(path, [p for _, p, _ in ENDPOINTS]) + " This gateway answers "
+               f"{endpoint_list()} (GET / lists them); OpenAI clients take the base URL "
+               f"{request.base_url}v1, Anthropic and Gemini clients "
+               f"{str(request.base_url).rstrip('/')}")
+    body = error_body_for(path, request.headers, exc.status_code, message)
     return Response(body, status_code=exc.status_code, media_type="application/json",
                     headers=exc.headers)
 
@@ -196,6 +195,7 @@ def create_app(gateway: Gateway) -> HotPaths:
             gateway.observer.close()
 
     app = Starlette(routes=[
+        Route("/", landing, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/anthropic/v1/messages", messages, methods=["POST"]),

@@ -18,6 +18,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import DECODE_ERRORS, read_upstream_error
+from gateway.masking import mask_url
 from gateway.quota.upstream_usage import usage_figures
 from gateway.routing.catalogue import Catalogue
 from gateway.upstream.catalogue_refresh import CatalogueError, fetch_model_ids
@@ -265,7 +266,8 @@ def problems_of(report: Report) -> list[Problem]:
                                  "the gateway send a User-Agent naming your tool; another key "
                                  "will not help"))
         elif state == UNREACHABLE:
-            found.append(Problem(where, f"{instance.api_url} cannot be reached ({detail})",
+            found.append(Problem(where, f"{mask_url(instance.api_url)} cannot be reached "
+                                        f"({detail})",
                                  "check the instance's api_url, DNS and the network or proxy "
                                  "between the gateway and opencode.ai"))
         elif state == AT_LIMIT:

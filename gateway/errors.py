@@ -170,3 +170,4 @@ def upstream_error(body: bytes, status: int) -> tuple[int, str]:
     type names (Anthropic's `overloaded_error` is 529), else `status`."""
     error = read_upstream_error(body, status)
     return _STATUS_BY_TYPE.get(error.type or "", status), error.message
+

@@ -148,6 +148,14 @@ GET /v1/models or /v1/usage. GET /v1/usage answers `{"workspaceID":"wrk_fake","u
 00:00 UTC. A manual limit (`/_fake/keys`) shows as that window rate-limited (percent at least
 100, resetsAt now + its retry_after).
 
+Prompt cache model (off by default; `/_fake/cache` turns it on). Per key and session the fake
+keeps the prompt length of the session's last turn on that key and when it was: a turn within
+the lifetime of it reads that prefix from the cache (each hit refreshes it, as Anthropic-style
+caches do), a turn after it reads nothing. Answers then report the cached tokens (chat:
+`prompt_tokens_details.cached_tokens`; messages: `cache_read_input_tokens`, with `input_tokens`
+the rest and no cache creation; responses: `input_tokens_details.cached_tokens`; google:
+`usageMetadata.cachedContentTokenCount`) and are charged for them at the cache-read price.
+
 Test control (never needs a session header or a key):
     POST /_fake/keys      {"KEY": {"status": 429, "retry_after": "2"}}: every /v1 request with
                           that key (Bearer or x-api-key) fails so, with the message "fake
@@ -173,8 +181,17 @@ Test control (never needs a session header or a key):
                           (added ids are strict about their wire; a removed id is judged as an
                           unknown id) and make GET /v1/models fail with that status (null: answer
                           again); answers {"models": {id: wire}, "list_status"}
+    POST /_fake/cache     {"lifetime": SECONDS}: model a prompt cache per key and session
+                          (below); {"lifetime": null}: no cache model (the default)
+    POST /_fake/spend     {"KEY": dollars}: charge the key now, in every window (a key that was
+                          already part used when the test began)
+    GET  /_fake/sessions  per session, what the cache model saw: {"SESSION": {"key": the key of
+                          its last turn, "turns", "moves" (turns on another key than the one
+                          before), "hot_moves" (moves while the key it left still held its
+                          prefix), "prompt_tokens", "cached_tokens"}}
     POST /_fake/reset     forget failing keys, limits and usage overrides, charges, recorded
-                          requests and finished-stream counts; restore the built-in catalogue
+                          requests, finished-stream counts and the cache model; restore the
+                          built-in catalogue
     GET  /_fake/charges   {"by_key": {"KEY": dollars}, "by_key_model": {"KEY": {"model":
                           dollars}}, "requests": {"KEY": answers charged}}, since the last reset
     GET  /_fake/requests  the last 200 requests: path, headers (lower-case names), body, key
@@ -697,6 +714,7 @@ class _Shape(NamedTuple):
     length: bool
     failing: str         # "", "stream_error" or "cut": the short failing stream
     run: str | None = None  # the client's shell tool, called once (`run=TOOL`)
+    cached: int | None = None  # prompt tokens read from the key's cache (None: no cache model)
 
 
 class _Rendered(NamedTuple):
@@ -745,7 +763,9 @@ def _cost(sh: _Shape) -> str:
     output = len(_text_deltas(sh)) if sh.failing else _output_tokens(sh)
     if sh.failing and sh.reasoning and not sh.stream:
         output += len(REASONING_DELTAS)   # the short plain body still holds the reasoning
-    if sh.flavour == "anthropic":
+    if sh.cached is not None:   # the prompt cache model: the cached prefix at the cache price
+        dollars = fake_cost(sh.model, _input_tokens(sh) - sh.cached, sh.cached, 0, output)
+    elif sh.flavour == "anthropic":
         dollars = fake_cost(sh.model, _input_tokens(sh), CACHE_READ_TOKENS,
                             CACHE_CREATION_TOKENS, output)
     else:
@@ -758,8 +778,11 @@ def _cost(sh: _Shape) -> str:
 def _openai_usage(sh: _Shape) -> dict[str, int]:
     prompt = _input_tokens(sh)
     completion = _output_tokens(sh)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if sh.cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": sh.cached}
+    return usage
 
 
 def _openai_finish(sh: _Shape) -> str:
@@ -829,6 +852,9 @@ def _anthropic_stop(sh: _Shape) -> str:
 
 
 def _anthropic_input_usage(sh: _Shape) -> dict[str, int]:
+    if sh.cached is not None:   # Anthropic's input_tokens leave the cache reads out
+        return {"input_tokens": _input_tokens(sh) - sh.cached,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": sh.cached}
     return {"input_tokens": _input_tokens(sh),
             "cache_creation_input_tokens": CACHE_CREATION_TOKENS,
             "cache_read_input_tokens": CACHE_READ_TOKENS}
@@ -906,7 +932,7 @@ def _anthropic_events(sh: _Shape, cost: str) -> list[bytes]:
 def _responses_usage(sh: _Shape) -> dict[str, Any]:
     prompt, completion = _input_tokens(sh), _output_tokens(sh)
     return {"input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": sh.cached or 0, "cache_write_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {
                 "reasoning_tokens": len(REASONING_DELTAS) if sh.reasoning else 0},
@@ -1039,6 +1065,8 @@ def _google_usage(sh: _Shape) -> dict[str, int]:
              "totalTokenCount": prompt + candidates + thoughts}
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
+    if sh.cached:
+        usage["cachedContentTokenCount"] = sh.cached
     return usage
 
 
@@ -1401,9 +1429,20 @@ class _Failing(NamedTuple):
     refuse: str | None = None  # "credits" or "entitlement"
 
 
+class _Conversation:
+    """What the prompt cache model saw of one session: the key of its last turn, its moves
+    (hot: the key it left still held its prefix), its prompt and cached tokens."""
+    __slots__ = ("key", "turns", "moves", "hot_moves", "prompt_tokens", "cached_tokens")
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.turns = self.moves = self.hot_moves = self.prompt_tokens = self.cached_tokens = 0
+
+
 class _FakeState:
     __slots__ = ("records", "keys", "active", "completed", "aborted", "rendered", "catalogue",
-                 "list_status", "models_body", "ledgers", "limits", "usage", "caps", "edge")
+                 "list_status", "models_body", "ledgers", "limits", "usage", "cache_lifetime",
+                 "prefixes", "conversations", "caps", "edge")
 
     def __init__(self, record: bool, edge: bool = True):
         self.edge = edge    # the edge's User-Agent check is on
@@ -1420,6 +1459,36 @@ class _FakeState:
         self.limits: dict[str, dict[str, float]] = {}
         self.usage: dict[str, dict[str, Any]] = {}
         self.caps: dict[str, dict[str, tuple[str, int]]] = {}  # key -> model -> (limit, secs)
+        # The prompt cache model (off until `/_fake/cache` sets a lifetime): (key, session) ->
+        # [prompt tokens of its last turn, when]; session -> what it did.
+        self.cache_lifetime: float | None = None
+        self.prefixes: dict[tuple[str, str], list] = {}
+        self.conversations: dict[str, _Conversation] = {}
+
+    def cached_turn(self, key: str, session: str, sh: _Shape) -> _Shape:
+        """`sh` with the prompt tokens this key's cache holds for the session: the prompt of
+        its last turn there, if that was at most `cache_lifetime` ago (each hit refreshes it)."""
+        if self.cache_lifetime is None:
+            return sh
+        now = time.time()
+        prompt = _input_tokens(sh)
+        held = self.prefixes.get((key, session))
+        alive = held is not None and now - held[1] <= self.cache_lifetime
+        cached = min(held[0], prompt) if alive else 0
+        self.prefixes[(key, session)] = [prompt, now]
+        conversation = self.conversations.get(session)
+        if conversation is None:
+            conversation = self.conversations[session] = _Conversation()
+        if conversation.key is not None and conversation.key != key:
+            conversation.moves += 1
+            left = self.prefixes.get((conversation.key, session))
+            if left is not None and now - left[1] <= self.cache_lifetime:
+                conversation.hot_moves += 1
+        conversation.key = key
+        conversation.turns += 1
+        conversation.prompt_tokens += prompt
+        conversation.cached_tokens += cached
+        return sh._replace(cached=cached)
 
     def reset(self) -> None:
         self.keys.clear()
@@ -1433,6 +1502,9 @@ class _FakeState:
         self.ledgers.clear()
         self.limits.clear()
         self.usage.clear()
+        self.cache_lifetime = None
+        self.prefixes.clear()
+        self.conversations.clear()
 
     def charge(self, key: str, model: str, dollars: float) -> None:
         ledger = self.ledgers.get(key)
@@ -1525,6 +1597,7 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
         else:
             error = {"error": {"message": message, "type": "server_error"}}
         return _json_response(_encode(error), 200)
+    sh = state.cached_turn(key, request.headers.get(SESSION_HEADER, ""), sh)
     rendered = _render(state, sh)
     odd = script.leak or script.bad_utf8
     if not sh.stream:
@@ -1978,6 +2051,33 @@ async def _charges(request: web.Request) -> web.Response:
         "requests": {key: ledger.count for key, ledger in ledgers.items()}})
 
 
+async def _set_cache(request: web.Request) -> web.Response:
+    """{"lifetime": SECONDS}: model a prompt cache per key and session; null: no cache model."""
+    state = request.app[_STATE]
+    lifetime = (await request.json()).get("lifetime")
+    if lifetime is not None and (not isinstance(lifetime, (int, float)) or lifetime <= 0):
+        return _control_error("lifetime: seconds > 0, or null for no cache model")
+    state.cache_lifetime = None if lifetime is None else float(lifetime)
+    state.prefixes.clear()
+    return web.json_response({"lifetime": state.cache_lifetime})
+
+
+async def _spend(request: web.Request) -> web.Response:
+    """{"KEY": dollars}: charge the key now, as if it had been used before the test."""
+    state = request.app[_STATE]
+    for key, dollars in (await request.json()).items():
+        if not isinstance(dollars, (int, float)) or dollars <= 0:
+            return _control_error(f"{key}: dollars must be a number > 0")
+        state.charge(key, "(spent before)", float(dollars))
+    return web.json_response({"by_key": {key: round(ledger.total, 10)
+                                         for key, ledger in state.ledgers.items()}})
+
+
+async def _conversations(request: web.Request) -> web.Response:
+    return web.json_response({session: {name: getattr(c, name) for name in c.__slots__}
+                              for session, c in request.app[_STATE].conversations.items()})
+
+
 async def _reset(request: web.Request) -> web.Response:
     """Clears keys, limits, usage overrides, charges, recorded requests and the finished-stream
     counters (active is live); restores the built-in catalogue."""
@@ -2033,6 +2133,9 @@ def make_app(record: bool = True, edge: bool = True) -> web.Application:
     app.router.add_post("/_fake/usage", _set_usage)
     app.router.add_post("/_fake/models", _set_models)
     app.router.add_post("/_fake/reset", _reset)
+    app.router.add_post("/_fake/cache", _set_cache)
+    app.router.add_post("/_fake/spend", _spend)
+    app.router.add_get("/_fake/sessions", _conversations)
     app.router.add_get("/_fake/charges", _charges)
     app.router.add_get("/_fake/requests", _requests)
     app.router.add_get("/_fake/stats", _stats)

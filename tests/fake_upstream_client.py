@@ -151,6 +151,19 @@ class FakeUpstream:
                if dollars is not None}
         self._call("POST", "/_fake/limits", {key: how or None})
 
+    def set_cache(self, lifetime: float | None) -> None:
+        """Model a prompt cache per key and session that lives `lifetime` seconds idle (None:
+        no cache model, the default)."""
+        self._call("POST", "/_fake/cache", {"lifetime": lifetime})
+
+    def spend(self, key: str, dollars: float) -> None:
+        """Charge the key `dollars` now, as if it had been used before the test."""
+        self._call("POST", "/_fake/spend", {key: dollars})
+
+    def conversations(self) -> dict[str, dict[str, Any]]:
+        """What the cache model saw per session (key, turns, moves, hot_moves, tokens)."""
+        return self._call("GET", "/_fake/sessions")
+
     def set_usage(self, key: str, rolling: int | None = None, weekly: int | None = None,
                   monthly: int | None = None, status: int | None = None) -> None:
         """What GET /v1/usage says for `key`: these percents (None: the real figure), or

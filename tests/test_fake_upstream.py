@@ -1264,3 +1264,70 @@ def test_responses_reasoning_effort_is_checked_too(fake):
     assert _post(fake, "/v1/responses", body, BEARER)[0] == 400
     body["reasoning"]["effort"] = "low"
     assert _post(fake, "/v1/responses", body, BEARER)[0] == 200
+
+
+# --- the prompt cache model ------------------------------------------------------------------
+
+def _turns(n: int) -> list[dict]:
+    """A conversation's messages at its n-th turn (n user messages, n - 1 answers)."""
+    messages = []
+    for k in range(n):
+        messages += [{"role": "user", "content": f"turn {k}"}, {"role": "assistant",
+                                                              "content": "ok"}]
+    return messages[:-1]
+
+
+def _chat_turn(fake, n: int, key: str = "k", session: str = "conv-a") -> dict:
+    status, _, raw = _post(fake, "/v1/chat/completions", {"model": "glm-5.1",
+                                                          "messages": _turns(n)},
+                           {"Authorization": f"Bearer {key}", "x-opencode-session": session},
+                           session=False)
+    assert status == 200
+    return json.loads(raw)
+
+
+def test_the_cache_model_reads_a_sessions_prefix_from_the_same_key_within_its_lifetime(fake):
+    fake.set_cache(0.5)
+    first = _chat_turn(fake, 1)
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    second = _chat_turn(fake, 2)
+    assert second["usage"]["prompt_tokens"] == 30
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == 10
+    assert float(second["cost"]) == pytest.approx(fake_cost("glm-5.1", 20, 10, 0, 5))
+    other_session = _chat_turn(fake, 3, session="conv-b")
+    assert other_session["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    moved = _chat_turn(fake, 3, key="k2")     # another key holds nothing of it: a hot move
+    assert moved["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    seen = fake.conversations()["conv-a"]
+    assert (seen["key"], seen["turns"], seen["moves"], seen["hot_moves"]) == ("k2", 3, 1, 1)
+    assert (seen["prompt_tokens"], seen["cached_tokens"]) == (10 + 30 + 50, 10)
+
+
+def test_the_cache_model_forgets_after_its_lifetime_and_a_later_move_is_cold(fake):
+    fake.set_cache(0.2)
+    _chat_turn(fake, 1)
+    time.sleep(0.3)   # the lifetime itself must pass
+    assert _chat_turn(fake, 2)["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    time.sleep(0.3)
+    _chat_turn(fake, 3, key="k2")
+    seen = fake.conversations()["conv-a"]
+    assert (seen["moves"], seen["hot_moves"]) == (1, 0)
+
+
+def test_the_cache_model_on_the_messages_wire_and_spending_before_the_test(fake):
+    fake.set_cache(5)
+    fake.spend("k", 1.25)
+    headers = {**ANTHROPIC_HEADERS, "x-opencode-session": "conv-m"}
+    _post(fake, "/v1/messages", _messages_body(), headers, session=False)
+    status, _, raw = _post(fake, "/v1/messages", _messages_body(messages=[
+        *USER, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]),
+        headers, session=False)
+    usage = json.loads(raw)["usage"]
+    assert status == 200
+    assert (usage["input_tokens"], usage["cache_read_input_tokens"],
+            usage["cache_creation_input_tokens"]) == (20, 10, 0)
+    charged = fake.charges()["by_key"]["k"]
+    assert charged == pytest.approx(1.25 + fake_cost("minimax-m2.7", 10, 0, 0, 5)
+                                    + fake_cost("minimax-m2.7", 20, 10, 0, 5))
+    fake.reset()
+    assert fake.conversations() == {}

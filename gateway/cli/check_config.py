@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from gateway.cli.common import load_gateway
+from gateway.routing.router import missing_key_message
 from gateway.upstream.identity import upstream_user_agent
 from gateway.upstream.instances import describe_layout, mask_key
 
@@ -26,8 +27,7 @@ def run(args) -> int:
                   f"{mask_key(instance.api_key)}, user agent "
                   f"{upstream_user_agent(None, instance.user_agent)}")
             if not instance.api_key:
-                print(f"  warning: {instance.name} has no key; set OPENCODE_GO_API_KEY "
-                      "(or api_key in the config)")
+                print(f"  warning: {missing_key_message(name)}")
         overrides = config.backends[name].extra.model_protocol_overrides
         if overrides:
             print(f"  protocol overrides: {', '.join(f'{m}={p}' for m, p in overrides.items())}")

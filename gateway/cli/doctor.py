@@ -7,7 +7,7 @@ import asyncio
 
 import msgspec
 
-from gateway.cli.common import load_gateway
+from gateway.cli.common import load_gateway, working
 from gateway.doctor import Report, diagnose
 from gateway.upstream.forwarder import create_session
 
@@ -69,6 +69,9 @@ def run(args) -> int:
         finally:
             await session.close()
 
-    report = asyncio.run(check())
+    keys = sum(len(pool.instances) for pool in gateway.pools.values())
+    with working(f"asking OpenCode Go about {keys} key(s)"
+                 + (", with one tiny request per wire" if args.probe else "")):
+        report = asyncio.run(check())
     print(msgspec.json.encode(report).decode() if args.json else render(report))
     return 0 if report.ok else 1

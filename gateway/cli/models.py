@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.cli.common import load_gateway, load_settings
+from gateway.cli.common import load_gateway, load_settings, working
 from gateway.routing import catalogue_store
 from gateway.routing.models_dev import CatalogueFileError, parse
 from gateway.upstream.catalogue_refresh import refresh_once
@@ -51,7 +51,8 @@ async def _download(url: str) -> bytes:
 def _read_source(source: str) -> bytes:
     if source.startswith(("http://", "https://")):
         try:
-            return asyncio.run(_download(source))
+            with working(f"fetching {source}"):
+                return asyncio.run(_download(source))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise CatalogueFileError(f"{source}: cannot be fetched: "
                                      f"{type(exc).__name__}: {exc}") from None
@@ -96,7 +97,8 @@ def run(args) -> int:
             await session.close()
 
     if not args.offline:
-        asyncio.run(read_upstream_lists())
+        with working("reading the upstream's model list"):
+            asyncio.run(read_upstream_lists())
     known = gateway.known_models
     origin = (f"models.dev refresh of {known.refreshed} from {known.refreshed_from} "
               f"over the snapshot of {known.snapshot_day}" if known.refreshed

@@ -6,6 +6,7 @@ import sys
 
 from gateway.cli.common import load_gateway
 from gateway.errors import GatewayError
+from gateway.masking import mask_url
 from gateway.upstream.forwarder import auth_headers
 from gateway.upstream.identity import upstream_user_agent
 from gateway.upstream.instances import describe_layout, mask_key
@@ -28,7 +29,17 @@ def run(args) -> int:
     body = {"model": args.model, "messages": [], "stream": True}
 
     async def route():
-        return await gateway.router.route(args.model, args.frontend, body)
+        # The shared state (spending, conversations) as the serving workers see it, so the key
+        # choice and its figures are the ones a request would meet now.
+        try:
+            await gateway.store.open()
+            await gateway.book.sync()
+        except Exception as exc:  # a store that cannot be read: this process's view only
+            print(f"(state store {gateway.store!r} not read: {exc})", file=sys.stderr)
+        try:
+            return await gateway.router.route(args.model, args.frontend, body)
+        finally:
+            await gateway.store.close()
 
     try:
         ctx = asyncio.run(route())
@@ -51,9 +62,14 @@ def run(args) -> int:
     print(f"wire         : {ctx.protocol} "
           f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
     print(f"URL layout   : {describe_layout(instance)}")
-    print(f"upstream URL : POST {url}")
+    print(f"upstream URL : POST {mask_url(url)}")
     print(f"user agent   : {upstream_user_agent(None, instance.user_agent)} (after the "
           "client's own product token, when it sends one)")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
+    for rule, _is_async, _source in gateway.router.chain.rules:
+        describe = getattr(rule, "describe", None)  # a rule may tell its policy
+        if callable(describe):
+            for line in describe(ctx):
+                print(line)
     return 0

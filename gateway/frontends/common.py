@@ -17,6 +17,8 @@ from starlette.requests import ClientDisconnect, Request
 from gateway.errors import GatewayError
 from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
+from gateway.routing.router import missing_key_message
+from gateway.suggest import did_you_mean
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
 _decode = msgspec.json.decode
@@ -25,6 +27,9 @@ _log = logging.getLogger("gateway")
 # Request ids: a random prefix per worker and a counter — unique, and cheaper than a uuid4.
 _ID_PREFIX = os.urandom(4).hex()
 _id_counter = itertools.count(1)
+
+
+_YIELD_AFTER = 1024 * 1024  # bytes of body
 
 
 def presented_key(request: Request) -> str | None:
@@ -58,9 +63,16 @@ def check_client_key(request: Request, keys: list[bytes]) -> str | None:
     return presented
 
 
-async def read_json_object(request: Request, limit: int, timeout: float) -> dict:
-    """The request body as a dict, refused with 413 as soon as it passes `limit` bytes, and
-    with 408 when it has not all arrived within `timeout` seconds."""
+async def read_json_object(request: Request, limit: int, timeout: float,
+                           max_containers: int = 50_000) -> dict:
+    """The request body as a dict, refused with 413 as soon as it passes `limit` bytes or holds
+    more than `max_containers` JSON objects and arrays, and with 408 when it has not all
+    arrived within `timeout` seconds.
+
+    Decoding is one C call the event loop cannot interrupt, and its time grows with the objects
+    a body holds (half a million small ones: over a second). Counting `{` and `[` in each chunk
+    as it arrives costs little and spreads over the reads; braces inside strings count too, so
+    the bound is a little stricter than it says, never looser."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -70,6 +82,7 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
                                     f"limit of {limit} bytes (server.max_body_bytes)")
     chunks = []
     size = 0
+    containers = 0
     # A deadline for the whole body: one timer that cancels this task (cheaper than
     # asyncio.timeout on a path every request takes).
     task = asyncio.current_task()
@@ -82,6 +95,12 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
             if size > limit:
                 raise GatewayError(413, f"request body is over this gateway's limit of {limit} "
                                         "bytes (server.max_body_bytes)")
+            containers += chunk.count(b"{") + chunk.count(b"[")
+            if containers > max_containers:
+                raise GatewayError(413, f"request body holds more than {max_containers} JSON "
+                                        "objects and arrays, this gateway's limit "
+                                        "(server.max_body_containers)",
+                                   headers={"connection": "close"})
             chunks.append(chunk)
     except ClientDisconnect:
         raise GatewayError(400, "the client closed the connection before the body was complete") from None
@@ -112,9 +131,37 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
                                 "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
+    if len(raw) > _YIELD_AFTER:
+        # Decoding a big body held the loop; the re-encoding for the upstream will again: let
+        # the other requests run between the two.
+        await asyncio.sleep(0)
     return body
 
 
+def check_counts(body: dict, server) -> None:
+    """400 naming the bound when the body holds more messages (`input` items, `contents`),
+    tools, or content parts in one message than `server` (the config's server section)
+    allows."""
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > server.max_tools:
+        raise GatewayError(400, f"`tools` holds {len(tools)} tools, over this gateway's limit "
+                                f"of {server.max_tools} (server.max_tools)", param="tools")
+    for field, part_field in (("messages", "content"), ("input", "content"),
+                              ("contents", "parts")):  # Chat and Messages, Responses, Gemini
+        items = body.get(field)
+        if not isinstance(items, list):
+            continue
+        if len(items) > server.max_messages:
+            raise GatewayError(400, f"`{field}` holds {len(items)} items, over this gateway's "
+                                    f"limit of {server.max_messages} (server.max_messages)",
+                               param=field)
+        for index, item in enumerate(items):
+            parts = item.get(part_field) if isinstance(item, dict) else None
+            if isinstance(parts, list) and len(parts) > server.max_parts:
+                where = f"{field}[{index}].{part_field}"
+                raise GatewayError(400, f"`{where}` holds {len(parts)} parts, over this "
+                                        f"gateway's limit of {server.max_parts} "
+                                        "(server.max_parts)", param=where)
 def estimate_tokens(value) -> int:
     """A token count estimate for a request's content: about four bytes of JSON per token."""
     return max(1, len(_encode(value)) // 4)
@@ -282,13 +329,17 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     model = None
     try:
         client_key = check_client_key(request, gateway.client_keys)
-        body = await read_json_object(request, gateway.config.server.max_body_bytes,
-                                      gateway.config.server.body_timeout)
+        server = gateway.config.server
+        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
+                                      server.max_body_containers)
+        check_counts(body, server)
         model = validate(body)
         ctx = await gateway.router.route(model, frontend, body, headers=request.headers,
                                          client_key=client_key)
         ctx.request_id = request_id
         ctx.started = started
+        if not ctx.instance.api_key:  # said at start too; OpenCode Go would say "Missing API key"
+            raise GatewayError(503, missing_key_message(ctx.backend), code="no_upstream_key")
         response = await _forward_on_its_wire(request, gateway, ctx)
     except GatewayError as exc:
         error = exc
@@ -302,11 +353,22 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)
+    if ctx is not None and 400 <= error.status < 500 and error.status != 429:
+        error.message += _misspelt_model(gateway, ctx)
     if ctx is not None:
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
         gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
     return render_error(error, request_id)
+
+
+def _misspelt_model(gateway, ctx) -> str:
+    """` Did you mean opencode-go/glm-5.1?` when the upstream refused a model named with its
+    backend (`opencode-go/glm-5.l`) that no list knows and a listed id is one typo away."""
+    catalogue = gateway.router.catalogues.get(ctx.backend)
+    if catalogue is None or catalogue.listed(ctx.model_id):
+        return ""
+    return did_you_mean(ctx.model_id, catalogue.advertised(), f"{ctx.backend}/{{}}".format)
 
 
 class Frontend:

@@ -157,8 +157,9 @@ async def _count_tokens(request: Request) -> Reply:
     gateway = request.app.state.gateway
     try:
         check_client_key(request, gateway.client_keys)
-        body = await read_json_object(request, gateway.config.server.max_body_bytes,
-                                      gateway.config.server.body_timeout)
+        server = gateway.config.server
+        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
+                                      server.max_body_containers)
         inner = body.get("generateContentRequest")
         counted = inner if isinstance(inner, dict) else body
         if not isinstance(counted.get("contents"), list):

@@ -77,8 +77,9 @@ async def count_tokens(request: Request) -> Reply:
     gateway = request.app.state.gateway
     try:
         check_client_key(request, gateway.client_keys)
-        body = await read_json_object(request, gateway.config.server.max_body_bytes,
-                                      gateway.config.server.body_timeout)
+        server = gateway.config.server
+        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
+                                      server.max_body_containers)
         if not isinstance(body.get("messages"), list):
             raise GatewayError(400, "messages: must be a list of message objects")
     except GatewayError as exc:

@@ -38,3 +38,21 @@ class Prices:
         dollars = (fresh * price.input + usage.cached_tokens * price.cache_read
                    + usage.output_tokens * price.output) / 1_000_000
         return dollars * price.multiplier
+
+
+# About four bytes of JSON per prompt token (count_tokens uses the same ratio).
+BYTES_PER_TOKEN = 4
+
+
+def estimate_usage(sent_bytes: int, events: int, seen: Usage | None) -> Usage:
+    """The usage of an answer whose report never arrived (the client left mid-stream, the
+    stream broke off): the prompt from the request's size, the completion from the stream
+    events relayed (about one token each), each at least what the upstream did report. An
+    estimate: the upstream's `GET /usage` figure corrects the window when it is next read."""
+    prompt = sent_bytes // BYTES_PER_TOKEN
+    if seen is None:
+        return Usage(input_tokens=prompt, output_tokens=events)
+    return Usage(input_tokens=max(seen.input_tokens, prompt),
+                 output_tokens=max(seen.output_tokens, events),
+                 cached_tokens=seen.cached_tokens,
+                 cache_creation_tokens=seen.cache_creation_tokens)

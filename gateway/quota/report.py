@@ -25,7 +25,8 @@ def _iso(when: float) -> str:
 
 async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
                        recent_errors: list[dict] | None = None,
-                       now: float | None = None) -> dict[str, Any]:
+                       now: float | None = None,
+                       health: list[dict] | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     try:
         rows = await book.store.report(minute_of(now) - _HOURS * 60)
@@ -92,6 +93,8 @@ async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
         "models_today": sorted(models.values(), key=lambda m: -m["cost_usd"]),
         "hourly": [hourly[key] for key in sorted(hourly)],
         "recent_errors": recent_errors or [],
+        # This worker's last 5 minutes per instance and model (gateway/health.py).
+        "health": health or [],
     }
 
 

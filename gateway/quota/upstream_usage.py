@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 
 import aiohttp
 import msgspec
@@ -78,13 +79,26 @@ def usage_figures(body: bytes) -> dict[str, tuple[float, float]]:
     return figures
 
 
+# How soon a key resting at a usage limit is asked again: a limit OpenCode Go has lifted (or a
+# plan that grew) should not keep the key out for hours (book.upstream_usage ends the rest).
+LIMITED_RECHECK_SECONDS = 15.0
+
+
 async def poll_forever(session: aiohttp.ClientSession, pools: dict[str, InstancePool],
-                       book: KeyBook, every: float) -> None:
+                       book: KeyBook, every: float,
+                       recheck: float = LIMITED_RECHECK_SECONDS) -> None:
+    """Every key's /usage every `every` seconds; a key at a usage limit every `recheck`."""
     silent: set[str] = set()   # keys whose upstream has no /usage
+    next_round = 0.0
     while True:
+        full = time.monotonic() >= next_round
+        if full:
+            next_round = time.monotonic() + every
         for pool in pools.values():
             for instance in pool.instances:
                 if instance.key_id in silent or not instance.api_key:
+                    continue
+                if not full and not instance.limited(time.time()):
                     continue
                 try:
                     figures = await read_usage(session, instance)
@@ -99,4 +113,4 @@ async def poll_forever(session: aiohttp.ClientSession, pools: dict[str, Instance
                                  "counts until the next try", instance.name, exc)
                     continue
                 book.upstream_usage(instance, figures, pool)
-        await asyncio.sleep(every)
+        await asyncio.sleep(max(0.0, min(recheck, next_round - time.monotonic())))

@@ -38,7 +38,8 @@ class RouteContext:
     __slots__ = ("requested", "frontend", "backend", "instance", "model_id", "protocol", "pin",
                  "body", "translation", "config", "pools", "catalogues", "quota", "session",
                  "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
-                 "limit_hit", "fallbacks", "adjusted", "client_ua", "client_headers")
+                 "limit_hit", "fallbacks", "adjusted", "sent_bytes", "events_seen", "client_ua",
+                 "client_headers")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
                  pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
@@ -73,6 +74,10 @@ class RouteContext:
         # (upstream/identity.py).
         self.client_ua: str | None = None
         self.client_headers: tuple[tuple[str, str], ...] = ()
+        # What a charge is estimated from when the upstream's usage never arrived: the size of
+        # the request it received, and the stream events relayed before the end.
+        self.sent_bytes = 0
+        self.events_seen = 0
 
     @property
     def pinned(self) -> bool:

@@ -25,6 +25,7 @@ import re
 import msgspec
 
 MAX_LENGTH = 128
+_HASHED_WHOLE = 64 * 1024  # a string of an opening up to this size is hashed whole
 _SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_HEADERS = ("x-opencode-session", "session-id", "session_id", "x-session-id",
                   "x-claude-code-session-id")
@@ -48,7 +49,8 @@ class Sessions:
 
     def _hash(self, parts: list) -> str:
         # msgspec's encoding of the list keeps the parts apart (no two lists encode the same).
-        return hashlib.blake2b(_encode(parts), digest_size=16, key=self._secret).hexdigest()
+        return hashlib.blake2b(_encode(_ends(parts)), digest_size=16,
+                               key=self._secret).hexdigest()
 
     def _safe(self, value: str) -> str:
         if _SAFE.fullmatch(value):
@@ -61,6 +63,22 @@ class Sessions:
         if own:
             return self._safe(own)
         return "gw-" + self._hash(["derived", client_key or "", frontend, _opening(body, frontend)])
+
+
+def _ends(node):
+    """`node` with each string over _HASHED_WHOLE characters replaced by its length and its two
+    ends: a huge opening (a pasted file) is told apart well enough by them, and encoding and
+    hashing all of it would hold the event loop."""
+    if isinstance(node, str):
+        if len(node) <= _HASHED_WHOLE:
+            return node
+        half = _HASHED_WHOLE // 2
+        return [len(node), node[:half], node[-half:]]
+    if isinstance(node, list):
+        return [_ends(item) for item in node]
+    if isinstance(node, dict):
+        return {key: _ends(value) for key, value in node.items()}
+    return node
 
 
 def _from_headers(headers) -> str | None:

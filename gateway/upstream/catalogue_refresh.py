@@ -13,6 +13,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import DECODE_ERRORS
+from gateway.masking import mask_url
 
 from gateway.routing.catalogue import Catalogue
 from gateway.upstream.forwarder import read_headers
@@ -71,7 +72,7 @@ async def refresh_once(session: aiohttp.ClientSession, pools: dict[str, Instance
             ids = await fetch_model_ids(session, instance)
         except CatalogueError as exc:
             _log.warning("could not read %s's model list from %s (%s); %s", backend,
-                         call_url(instance, "models"), exc,
+                         mask_url(call_url(instance, "models")), exc,
                          "keeping the last good list"
                          if catalogue.upstream_ids is not None else "using the model catalogue")
             continue

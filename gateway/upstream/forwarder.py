@@ -31,9 +31,11 @@ import aiohttp
 from gateway.config import Upstream
 from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_error,
                             read_upstream_error)
+from gateway.masking import mask_url
 from gateway.observer import Observer
 from gateway.replies import Reply, StreamReply
 from gateway.routing.context import RouteContext
+from gateway.server import ClientStalled
 from gateway.state.reasoning import ReasoningMemory
 from gateway.translate import chat_answer
 from gateway.translate.hub import StreamWriter
@@ -53,6 +55,7 @@ from gateway.upstream.verdict import Kind, Verdict, judge, parse_retry_after  # 
 ANTHROPIC_VERSION = "2023-06-01"
 SESSION_HEADER = "x-opencode-session"
 _ERROR_BODY_LIMIT = 64 * 1024
+POOL_RETRY_AFTER = "2"  # seconds: a busy pool frees connections as answers end
 # Rests when the upstream gives no Retry-After: a window limit lasts at least until the 5-hour
 # window moves on; a missing subscription or a refused key is not fixed in minutes either.
 _LIMIT_REST = 3600.0
@@ -70,10 +73,10 @@ def create_session(settings: Upstream) -> aiohttp.ClientSession:
     # (aiohttp's sock_read); a stream's gaps are then watched by _IdleWatch instead, because
     # sock_read re-arms a timer on every chunk received.
     # connect_timeout bounds opening a connection; a request queued behind max_connections
-    # waits for a free one as long as it would wait for its answer to start.
+    # waits pool_timeout at most for a free one, opening it included (then Forwarder._open
+    # answers 503).
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout,
-                                    connect=max(settings.first_byte_timeout,
-                                                settings.connect_timeout),
+                                    connect=settings.pool_timeout,
                                     sock_read=settings.first_byte_timeout)
     # Every call sets its own User-Agent (identity.py); the session's default only stands in
     # for a call that forgot, so that none ever goes out as aiohttp's library default.
@@ -216,6 +219,7 @@ class Forwarder:
         tried: list[Instance] = []
         hops_left = 0 if ctx.pinned else self._settings.failover_hops
         started = time.monotonic()
+        ctx.sent_bytes = len(payload)
         while True:
             try:
                 upstream = await self._open(instance, ctx, payload)
@@ -276,18 +280,31 @@ class Forwarder:
                     raise _Unreachable(502, "closed the connection before answering") from None
             except aiohttp.ConnectionTimeoutError:
                 settings = self._settings
+                if self._pool_full():  # every instance shares the pool: no failover helps
+                    self._observer.pool_timeout()
+                    raise GatewayError(503, "the gateway is busy: none of its "
+                                            f"{settings.max_connections} upstream connections "
+                                            "(upstream.max_connections) came free within "
+                                            f"upstream.pool_timeout ({settings.pool_timeout:g}s); "
+                                            "retry shortly",
+                                       headers={"retry-after": POOL_RETRY_AFTER}) from None
                 raise _Unreachable(502, "no connection within connect_timeout "
-                                        f"({settings.connect_timeout:g}s), or none of the "
-                                        f"{settings.max_connections} (upstream.max_connections) "
-                                        "free within first_byte_timeout "
-                                        f"({settings.first_byte_timeout:g}s)") from None
+                                        f"({settings.connect_timeout:g}s)") from None
             except TimeoutError:
                 raise _Unreachable(504, "no response within first_byte_timeout "
                                         f"({self._settings.first_byte_timeout:g}s)") from None
             except aiohttp.ClientConnectorError as exc:
-                raise _Unreachable(502, f"cannot connect to {url}: {exc.os_error}") from None
+                raise _Unreachable(502, f"cannot connect to {mask_url(url)}: "
+                                        f"{exc.os_error}") from None
             except (aiohttp.ClientError, OSError) as exc:
                 raise _Unreachable(502, f"request failed: {type(exc).__name__}") from None
+
+    def _pool_full(self) -> bool:
+        """Whether every connection the pool may hold is in use (aiohttp keeps them in
+        `_acquired`; without it, a timeout is taken for a connect timeout)."""
+        connector = self._session.connector
+        limit = connector.limit if connector is not None else 0
+        return bool(limit) and len(getattr(connector, "_acquired", ())) >= limit
 
     async def _refused(self, upstream: aiohttp.ClientResponse, instance: Instance,
                        pool: InstancePool, ctx: RouteContext) -> "Refusal":
@@ -492,9 +509,11 @@ class Forwarder:
         trailer = b""
         relaying = True
         self._observer.stream_started(ctx)
+        events = 0
         try:
             async for chunk in upstream.content.iter_any():
                 watch.last = clock()
+                events += chunk.count(b"\n\n")
                 if relaying:
                     end = find_end(chunk)
                     if end >= 0:
@@ -522,6 +541,8 @@ class Forwarder:
             if out:
                 yield out
             finished = True
+        except ClientStalled as exc:  # thrown in by StreamReply: the client stopped reading
+            failure = (499, str(exc))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = self._broken(ctx, watch, exc)
             status = failure[0]
@@ -538,6 +559,7 @@ class Forwarder:
                     status = 499  # the client went away mid-stream
             if failure is not None and status == 200:
                 status = failure[0]
+            ctx.events_seen = events
             if recorder is not None and finished and failure is None:
                 self._remember(ctx, "".join(recorder.reasoning_parts), recorder.call_ids)
             self._observer.stream_finished(ctx, status, tap.usage(), trailer_cost(trailer),
@@ -548,14 +570,17 @@ class Forwarder:
         """A stream in another protocol: each upstream chunk through the route's translation."""
         status = upstream.status
         finished = False
+        stall = None
         watch = self._start_relay(upstream)
         clock = watch._loop.time
         redact = self._redactor.bytes
         self._observer.stream_started(ctx)
+        events = 0
         try:
             feed = translation.feed
             async for chunk in upstream.content.iter_any():
                 watch.last = clock()
+                events += chunk.count(b"\n\n")
                 out = feed(chunk)
                 if out:
                     yield redact(out)
@@ -565,6 +590,8 @@ class Forwarder:
             if tail:
                 yield redact(tail)
             finished = True
+        except ClientStalled as exc:  # thrown in by StreamReply: the client stopped reading
+            stall = str(exc)
         except (aiohttp.ClientError, TimeoutError, OSError, SSELimitError) as exc:
             status, message = self._broken(ctx, watch, exc)
             out = translation.fail(status, message)
@@ -581,11 +608,13 @@ class Forwarder:
             failure = translation.failure
             if failure is not None and status == 200:
                 status = failure[0]
+            ctx.events_seen = events
             reader = translation.reader
             if finished and failure is None and getattr(reader, "call_ids", None):
                 self._remember(ctx, "".join(reader.reasoning_parts), reader.call_ids)
+            error = stall or (self._redactor.text(failure[1]) if failure else None)
             self._observer.stream_finished(ctx, status, translation.full_usage, translation.cost,
-                                           self._redactor.text(failure[1]) if failure else None)
+                                           error)
 
 
 def _stream_error(frontend: str, tap: StreamTap, status: int, message: str) -> bytes:

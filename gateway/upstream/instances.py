@@ -27,6 +27,7 @@ import time
 
 from gateway.config import DEFAULT_API_URL, Config, ConfigError, Upstream, check_api_url, env_prefix
 from gateway.errors import GatewayError
+from gateway.masking import mask_url
 from gateway.upstream.identity import GATEWAY_TOKEN, check_own_token
 from gateway.upstream.urls import ZEN, Layout, place, unplaceable
 
@@ -71,7 +72,8 @@ NO_SUBSCRIPTION = "no Go subscription"  # EntitlementError
 
 class Instance:
     __slots__ = ("name", "backend", "number", "api_url", "api_key", "key_id", "resting_until",
-                 "failures", "limit_until", "limit_name", "layout", "user_agent", "model_caps")
+                 "failures", "limit_until", "limit_name", "rested_at", "layout", "user_agent",
+                 "model_caps")
 
     def __init__(self, name: str, backend: str, number: int, api_url: str, api_key: str,
                  layout: Layout = ZEN, user_agent: str = GATEWAY_TOKEN):
@@ -88,6 +90,14 @@ class Instance:
         self.limit_until = 0.0     # a usage-limit rest (GoUsageLimitError, CreditsError, ...)
         self.limit_name = ""       # "5 hour", "weekly", "monthly", BALANCE, NO_SUBSCRIPTION
         self.model_caps: dict[str, tuple[float, str]] = {}  # model -> (until, limit name)
+        self.rested_at = 0.0       # when the latest rest began (a lift voids rests before it)
+
+    def lift(self) -> None:
+        """End every rest now (`rests clear`, or the upstream's /usage showing room)."""
+        self.limit_until = self.resting_until = 0.0
+        self.limit_name = ""
+        self.failures = 0
+        self.model_caps.clear()
 
     def limited(self, now: float) -> bool:
         return self.limit_until > now
@@ -109,7 +119,7 @@ class Instance:
         return False
 
     def __repr__(self) -> str:  # keys stay out of reprs, tracebacks and logs
-        return f"Instance({self.name}, {self.api_url}, key {mask_key(self.api_key)})"
+        return f"Instance({self.name}, {mask_url(self.api_url)}, key {mask_key(self.api_key)})"
 
 
 class InstancePool:
@@ -156,13 +166,15 @@ class InstancePool:
         if instance.failures >= self._settings.cooldown_after_failures:
             rest = max(rest, self._settings.cooldown_seconds)
         if rest > 0:
-            instance.resting_until = max(instance.resting_until, time.time() + rest)
+            instance.rested_at = time.time()
+            instance.resting_until = max(instance.resting_until, instance.rested_at + rest)
             if self.on_rest is not None:
                 self.on_rest(instance)
 
     def limit_reached(self, instance: Instance, seconds: float, limit_name: str) -> None:
         """OpenCode Go said this key's `limit_name` limit is spent for `seconds` more."""
-        instance.limit_until = max(instance.limit_until, time.time() + seconds)
+        instance.rested_at = time.time()
+        instance.limit_until = max(instance.limit_until, instance.rested_at + seconds)
         instance.limit_name = limit_name
         if self.on_rest is not None:
             self.on_rest(instance)
@@ -284,4 +296,4 @@ def _own_token(instance: Instance, backend, env: dict[str, str]) -> str:
 
 def describe_layout(instance: Instance) -> str:
     """How start-up and `routes` say where an instance's calls go."""
-    return f"{instance.layout.name} layout at {instance.api_url}"
+    return f"{instance.layout.name} layout at {mask_url(instance.api_url)}"
