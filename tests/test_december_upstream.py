@@ -128,7 +128,7 @@ def check_config(tmp_path, text: str, env: dict | None = None) -> subprocess.Com
 
 @pytest.mark.parametrize("text, field", [
     ('backends: {opencode-go: {user_agent: ""}}', "`backends.opencode-go.user_agent`"),
-    ('backends: {opencode-go: {user_agent: "${UNSET_UA}"}}', "`backends.opencode-go.user_agent`"),
+    ('backends: {opencode-go: {user_agent: "${UNSET_UA:-}"}}', "`backends.opencode-go.user_agent`"),
     ('backends: {opencode-go: {instances: {opencode-go: {user_agent: "  "}}}}',
      "`backends.opencode-go.instances.opencode-go.user_agent`"),
 ])
