@@ -20,16 +20,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.config import Config, ConfigError
-from gateway.errors import anthropic_error_body, openai_error_body
+from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
+from gateway.frontends.common import Frontend
+from gateway.frontends.doctor import doctor
 from gateway.frontends.info import count_tokens, healthz, list_models
+from gateway.frontends.landing import ENDPOINTS, endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
+from gateway.guard import error_body_for
 from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
 from gateway.quota.upstream_usage import poll_forever
+from gateway.routing.catalogue_store import load as load_catalogue
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
@@ -40,6 +45,7 @@ from gateway.upstream.instances import build_pools
 from gateway.upstream.redact import Redactor
 from gateway.state.reasoning import ReasoningMemory
 from gateway.state.store import make_store
+from gateway.suggest import did_you_mean
 
 _log = logging.getLogger("gateway")
 
@@ -65,7 +71,9 @@ class Gateway:
         env = dict(os.environ) if env is None else env
         self.config = config
         self.pools = build_pools(config, env)
-        self.catalogues = build_catalogues(config)
+        # One read of the model catalogue (snapshot + refreshed file) for routing and pricing.
+        self.known_models = load_catalogue(config)
+        self.catalogues = build_catalogues(config, self.known_models)
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
@@ -78,14 +86,17 @@ class Gateway:
         self.client_keys = [key.encode() for key in keys + from_env if key]
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
-        self.book = KeyBook(config, self.pools, self.store)
+        self.book = KeyBook(config, self.pools, self.store, self.known_models)
         self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
         self.observer.quota = self.book
+        self.book.on_decision = self.observer.metrics.key_decision
         for pool in self.pools.values():
             pool.on_rest = self._rested
         self.forwarder: Forwarder | None = None
+        self.session = None  # the worker's pooled upstream client session (attach)
+        self.last_doctor = None  # GET /v1/doctor's last report (frontends/doctor.py)
 
     def _rested(self, instance) -> None:
         self.observer.rest(instance)
@@ -108,6 +119,7 @@ class Gateway:
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
+        self.session = session
         self.forwarder = Forwarder(session, self.config.upstream, self.pools, self.observer,
                                    self.redactor, self.reasoning)
         return self.forwarder
@@ -115,19 +127,44 @@ class Gateway:
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods, in the error shape the client's protocol expects."""
-    message = f"{request.method} {request.url.path}: {exc.detail}. Endpoints: POST " \
-              "/v1/chat/completions, POST /v1/messages, POST /v1/responses, GET /v1/models, " \
-              "GET /healthz, GET /metrics"
-    if request.url.path.startswith(("/v1/messages", "/anthropic/")) or \
-            "anthropic-version" in request.headers:
-        body = anthropic_error_body(exc.status_code, message)
-    else:
-        body = openai_error_body(exc.status_code, message)
+    path = request.url.path
+    message = (f"{request.method} {path}: {exc.detail}."
+               + did_you_mean(path, [p for _, p, _ in ENDPOINTS]) + " This gateway answers "
+               f"{endpoint_list()} (GET / lists them); OpenAI clients take the base URL "
+               f"{request.base_url}v1, Anthropic and Gemini clients "
+               f"{str(request.base_url).rstrip('/')}")
+    body = error_body_for(path, request.headers, exc.status_code, message)
     return Response(body, status_code=exc.status_code, media_type="application/json",
                     headers=exc.headers)
 
 
-def create_app(gateway: Gateway) -> Starlette:
+class HotPaths:
+    """The ASGI app a worker serves: the model endpoints straight to their frontends, everything
+    else through Starlette.
+
+    Starlette's error and exception middlewares and its router cost a coroutine hop each and a
+    route match on every request; the frontends already answer every error in the client's
+    shape themselves, so the requests that carry the traffic skip them. Anything that is not a
+    POST to one of these exact paths (other methods, unknown paths, the lifespan) gets Starlette
+    as before.
+    """
+
+    def __init__(self, app: Starlette, hot: dict[str, Frontend]):
+        self.app = app
+        self.state = app.state  # what tests and tools read through the app
+        self._hot = hot
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            frontend = self._hot.get(scope["path"])
+            if frontend is not None:
+                scope["app"] = self.app  # Request(scope).app, as Starlette would have set it
+                await frontend(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(gateway: Gateway) -> HotPaths:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         settings = gateway.config.upstream
@@ -158,6 +195,7 @@ def create_app(gateway: Gateway) -> Starlette:
             gateway.observer.close()
 
     app = Starlette(routes=[
+        Route("/", landing, methods=["GET"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/anthropic/v1/messages", messages, methods=["POST"]),
@@ -168,6 +206,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/anthropic/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/usage", usage, methods=["GET"]),
+        Route("/v1/doctor", doctor, methods=["GET"]),
         Route("/dashboard", dashboard, methods=["GET"]),
         Route("/anthropic/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -176,6 +215,8 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/api/hello", healthz, methods=["GET"]),
         Route("/anthropic/api/hello", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *gemini.ROUTES,
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
-    return app
+    return HotPaths(app, {route.path: route.endpoint for route in app.routes
+                          if isinstance(route.endpoint, Frontend)})

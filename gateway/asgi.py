@@ -7,10 +7,15 @@ import os
 
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
+from gateway.guard import RequestGuard
+from gateway.logs import setup as setup_logs
 from gateway.server import close_connections_clients_closed
 
-# Every worker process imports this module: the place to fix hypercorn in each of them.
+# Every worker process imports this module: the place to fix hypercorn in each of them, and to
+# make its log JSON lines (before anything logs).
+setup_logs()
 close_connections_clients_closed()
 
-app = create_app(Gateway(load_config(os.environ.get(CONFIG_ENV) or None),
-                         rules_dir=os.environ.get(RULES_DIR_ENV) or None))
+_config = load_config(os.environ.get(CONFIG_ENV) or None)
+app = RequestGuard(create_app(Gateway(_config, rules_dir=os.environ.get(RULES_DIR_ENV) or None)),
+                   _config.server.max_header_bytes)

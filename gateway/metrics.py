@@ -105,6 +105,19 @@ class Metrics:
         self._store_failures = Counter(
             prefix + "state_store_failures", "Syncs with the state store that failed (the "
             "worker kept serving on its own view).", registry=registry)
+        self._pool_timeouts = Counter(
+            prefix + "upstream_pool_timeouts", "Requests refused with 503 because none of the "
+            "upstream.max_connections was free within upstream.pool_timeout.",
+            registry=registry)
+        self._estimated_charges = Counter(
+            prefix + "estimated_charges", "Requests the ledger charged an estimate for, because "
+            "the upstream's usage never arrived (the client left, the stream broke off).",
+            registry=registry)
+        self._decisions = Counter(
+            prefix + "key_decisions", "The key choice's verdicts on conversations: placement "
+            "(a new one), cold_move (its prompt cache had gone cold: moving cost nothing), "
+            "hot_move (its key was spent while its cache was warm).", ("decision",),
+            registry=registry)
         if self.multiprocess:
             MultiProcessCollector(self.registry)
         self._models: set[str] = set()
@@ -188,6 +201,15 @@ class Metrics:
 
     def limit_reached(self, instance: str, limit: str) -> None:
         self._for_instance(self._limits, instance, limit).inc()
+
+    def pool_timeout(self) -> None:
+        self._pool_timeouts.inc()
+
+    def estimated_charge(self) -> None:
+        self._estimated_charges.inc()
+
+    def key_decision(self, decision: str) -> None:
+        self._for_instance(self._decisions, decision).inc()
 
     def quota(self, used: dict[str, dict[str, float]], store_up: bool) -> None:
         """After each sync with the state store: every key's window use, and the store's health."""

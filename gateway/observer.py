@@ -12,6 +12,9 @@ ever.
 Tokens and cost: a translated answer's come from its translation; a pass-through answer's from
 what the relay read of it (`upstream/passthrough.py`). An OpenAI-wire stream carries usage only
 when asked (`stream_options.include_usage`); without it the tokens stay unknown, the cost not.
+An answer that started but whose cost never arrived (the client hung up mid-stream, the stream
+broke off) is still charged: an estimate (`quota.prices.estimate_usage`), logged with
+`cost_estimated: true` and counted in `opencode_gateway_estimated_charges_total`.
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ import time
 
 import msgspec
 
+from gateway.health import Health
 from gateway.metrics import Metrics
+from gateway.quota.prices import estimate_usage
 from gateway.routing.context import RouteContext
 from gateway.translate.hub import Usage
 from gateway.upstream.instances import Instance
@@ -78,6 +83,7 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
     cached_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: float | None = None
+    cost_estimated: bool = False
     limit: str | None = None
     dropped_tools: list[str] | None = None
     error: str | None = None
@@ -97,6 +103,7 @@ class Observer:
         self.quota = None
         # The last errors this worker answered or saw, for the usage view and the dashboard.
         self.recent_errors: collections.deque[dict] = collections.deque(maxlen=20)
+        self.health = Health()
 
     def _remember_error(self, status: int, model: str | None, instance: str | None,
                         error: str | None) -> None:
@@ -126,21 +133,31 @@ class Observer:
     def limit_reached(self, instance: Instance, limit: str) -> None:
         self.metrics.limit_reached(instance.name, limit)
 
+    def pool_timeout(self) -> None:
+        self.metrics.pool_timeout()
+
     def finished(self, ctx: RouteContext, status: int, usage: Usage | None,
                  cost: float | None = None, error: str | None = None) -> None:
         """A routed request ended: answered, refused by the upstream, or a stream that ended."""
         duration = time.monotonic() - ctx.started
         instance = ctx.instance.name if ctx.instance is not None else ""
         metrics = self.metrics
+        estimated = cost is None and ctx.first_byte_seconds is not None and \
+            (usage is None or status != 200 or error is not None) and self.quota is not None
+        if estimated:  # the answer started, so the upstream charges: never record nothing
+            usage = estimate_usage(ctx.sent_bytes, ctx.events_seen, usage)
+            cost = self.quota.prices.cost(ctx.model_id, usage)
+            metrics.estimated_charge()
         metrics.request(ctx.frontend, ctx.model_id, status)
         metrics.routed(ctx.model_id, instance, duration, usage, cost)
         if self.quota is not None:
             self.quota.finished(ctx, status, usage, cost)
+        ttfb = ctx.first_byte_seconds
+        self.health.add(instance, ctx.model_id, status, ttfb * 1000 if ttfb is not None else None)
         if status >= 400 or error:
             self._remember_error(status, ctx.model_id, instance or None, error)
         if not self.access_log:
             return
-        ttfb = ctx.first_byte_seconds
         record = AccessRecord(
             request_id=ctx.request_id, frontend=ctx.frontend, status=status,
             duration_ms=round(duration * 1000, 2), model=ctx.model_id,
@@ -149,7 +166,7 @@ class Observer:
             prompt_tokens=usage.input_tokens if usage else None,
             cached_tokens=usage.cached_tokens if usage and usage.cached_tokens else None,
             completion_tokens=usage.output_tokens if usage else None,
-            cost_usd=cost, limit=ctx.limit_hit, dropped_tools=ctx.dropped_tools, error=error)
+            cost_usd=cost, cost_estimated=estimated, limit=ctx.limit_hit, dropped_tools=ctx.dropped_tools, error=error)
         self._access.write(_encode(record))
 
     def rejected(self, request_id: str, frontend: str, started: float, status: int,
@@ -158,6 +175,7 @@ class Observer:
         # The model label stays empty: before routing it is whatever the client typed.
         self.metrics.request(frontend, None, status)
         self._remember_error(status, model, None, error)
+        self.health.add("", "", status, None)   # refused before routing: no instance, no model
         if not self.access_log:
             return
         record = AccessRecord(request_id=request_id, frontend=frontend, status=status,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
+from gateway.server import ClientStalled
+
 JSON = b"application/json"
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -21,7 +23,7 @@ _SSE_HEADERS = [
 ]
 
 
-def _header_list(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
+def header_list(headers: dict[str, str] | None) -> list[tuple[bytes, bytes]]:
     if not headers:
         return []
     return [(name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -37,12 +39,15 @@ class Reply:
         self.status = status
         self.body = body
         self.headers = [(b"content-type", media_type),
-                        (b"content-length", str(len(body)).encode()), *_header_list(headers)]
+                        (b"content-length", str(len(body)).encode()), *header_list(headers)]
 
     async def __call__(self, scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": self.status,
-                    "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body})
+        try:
+            await send({"type": "http.response.start", "status": self.status,
+                        "headers": self.headers})
+            await send({"type": "http.response.body", "body": self.body})
+        except OSError:
+            pass  # the client left, or stopped reading (server.write_timeout): nothing to do
 
 
 class StreamReply:
@@ -50,7 +55,9 @@ class StreamReply:
 
     When the client leaves, the task driving the stream is cancelled at once, so the relay
     closes the upstream (the model stops generating) and records the hang-up, even while the
-    upstream is silent (a model thinking).
+    upstream is silent (a model thinking). A client that stops reading ends the same way once
+    `server.write_timeout` passes, and the relay is told so (`ClientStalled` thrown into it),
+    so the log says "client stall" rather than blaming the upstream.
     """
     __slots__ = ("status", "chunks", "headers")
 
@@ -58,12 +65,13 @@ class StreamReply:
                  headers: dict[str, str] | None = None):
         self.status = status
         self.chunks = chunks
-        self.headers = _SSE_HEADERS + _header_list(headers)
+        self.headers = _SSE_HEADERS + header_list(headers)
 
     async def __call__(self, scope, receive, send) -> None:
         task = asyncio.current_task()
         left = False
         finished = False
+        stalled: ClientStalled | None = None
 
         def hang_up(waiting: asyncio.Task) -> None:
             nonlocal left
@@ -85,10 +93,17 @@ class StreamReply:
         except asyncio.CancelledError:
             if not left or task.uncancel():
                 raise  # a shutdown or an outer cancel, not the client leaving
+        except ClientStalled as exc:
+            stalled = exc
         except OSError:
             pass  # the connection broke while sending: the client is gone
         finally:
             finished = True
             listener.remove_done_callback(hang_up)
             listener.cancel()
+            if stalled is not None:
+                try:
+                    await self.chunks.athrow(stalled)
+                except (StopAsyncIteration, ClientStalled):
+                    pass
             await self.chunks.aclose()  # the relay's own cleanup runs now, whatever happened

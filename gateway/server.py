@@ -19,6 +19,22 @@ two methods of hypercorn's `TCPServer` in each worker process (the installed pac
 changed in place), checks first that they still have the shape it expects, and otherwise leaves
 hypercorn alone and says so in the log; tests/test_hardening.py fails if a hypercorn upgrade
 brings the leak back.
+
+Two more patches of the same kind, applied with it (`refuse_http2`, `bound_writes`):
+
+- The gateway speaks HTTP/1.1 only. hypercorn would switch a cleartext connection to HTTP/2 on an
+  `Upgrade: h2c` request or on the prior-knowledge preface (`PRI * HTTP/2.0`), and its HTTP/2 has
+  no bound on what a stream whose client never opens its receive window holds (~7 MB each,
+  hundreds of MB for one connection). LLM clients speak HTTP/1.1 with keep-alive, and a TLS
+  proxy in front (deploy/nginx.conf) terminates HTTP/2 itself and talks HTTP/1.1 to the
+  gateway. So an `Upgrade: h2c` header is ignored (the request is answered in HTTP/1.1, as RFC
+  9110 allows), and the HTTP/2 preface is answered with the HTTP/2 frames that say so (an empty
+  SETTINGS, then GOAWAY with HTTP_1_1_REQUIRED) and the connection is closed.
+- Every write to a client is bounded by `server.write_timeout`: a client that stops reading
+  (its receive window stays shut) has its connection aborted, and the send the application was
+  waiting on raises `ClientStalled`, so the stream ends, its upstream request is closed, and the
+  access log says "client stall". Without the bound such a client holds its stream, and the
+  upstream connection behind it, forever.
 """
 from __future__ import annotations
 
@@ -28,9 +44,21 @@ import logging
 import weakref
 from typing import Callable
 
+from gateway.logs import LOG_CONFIG
+
 _log = logging.getLogger("gateway")
 _PATCHED = "_opencode_gateway_closes_on_eof"
 _READ_ENDED = "_opencode_gateway_read_ended"
+_HTTP1_ONLY = "_opencode_gateway_http1_only"
+# The server's HTTP/2 connection preface (an empty SETTINGS frame) and a GOAWAY frame (last
+# stream 0, error HTTP_1_1_REQUIRED = 0xd): an HTTP/2 client reads "use HTTP/1.1" from them.
+HTTP2_REFUSAL = (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+                 b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" b"\x00\x00\x00\x00" b"\x00\x00\x00\x0d")
+
+
+class ClientStalled(ConnectionError):
+    """A client read nothing of an answer for `server.write_timeout` seconds; its connection
+    was aborted."""
 
 # Called with `graceful_timeout` when the worker starts its graceful shutdown (SIGTERM): the
 # forwarder then ends the streams still running with an error event before hypercorn cuts them.
@@ -71,8 +99,10 @@ def hypercorn_config(server, host: str, port: int, workers: int):
     config.keep_alive_max_requests = 1_000_000
     config.graceful_timeout = server.graceful_timeout
     config.h11_max_incomplete_size = server.max_header_bytes
+    config.write_timeout = server.write_timeout  # read by the patched TCPServer (bound_writes)
     config.accesslog = None
     config.errorlog = "-"
+    config.logconfig_dict = LOG_CONFIG  # JSON lines, in every worker (gateway/logs.py)
     return config
 
 
@@ -86,10 +116,10 @@ def close_connections_clients_closed() -> bool:
         return False
     if getattr(TCPServer, _PATCHED, False):
         return True
-    expected = ("_read_data", "_idle_timeout", "_initiate_server_close")
+    expected = ("_read_data", "_idle_timeout", "_initiate_server_close", "protocol_send")
     changed = [name for name in expected
                if not inspect.iscoroutinefunction(getattr(TCPServer, name, None))]
-    changed += [name for name in ("idle_task", "context", "config")
+    changed += [name for name in ("idle_task", "context", "config", "send_lock", "writer")
                 if name not in TCPServer.__init__.__code__.co_names]
     if "_handle" not in AsyncioSingleTask().__dict__:
         changed.append("AsyncioSingleTask._handle")
@@ -123,4 +153,79 @@ def close_connections_clients_closed() -> bool:
     TCPServer._read_data = _read_data
     TCPServer._idle_timeout = _idle_timeout
     setattr(TCPServer, _PATCHED, True)
+    bound_writes(TCPServer)
+    refuse_http2()
+    return True
+
+
+def bound_writes(server_class) -> None:
+    """Every write of hypercorn's TCP server waits at most `config.write_timeout` seconds for
+    the client to take the bytes (see the module docstring)."""
+    from hypercorn.events import Closed, RawData
+
+    protocol_send = server_class.protocol_send
+
+    async def send(self, event) -> None:
+        if not isinstance(event, RawData):
+            return await protocol_send(self, event)
+        writer = self.writer
+        limit = getattr(self.config, "write_timeout", None)
+        stalled: list[bool] = []
+        async with self.send_lock:
+            try:
+                writer.write(event.data)
+                transport = writer.transport
+                if not transport.get_write_buffer_size():
+                    return  # all of it went to the socket: nothing to wait for
+
+                def stall() -> None:
+                    stalled.append(True)
+                    transport.abort()
+
+                timer = self.loop.call_later(limit, stall) if limit else None
+                try:
+                    await writer.drain()
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+            except (ConnectionError, RuntimeError):
+                if not stalled:  # the client went away (hypercorn's own handling)
+                    await self.protocol.handle(Closed())
+        if stalled:  # the send the application waits on fails; the connection is gone
+            raise ClientStalled(f"client stall: the client read nothing for {limit:g} s "
+                                "(server.write_timeout); its connection was closed")
+
+    server_class.protocol_send = send
+
+
+def refuse_http2() -> bool:
+    """hypercorn's HTTP/1.1 protocol no longer switches to HTTP/2 (see the module docstring)."""
+    try:
+        from hypercorn.protocol import ProtocolWrapper
+        from hypercorn.protocol.h11 import H11Protocol, H2ProtocolAssumedError
+        from hypercorn.events import Closed, RawData
+    except ImportError:
+        return False
+    if getattr(H11Protocol, _HTTP1_ONLY, False):
+        return True
+    if not inspect.iscoroutinefunction(getattr(H11Protocol, "_check_protocol", None)):
+        _log.warning("hypercorn's HTTP/1.1 protocol changed shape: it may switch connections "
+                     "to HTTP/2")
+        return False
+
+    async def _check_protocol(self, event) -> None:
+        if event.method == b"PRI" and event.target == b"*" and event.http_version == b"2.0":
+            raise H2ProtocolAssumedError(b"")
+        # An `Upgrade: h2c` header is left unanswered: the request is served in HTTP/1.1.
+
+    async def handle(self, event) -> None:
+        try:
+            return await self.protocol.handle(event)
+        except H2ProtocolAssumedError:
+            await self.send(RawData(data=HTTP2_REFUSAL))
+            await self.send(Closed())
+
+    H11Protocol._check_protocol = _check_protocol
+    ProtocolWrapper.handle = handle
+    setattr(H11Protocol, _HTTP1_ONLY, True)
     return True

@@ -1,9 +1,10 @@
 """Built-in rule: the upstream wire for the model — the config's
-`extra.model_protocol_overrides`, what the upstream taught the gateway, the built-in table of
-today's ids, then the family rules (`minimax-*`, `qwen*` → Anthropic; `gpt-*` → Responses;
-anything else → OpenAI). See gateway/routing/catalogue.py.
+`extra.model_protocol_overrides`, what the upstream taught the gateway, the model catalogue
+(models.dev's format: the shipped snapshot or a `models refresh`), then the family rules
+(`minimax-*`, `qwen*` → Anthropic; `gpt-*`, `grok-*` → Responses; anything else → OpenAI Chat).
+See gateway/routing/catalogue.py.
 
-A bare id must be one the backend lists (its upstream's model list, or the table) or an
+A bare id must be one the backend lists (its upstream's model list, or the catalogue) or an
 override; any id routes when the client names the backend (`opencode-go/<id>`)."""
 
 

@@ -2,7 +2,11 @@
 
 The tests point the gateway at it, and the benchmarks use it as the upstream. It is written from
 OpenCode Go's observed behaviour (/work/shared/UPSTREAM.md), never from the gateway's code, so
-the two cannot share a bug. Base URL `http://HOST:PORT/v1`; three wires and two read endpoints:
+the two cannot share a bug. Two URL layouts, as OpenCode Go has since 2026-09: base URL
+`http://HOST:PORT/v1` (the `zen` layout; three wires and two read endpoints, below) or
+`http://HOST:PORT/inference/go` (the `inference` layout: `/openai/v1/chat/completions`,
+`/openai/v1/responses`, `/anthropic/v1/messages` (Bearer or x-api-key), `/v1/models`,
+`/v1/usage`; each answers exactly as its zen twin):
 
     POST /v1/chat/completions  OpenAI Chat Completions     Authorization: Bearer <key>
     POST /v1/messages          Anthropic Messages          x-api-key + anthropic-version (a
@@ -14,23 +18,37 @@ the two cannot share a bug. Base URL `http://HOST:PORT/v1`; three wires and two 
     GET  /v1/models            the catalogue               Authorization: Bearer <key>
     GET  /v1/usage             the key's usage windows     Authorization: Bearer <key> only
                                                            (x-api-key is not read: 401)
+    POST /google/v1beta/models/<id>:generateContent, :streamGenerateContent?alt=sse
+                               Google's wire (the `/inference/go` layout's /google prefix,
+                               reported, no Go model on it today)   x-goog-api-key <key>
 
-Order of the checks on every /v1 request: the request is recorded; then the session rule;
-then auth; then a failing key (`/_fake/keys`); then, on the three model calls only, the key's
-usage limits; then the body (decode, model id, wire, conversation checks); then the directive.
+Order of the checks on every /v1 request: the request is recorded; then the edge's User-Agent
+check; then the session rule; then auth; then a failing key (`/_fake/keys`); then, on the three
+model calls only, the key's usage limits; then the body (decode, model id, wire, conversation
+checks, a per-model cap); then the directive.
+
+The edge (Cloudflare, before OpenCode reads anything). A request with no User-Agent, or one
+that starts with an HTTP library's default name (`BLOCKED_AGENTS`: Python-urllib,
+python-requests, aiohttp, httpx, node-fetch, undici, axios, curl, Go-http-client, okhttp, Java
+...) is a 403 `text/html` page, "Error 1010 ... banned your access based on your browser's
+signature", with a `cf-ray` header and the ray id in the page (`EDGE_RAY_ID`). Anything else
+passes. (/_fake/ is exempt.)
 
 Session rule. A /v1 request without a non-empty `x-opencode-session` header is a 400:
 `{"type":"error","error":{"type":"MissingSessionID","message":"Error from provider (Console Go):
 Request is missing x-opencode-session and cannot be routed efficiently"}}`. (/_fake/ is exempt.)
 
-Catalogue and wires. `CATALOGUE` maps today's 25 ids to the wire that serves them ("chat",
-"messages", "responses"). A catalogue id on another endpoint is a 400 in OpenCode's shape,
+Catalogue and wires. `CATALOGUE` maps today's 38 ids (25 of the autumn, `DECEMBER_IDS` since)
+to the wire that serves them ("chat", "messages", "responses"). A catalogue id on another endpoint is a 400 in OpenCode's shape,
 `{"type":"error","error":{"type":"invalid_request_error","message":"Error from provider
 (Console Go): Model <id> is not supported for format <fmt>"}}`, fmt `oa-compat` (chat),
 `anthropic` (messages) or `openai` (responses). Ids outside the catalogue: `minimax-*` and
 `qwen*` are served on /messages only, `gpt-*` on /responses only; any other unknown id is
 accepted on /chat/completions and /messages (new ids keep working) and refused on /responses.
-Prefixed ids (`opencode-go/glm-5.1`) are a 400 that asks for the bare id. `wire_of(model)`
+Prefixed ids (`opencode-go/glm-5.1`) are a 400 that asks for the bare id. Per model, a
+`max_tokens` / `max_completion_tokens` / `max_output_tokens` above `OUTPUT_LIMITS` is a 400, and
+so is a `reasoning_effort` (chat) or `reasoning.effort` (responses) outside `REASONING_EFFORTS`
+(GLM low/high/max, MiMo v2.6 none/low/medium/high, kimi-k3 none/low/high/max). `wire_of(model)`
 says what the built-in catalogue decides. GET /v1/models lists the catalogue, sorted:
 `{"object":"list","data":[{"id","object":"model","created":1700000000,"owned_by":"opencode"}]}`.
 
@@ -62,6 +80,10 @@ items after the last assistant message / function_call / reasoning item):
     split=N          with leak on a stream: the whole stream in two writes, the first ending N
                      bytes after the quoted key's first byte (a `slow` pause between them)
     error200         200 with an error body (in the endpoint's error shape) instead of an answer
+    refuse=WHAT      OpenCode's odd answers: `model` 401 {"type":"ModelError","message":"Model
+                     <id> is not supported"}; `edge` the Cloudflare 403 page (as Codex users
+                     meet it now and then); `regions` / `training` the 400 a console setting of
+                     the workspace causes (`CONSOLE_REGIONS_MESSAGE`, `CONSOLE_TRAINING_MESSAGE`)
     bad_utf8         the word "wörld" arrives as invalid UTF-8 (b"w\xffrld")
     garbage=N        after the first stream event, N bytes with no line end, then the rest
     run=TOOL         one call to the client's own shell tool TOOL (`Bash`, `bash`,
@@ -105,7 +127,7 @@ client asked for usage); messages streams end, after message_stop, with `event: 
 (completed or incomplete); non-streamed answers of all three have a top-level `"cost"`. The
 figure is `fake_cost(model, input, cached, cache_creation, output)`: USD per million tokens from
 `PRICES` (input / output / cache read; `DEFAULT_PRICE` for any other model), cache creation at
-the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x3, minimax-m3 x2). The messages flavour has
+the input price, times `USAGE_MULTIPLIERS` (kimi-k3 x2, minimax-m3 x3). The messages flavour has
 CACHE_READ_TOKENS cached and CACHE_CREATION_TOKENS cache-creation tokens besides its input
 tokens; the other flavours have none. A key is charged when its answer starts (after `ttfb`; a
 client that hung up during ttfb is not charged), `error=` answers are not charged, and a failing
@@ -128,13 +150,27 @@ GET /v1/models or /v1/usage. GET /v1/usage answers `{"workspaceID":"wrk_fake","u
 00:00 UTC. A manual limit (`/_fake/keys`) shows as that window rate-limited (percent at least
 100, resetsAt now + its retry_after).
 
+Prompt cache model (off by default; `/_fake/cache` turns it on). Per key and session the fake
+keeps the prompt length of the session's last turn on that key and when it was: a turn within
+the lifetime of it reads that prefix from the cache (each hit refreshes it, as Anthropic-style
+caches do), a turn after it reads nothing. Answers then report the cached tokens (chat:
+`prompt_tokens_details.cached_tokens`; messages: `cache_read_input_tokens`, with `input_tokens`
+the rest and no cache creation; responses: `input_tokens_details.cached_tokens`; google:
+`usageMetadata.cachedContentTokenCount`) and are charged for them at the cache-read price.
+
 Test control (never needs a session header or a key):
     POST /_fake/keys      {"KEY": {"status": 429, "retry_after": "2"}}: every /v1 request with
                           that key (Bearer or x-api-key) fails so, with the message "fake
                           upstream error STATUS"; {"KEY": {"limit": "5 hour" | "weekly" |
                           "monthly", "retry_after": 14160}}: the key's model calls get the usage-
-                          limit 429 (retry_after in seconds, default 3600); {"KEY": null} restores
-                          the key
+                          limit 429 (retry_after in seconds, default 3600; with "status": 200 the
+                          same body comes with a 200, as one client saw); {"KEY": {"refuse":
+                          "credits"}}: 401 {"type":"CreditsError","message":"Insufficient
+                          balance"}; {"KEY": {"refuse": "entitlement"}}: 403 EntitlementError (no
+                          Go subscription); {"KEY": {"cap": "MODEL", "limit": "5 hour",
+                          "retry_after": 3600}}: calls of MODEL alone get the usage-limit 429
+                          whose message names the model (`model_cap_message`), other models are
+                          served; {"KEY": null} restores the key (and lifts its caps)
     POST /_fake/limits    {"KEY": {"rolling": 12, "weekly": 30, "monthly": 60}}: the key's dollar
                           limits (a missing field: its default; each > 0); {"KEY": null}: defaults
     POST /_fake/usage     {"KEY": {"rolling": 90, "weekly": 10, "monthly": 5}}: /v1/usage shows
@@ -144,13 +180,22 @@ Test control (never needs a session header or a key):
                           {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
                           upstream without the endpoint); {"KEY": null} clears; each call replaces
                           the key's overrides
-    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses"}, "remove": ["id"],
-                          "list_status": 500 | null}: edit the catalogue (added ids are strict
-                          about their wire; a removed id is judged as an unknown id) and make GET
-                          /v1/models fail with that status (null: answer again); answers
-                          {"models": {id: wire}, "list_status"}
+    POST /_fake/models    {"add": {"new-id": "chat" | "messages" | "responses" | "google"},
+                          "remove": ["id"], "list_status": 500 | null}: edit the catalogue
+                          (added ids are strict about their wire; a removed id is judged as an
+                          unknown id) and make GET /v1/models fail with that status (null: answer
+                          again); answers {"models": {id: wire}, "list_status"}
+    POST /_fake/cache     {"lifetime": SECONDS}: model a prompt cache per key and session
+                          (below); {"lifetime": null}: no cache model (the default)
+    POST /_fake/spend     {"KEY": dollars}: charge the key now, in every window (a key that was
+                          already part used when the test began)
+    GET  /_fake/sessions  per session, what the cache model saw: {"SESSION": {"key": the key of
+                          its last turn, "turns", "moves" (turns on another key than the one
+                          before), "hot_moves" (moves while the key it left still held its
+                          prefix), "prompt_tokens", "cached_tokens"}}
     POST /_fake/reset     forget failing keys, limits and usage overrides, charges, recorded
-                          requests and finished-stream counts; restore the built-in catalogue
+                          requests, finished-stream counts and the cache model; restore the
+                          built-in catalogue
     GET  /_fake/charges   {"by_key": {"KEY": dollars}, "by_key_model": {"KEY": {"model":
                           dollars}}, "requests": {"KEY": answers charged}}, since the last reset
     GET  /_fake/requests  the last 200 requests: path, headers (lower-case names), body, key
@@ -159,7 +204,8 @@ Test control (never needs a session header or a key):
                           at the next write or during a slow/ttfb pause); abandoned_answers
                           (whole answers whose client hung up during their ttfb pause)
 
-Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record]
+Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record] [--no-edge]
+(`--no-edge`: no User-Agent check, for a benchmark's bare floor proxy that sends aiohttp's own)
 """
 from __future__ import annotations
 
@@ -263,9 +309,9 @@ def shell_arguments(tool: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Today's catalogue, prices and limits: public so tests can state what they expect.
 
-CHAT, MESSAGES, RESPONSES = "chat", "messages", "responses"
-WIRES = (CHAT, MESSAGES, RESPONSES)
-WIRE_FORMATS = {CHAT: "oa-compat", MESSAGES: "anthropic", RESPONSES: "openai"}
+CHAT, MESSAGES, RESPONSES, GOOGLE = "chat", "messages", "responses", "google"
+WIRES = (CHAT, MESSAGES, RESPONSES, GOOGLE)
+WIRE_FORMATS = {CHAT: "oa-compat", MESSAGES: "anthropic", RESPONSES: "openai", GOOGLE: "google"}
 CATALOGUE: dict[str, str] = {
     **dict.fromkeys(("deepseek-v4-flash", "deepseek-v4-pro", "glm-5", "glm-5.1", "glm-5.2",
                      "grok-4.5", "hy3", "kimi-k2.5", "kimi-k2.6", "kimi-k2.7-code", "kimi-k3",
@@ -275,10 +321,35 @@ CATALOGUE: dict[str, str] = {
                      "qwen3.8-max"), MESSAGES),
     "gpt-5.6-luna": RESPONSES,
 }
+# What moved since September (UPSTREAM.md, "The catalogue moved again").
+DECEMBER_IDS: dict[str, str] = {
+    **dict.fromkeys(("glm-5.3", "glm-5.3-flash", "deepseek-v4.1-flash",
+                     "deepseek-v4-flash-vision-exp", "mimo-v2.6-pro", "mimo-v2.6-flash",
+                     "longcat-2.0", "hy4-preview"), CHAT),
+    **dict.fromkeys(("grok-4.6", "grok-4.7", "gpt-6-luna", "muse-spark-1.2-contributor",
+                     "muse-spark-1.3-contributor"), RESPONSES),
+}
+CATALOGUE.update(DECEMBER_IDS)
+# The most output tokens a model gives (models.dev's limit.output); more is a 400.
+OUTPUT_LIMITS: dict[str, int] = {
+    "glm-5.1": 32_768, "glm-5.2": 131_072, "glm-5.3": 131_072, "kimi-k2.6": 65_536,
+    "kimi-k3": 262_144, "deepseek-v4-pro": 384_000, "deepseek-v4.1-flash": 384_000,
+    "mimo-v2.6-pro": 131_072, "mimo-v2.6-flash": 131_072, "minimax-m2.7": 131_072,
+    "minimax-m3": 131_072, "qwen3.7-plus": 65_536, "grok-4.6": 500_000, "grok-4.7": 500_000,
+}
+# The reasoning efforts a model takes (UPSTREAM.md: GLM low/high/max, MiMo v2.6 neither max nor
+# xhigh, kimi-k3 none/low/high/max); another is a 400. Other models take any.
+REASONING_EFFORTS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("glm-5", "glm-5.1", "glm-5.2", "glm-5.3", "glm-5.3-flash"),
+                    ("low", "high", "max")),
+    **dict.fromkeys(("mimo-v2.6-pro", "mimo-v2.6-flash"), ("none", "low", "medium", "high")),
+    "kimi-k3": ("none", "low", "high", "max"),
+}
 MODELS_OWNER = "opencode"
 WORKSPACE_ID = "wrk_fake"
 USER_ID = "usr_fake"
 SESSION_HEADER = "x-opencode-session"
+INFERENCE_PREFIX = "/inference/go"
 ERROR_PREFIX = "Error from provider (Console Go): "
 
 # USD per million tokens: input, output, cache read (cache creation is billed as input).
@@ -293,7 +364,8 @@ PRICES: dict[str, tuple[float, float, float]] = {
     "qwen3.7-plus": (0.4, 1.6, 0.04),
 }
 DEFAULT_PRICE = (1.0, 4.0, 0.1)
-USAGE_MULTIPLIERS = {"kimi-k3": 3, "minimax-m3": 2}
+# UPSTREAM.md "2× or 3× (kimi-k3, minimax-m3)"; models.dev names them "(2x usage)", "(3x usage)".
+USAGE_MULTIPLIERS = {"kimi-k3": 2, "minimax-m3": 3}
 
 DEFAULT_LIMITS = {"rolling": 12.0, "weekly": 30.0, "monthly": 60.0}   # dollars per window
 LIMIT_NAMES = {"rolling": "5 hour", "weekly": "weekly", "monthly": "monthly"}
@@ -343,6 +415,21 @@ def resets_in(seconds: int) -> str:
     return f"{minutes}min" if minutes else f"{secs}sec"
 
 
+def model_cap_message(limit_name: str, model: str, retry_after: int) -> str:
+    return (f"{limit_name.capitalize()} usage limit reached for {model}. Resets in "
+            f"{resets_in(retry_after)}. Other models are still available.")
+
+
+BLOCKED_AGENTS = ("python-urllib", "python-requests", "python/", "aiohttp", "python-httpx",
+                  "httpx", "node-fetch", "undici", "axios", "curl", "go-http-client", "okhttp",
+                  "java")
+EDGE_RAY_ID = "8f2b9c1d4e5a6b7c"
+CONSOLE_REGIONS_MESSAGE = ("This Go model requires Global regions. Enable Global regions in "
+                           "your workspace settings to use it.")
+CONSOLE_TRAINING_MESSAGE = ("This model is only available to workspaces that opt in to model "
+                            "training. Change it in your workspace settings.")
+
+
 def usage_limit_message(limit_name: str, retry_after: int) -> str:
     title = {"5 hour": "5-hour", "weekly": "Weekly", "monthly": "Monthly"}[limit_name]
     return (f"{title} usage limit reached. Resets in {resets_in(retry_after)}. "
@@ -370,11 +457,13 @@ class Script(NamedTuple):
     error200: bool = False
     bad_utf8: bool = False
     garbage: int = 0
+    refuse: str | None = None
     split: int = 0
 
 
 DEFAULT_SCRIPT = Script()
 _DIRECTIVE = "[[fake:"
+_REFUSALS = ("model", "edge", "regions", "training")
 _INT_KEYS = {"deltas", "tools", "error", "garbage", "split"}
 _FLOAT_KEYS = {"slow", "ttfb"}
 _FLAG_KEYS = {"reasoning", "text", "length", "stream_error", "cut", "leak", "error200",
@@ -405,13 +494,16 @@ def parse_script(text: str) -> Script:
                 fields[key] = float(value)
             elif key in ("retry_after", "run") and eq:
                 fields[key] = value
+            elif key == "refuse" and value in _REFUSALS:
+                fields[key] = value
             else:
                 raise ValueError
         except ValueError:
             raise _BadDirective(f"fake upstream: bad directive item {item!r}; keys: deltas=N "
                                 "reasoning tools=N text length error=STATUS retry_after=S "
                                 "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL leak error200 "
-                                "bad_utf8 garbage=N split=N") from None
+                                "bad_utf8 garbage=N refuse=model|edge|regions|training "
+                                "split=N") from None
     if fields.get("deltas", 1) < 1:
         raise _BadDirective("fake upstream: deltas must be at least 1")
     if fields.get("run"):
@@ -448,6 +540,9 @@ class _ChatRequest(msgspec.Struct):
     messages: list[_ChatMessage]
     stream: bool = False
     stream_options: _StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    reasoning_effort: str | None = None
 
 
 class _Block(msgspec.Struct):
@@ -483,11 +578,17 @@ class _ResponsesItem(msgspec.Struct):
     arguments: str | None = None
 
 
+class _Reasoning(msgspec.Struct):
+    effort: str | None = None
+
+
 class _ResponsesRequest(msgspec.Struct):
     model: str
     input: str | list[_ResponsesItem] | None = None
     stream: bool = False
     previous_response_id: str | None = None
+    max_output_tokens: int | None = None
+    reasoning: _Reasoning | None = None
 
 
 _decode_chat = msgspec.json.Decoder(_ChatRequest).decode
@@ -541,13 +642,63 @@ _DEEPSEEK_REASONING = _encode({"error": {
     "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}})
 
 
-def _usage_limit_error(limit_name: str, retry_after: int) -> web.Response:
+def _usage_limit_error(limit_name: str, retry_after: int, status: int = 429,
+                       message: str | None = None) -> web.Response:
     body = _encode({"type": "error",
                     "error": {"type": "GoUsageLimitError",
-                              "message": usage_limit_message(limit_name, retry_after)},
+                              "message": message or usage_limit_message(limit_name, retry_after)},
                     "metadata": {"workspace": WORKSPACE_ID, "limitName": limit_name}})
-    return web.Response(body=body, status=429, headers={"Content-Type": "application/json",
-                                                        "retry-after": str(retry_after)})
+    headers = {"Content-Type": "application/json"}
+    if status == 429:  # the 200 variant was seen without one
+        headers["retry-after"] = str(retry_after)
+    return web.Response(body=body, status=status, headers=headers)
+
+
+_CREDITS_ERROR = _encode({"type": "CreditsError", "message": "Insufficient balance"})
+_ENTITLEMENT_ERROR = _encode({"type": "error", "error": {
+    "type": "EntitlementError",
+    "message": ERROR_PREFIX + "Your workspace does not have an active Go subscription"}})
+EDGE_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Access denied | opencode.ai used Cloudflare to restrict "
+    "access</title></head><body><div id=\"cf-error-details\"><h1><span>Error</span> <span>1010"
+    "</span></h1><h2>Access denied</h2><p>The owner of this website (opencode.ai) has banned your "
+    "access based on your browser's signature (" + EDGE_RAY_ID + "-FRA).</p><p>Cloudflare Ray ID: "
+    "<strong>" + EDGE_RAY_ID + "</strong></p></div></body></html>").encode()
+
+
+def _edge_block() -> web.Response:
+    return web.Response(body=EDGE_PAGE, status=403,
+                        headers={"Content-Type": "text/html; charset=UTF-8",
+                                 "cf-ray": EDGE_RAY_ID + "-FRA", "Server": "cloudflare"})
+
+
+def _edge_blocks(request: web.Request) -> bool:
+    if not request.app[_STATE].edge:
+        return False
+    agent = request.headers.get("User-Agent", "").strip().lower()
+    return not agent or agent.startswith(BLOCKED_AGENTS)
+
+
+def _refusal(script: Script, model: str) -> web.Response | None:
+    """A `refuse=` directive's answer."""
+    if script.refuse == "model":
+        return _json_response(_encode({"type": "ModelError",
+                                       "message": f"Model {model} is not supported"}), 401)
+    if script.refuse == "edge":
+        return _edge_block()
+    if script.refuse in ("regions", "training"):
+        return _opencode_error(400, "invalid_request_error", ERROR_PREFIX + (
+            CONSOLE_REGIONS_MESSAGE if script.refuse == "regions" else CONSOLE_TRAINING_MESSAGE))
+    return None
+
+
+def _capped(state: "_FakeState", key: str, model: str) -> web.Response | None:
+    cap = state.caps.get(key, {}).get(model)
+    if cap is None:
+        return None
+    limit_name, retry_after = cap
+    return _usage_limit_error(limit_name, retry_after,
+                              message=model_cap_message(limit_name, model, retry_after))
 
 
 class _Rejected(Exception):
@@ -570,6 +721,7 @@ class _Shape(NamedTuple):
     length: bool
     failing: str         # "", "stream_error" or "cut": the short failing stream
     run: str | None = None  # the client's shell tool, called once (`run=TOOL`)
+    cached: int | None = None  # prompt tokens read from the key's cache (None: no cache model)
 
 
 class _Rendered(NamedTuple):
@@ -618,7 +770,9 @@ def _cost(sh: _Shape) -> str:
     output = len(_text_deltas(sh)) if sh.failing else _output_tokens(sh)
     if sh.failing and sh.reasoning and not sh.stream:
         output += len(REASONING_DELTAS)   # the short plain body still holds the reasoning
-    if sh.flavour == "anthropic":
+    if sh.cached is not None:   # the prompt cache model: the cached prefix at the cache price
+        dollars = fake_cost(sh.model, _input_tokens(sh) - sh.cached, sh.cached, 0, output)
+    elif sh.flavour == "anthropic":
         dollars = fake_cost(sh.model, _input_tokens(sh), CACHE_READ_TOKENS,
                             CACHE_CREATION_TOKENS, output)
     else:
@@ -631,8 +785,11 @@ def _cost(sh: _Shape) -> str:
 def _openai_usage(sh: _Shape) -> dict[str, int]:
     prompt = _input_tokens(sh)
     completion = _output_tokens(sh)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    if sh.cached is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": sh.cached}
+    return usage
 
 
 def _openai_finish(sh: _Shape) -> str:
@@ -702,6 +859,9 @@ def _anthropic_stop(sh: _Shape) -> str:
 
 
 def _anthropic_input_usage(sh: _Shape) -> dict[str, int]:
+    if sh.cached is not None:   # Anthropic's input_tokens leave the cache reads out
+        return {"input_tokens": _input_tokens(sh) - sh.cached,
+                "cache_creation_input_tokens": 0, "cache_read_input_tokens": sh.cached}
     return {"input_tokens": _input_tokens(sh),
             "cache_creation_input_tokens": CACHE_CREATION_TOKENS,
             "cache_read_input_tokens": CACHE_READ_TOKENS}
@@ -779,7 +939,7 @@ def _anthropic_events(sh: _Shape, cost: str) -> list[bytes]:
 def _responses_usage(sh: _Shape) -> dict[str, Any]:
     prompt, completion = _input_tokens(sh), _output_tokens(sh)
     return {"input_tokens": prompt,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": sh.cached or 0, "cache_write_tokens": 0},
             "output_tokens": completion,
             "output_tokens_details": {
                 "reasoning_tokens": len(REASONING_DELTAS) if sh.reasoning else 0},
@@ -898,7 +1058,73 @@ def _responses_events(sh: _Shape, cost: str) -> list[bytes]:
     return events
 
 
+# --- google (the Gemini wire)
+#
+# A `GenerateContentResponse` per answer, or per stream chunk (`data: {...}\r\n\r\n`, no end
+# marker: the last chunk holds finishReason and usageMetadata). Reasoning is `thought: true`
+# parts, each call a whole `functionCall` part {id, name, args}. Failures: a stream_error is an
+# `{"error": {"code": 500, "message", "status": "INTERNAL"}}` event.
+
+def _google_usage(sh: _Shape) -> dict[str, int]:
+    prompt, thoughts = _input_tokens(sh), len(REASONING_DELTAS) if sh.reasoning else 0
+    candidates = _output_tokens(sh) - thoughts
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
+             "totalTokenCount": prompt + candidates + thoughts}
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    if sh.cached:
+        usage["cachedContentTokenCount"] = sh.cached
+    return usage
+
+
+def _google_chunk(sh: _Shape, parts: list[dict[str, Any]], finish: bool = False) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    chunk: dict[str, Any] = {"candidates": [candidate]}
+    if finish:
+        candidate["finishReason"] = "MAX_TOKENS" if sh.length else "STOP"
+        chunk["usageMetadata"] = _google_usage(sh)
+    chunk["modelVersion"] = sh.model
+    chunk["responseId"] = "resp-google-fake"
+    return chunk
+
+
+def _google_calls(sh: _Shape) -> list[dict[str, Any]]:
+    return [{"functionCall": {"id": openai_tool_id(k), "name": _call_name(sh, k),
+                              "args": _call_arguments(sh, k)}} for k in range(sh.tools)]
+
+
+def _google_body(sh: _Shape, cost: str) -> bytes:
+    parts: list[dict[str, Any]] = []
+    if sh.reasoning:
+        parts.append({"text": REASONING_TEXT, "thought": True})
+    text = "".join(_text_deltas(sh))
+    if text:
+        parts.append({"text": text})
+    return _encode(_google_chunk(sh, parts + _google_calls(sh), finish=True))
+
+
+_GOOGLE_STREAM_ERROR = b"data: " + _encode({"error": {
+    "code": 500, "message": STREAM_ERROR_MESSAGE, "status": "INTERNAL"}}) + b"\r\n\r\n"
+
+
+def _google_events(sh: _Shape, cost: str) -> list[bytes]:
+    def event(chunk: dict[str, Any]) -> bytes:
+        return b"data: " + _encode(chunk) + b"\r\n\r\n"
+
+    events = []
+    if sh.reasoning and not sh.failing:
+        events += [event(_google_chunk(sh, [{"text": d, "thought": True}]))
+                   for d in REASONING_DELTAS]
+    events += [event(_google_chunk(sh, [{"text": d}])) for d in _text_deltas(sh)]
+    if sh.failing:
+        return events + [_GOOGLE_STREAM_ERROR] if sh.failing == "stream_error" else events
+    events += [event(_google_chunk(sh, [call])) for call in _google_calls(sh)]
+    events.append(event(_google_chunk(sh, [{"text": ""}], finish=True)))
+    return events
+
+
 _RENDER: dict[tuple[str, bool], Callable[[_Shape, str], Any]] = {
+    ("google", False): _google_body, ("google", True): _google_events,
     ("openai", False): _openai_body, ("openai", True): _openai_events,
     ("anthropic", False): _anthropic_body, ("anthropic", True): _anthropic_events,
     ("responses", False): _responses_body, ("responses", True): _responses_events}
@@ -953,6 +1179,20 @@ def _check_chat(req: _ChatRequest) -> None:
         if m.role == "assistant" and m.tool_calls:
             unanswered = [c.id for c in m.tool_calls]
     # Unanswered tool calls at the very end are left to the model, as OpenAI does.
+
+
+def _check_model_limits(model: str, bounds: dict[str, int | None], effort: str | None,
+                        effort_field: str) -> None:
+    """A bound above the model's output limit, or an effort it does not take: a 400."""
+    limit = OUTPUT_LIMITS.get(model)
+    for name, value in bounds.items():
+        if limit is not None and value is not None and value > limit:
+            raise _Rejected(f"{name}: must be less than or equal to {limit} for {model}, "
+                            f"got {value}")
+    accepted = REASONING_EFFORTS.get(model)
+    if accepted is not None and effort is not None and effort not in accepted:
+        raise _Rejected(f"{effort_field}: Invalid value {effort!r} for {model}; supported "
+                        f"values are: {', '.join(accepted)}")
 
 
 def _reasoning_lost(req: _ChatRequest) -> bool:
@@ -1193,13 +1433,26 @@ class _Failing(NamedTuple):
     status: int
     retry_after: str | None
     limit: str | None         # a manual usage limit: "5 hour", "weekly" or "monthly"
+    refuse: str | None = None  # "credits" or "entitlement"
+
+
+class _Conversation:
+    """What the prompt cache model saw of one session: the key of its last turn, its moves
+    (hot: the key it left still held its prefix), its prompt and cached tokens."""
+    __slots__ = ("key", "turns", "moves", "hot_moves", "prompt_tokens", "cached_tokens")
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.turns = self.moves = self.hot_moves = self.prompt_tokens = self.cached_tokens = 0
 
 
 class _FakeState:
     __slots__ = ("records", "keys", "active", "completed", "aborted", "abandoned", "rendered",
-                 "catalogue", "list_status", "models_body", "ledgers", "limits", "usage")
+                 "catalogue", "list_status", "models_body", "ledgers", "limits", "usage",
+                 "cache_lifetime", "prefixes", "conversations", "caps", "edge")
 
-    def __init__(self, record: bool):
+    def __init__(self, record: bool, edge: bool = True):
+        self.edge = edge    # the edge's User-Agent check is on
         self.records: collections.deque | None = collections.deque(maxlen=200) if record else None
         self.keys: dict[str, _Failing] = {}
         self.active = 0
@@ -1213,9 +1466,41 @@ class _FakeState:
         self.ledgers: dict[str, _Ledger] = {}
         self.limits: dict[str, dict[str, float]] = {}
         self.usage: dict[str, dict[str, Any]] = {}
+        self.caps: dict[str, dict[str, tuple[str, int]]] = {}  # key -> model -> (limit, secs)
+        # The prompt cache model (off until `/_fake/cache` sets a lifetime): (key, session) ->
+        # [prompt tokens of its last turn, when]; session -> what it did.
+        self.cache_lifetime: float | None = None
+        self.prefixes: dict[tuple[str, str], list] = {}
+        self.conversations: dict[str, _Conversation] = {}
+
+    def cached_turn(self, key: str, session: str, sh: _Shape) -> _Shape:
+        """`sh` with the prompt tokens this key's cache holds for the session: the prompt of
+        its last turn there, if that was at most `cache_lifetime` ago (each hit refreshes it)."""
+        if self.cache_lifetime is None:
+            return sh
+        now = time.time()
+        prompt = _input_tokens(sh)
+        held = self.prefixes.get((key, session))
+        alive = held is not None and now - held[1] <= self.cache_lifetime
+        cached = min(held[0], prompt) if alive else 0
+        self.prefixes[(key, session)] = [prompt, now]
+        conversation = self.conversations.get(session)
+        if conversation is None:
+            conversation = self.conversations[session] = _Conversation()
+        if conversation.key is not None and conversation.key != key:
+            conversation.moves += 1
+            left = self.prefixes.get((conversation.key, session))
+            if left is not None and now - left[1] <= self.cache_lifetime:
+                conversation.hot_moves += 1
+        conversation.key = key
+        conversation.turns += 1
+        conversation.prompt_tokens += prompt
+        conversation.cached_tokens += cached
+        return sh._replace(cached=cached)
 
     def reset(self) -> None:
         self.keys.clear()
+        self.caps.clear()
         if self.records is not None:
             self.records.clear()
         self.completed = self.aborted = self.abandoned = 0
@@ -1225,6 +1510,9 @@ class _FakeState:
         self.ledgers.clear()
         self.limits.clear()
         self.usage.clear()
+        self.cache_lifetime = None
+        self.prefixes.clear()
+        self.conversations.clear()
 
     def charge(self, key: str, model: str, dollars: float) -> None:
         ledger = self.ledgers.get(key)
@@ -1317,6 +1605,7 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
         else:
             error = {"error": {"message": message, "type": "server_error"}}
         return _json_response(_encode(error), 200)
+    sh = state.cached_turn(key, request.headers.get(SESSION_HEADER, ""), sh)
     rendered = _render(state, sh)
     odd = script.leak or script.bad_utf8
     if not sh.stream:
@@ -1405,11 +1694,16 @@ def _key_refusal(state: _FakeState, key: str, error: Callable[..., web.Response]
     """A failing key's error, or (model calls only) the usage-limit 429."""
     failing = state.keys.get(key)
     if failing is not None:
+        if failing.refuse == "credits":
+            return _json_response(_CREDITS_ERROR, 401)
+        if failing.refuse == "entitlement":
+            return _json_response(_ENTITLEMENT_ERROR, 403)
         if failing.limit is None:
             return error(failing.status, f"fake upstream error {failing.status}",
                          failing.retry_after)
         if model_call:
-            return _usage_limit_error(failing.limit, int(float(failing.retry_after or 3600)))
+            return _usage_limit_error(failing.limit, int(float(failing.retry_after or 3600)),
+                                      failing.status)
     if model_call and state.ledgers:
         reached = state.limit_reached(key)
         if reached is not None:
@@ -1436,12 +1730,20 @@ def _admit(state: _FakeState, request: web.Request, body: bytes, key: str | None
     """What every model endpoint checks first, in OpenCode Go's order (the request is recorded
     whatever the outcome): the session header, a key, the key's own state. None: go on."""
     _record(state, request, body, key)
+    if _edge_blocks(request):
+        return _edge_block()
     refused = _no_session(request)
     if refused is not None:
         return refused
     if not key:
         return error(401, missing_key)
     return _key_refusal(state, key, error, True)
+
+
+def _served(state: "_FakeState", key: str, model: str, script: Script) -> web.Response | None:
+    """What a decoded model call may still meet before its answer: a cap on its model, a
+    scripted refusal."""
+    return _capped(state, key, model) or _refusal(script, model)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
@@ -1457,11 +1759,17 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         _check_chat(req)
+        _check_model_limits(req.model, {"max_tokens": req.max_tokens, "max_completion_tokens":
+                                        req.max_completion_tokens},
+                            req.reasoning_effort, "reasoning_effort")
         if thinking_model(req.model) and _reasoning_lost(req):
             return _json_response(_DEEPSEEK_REASONING, 400)
         script = parse_script(_chat_final_turn_text(req))
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
+    refused = _served(state, key, req.model, script)
+    if refused is not None:
+        return refused
     if script.error:
         return _openai_error(script.error, _error_text(script, key), script.retry_after)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -1474,6 +1782,8 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     headers = request.headers
     key = headers.get("x-api-key") or None
+    if key is None and request.path.startswith(INFERENCE_PREFIX):
+        key = _bearer(request)  # the inference layout's Messages takes Bearer too
     refused = _admit(state, request, body, key, _anthropic_error,
                      "x-api-key header is required (this endpoint does not take "
                      "Authorization: Bearer)")
@@ -1487,9 +1797,13 @@ async def _messages(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         _check_messages(req, headers.get("anthropic-beta"))
+        _check_model_limits(req.model, {"max_tokens": req.max_tokens}, None, "")
         script = parse_script(_anthropic_final_turn_text(req))
     except _BAD_BODY as exc:
         return _anthropic_error(400, str(exc))
+    refused = _served(state, key, req.model, script)
+    if refused is not None:
+        return refused
     if script.error:
         return _anthropic_error(script.error, _error_text(script, key),
                                 script.retry_after)
@@ -1510,12 +1824,93 @@ async def _responses(request: web.Request) -> web.StreamResponse:
         if refused is not None:
             return refused
         items = _responses_items(req)
+        _check_model_limits(req.model, {"max_output_tokens": req.max_output_tokens},
+                            req.reasoning.effort if req.reasoning else None, "reasoning.effort")
         script = parse_script(_responses_final_turn_text(items))
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
+    refused = _served(state, key, req.model, script)
+    if refused is not None:
+        return refused
     if script.error:
         return _openai_error(script.error, _error_text(script, key), script.retry_after)
     sh = _shape("responses", req.stream, req.model, len(items), False, script)
+    return await _answer(request, state, sh, script, key)
+
+
+# Google rejects a body field it does not define ("Invalid JSON payload received. Unknown name").
+_GOOGLE_FIELDS = frozenset({"contents", "systemInstruction", "tools", "toolConfig",
+                            "generationConfig", "safetySettings", "cachedContent", "labels"})
+
+
+class _GooglePart(msgspec.Struct):
+    text: str | None = None
+    thought: bool = False
+
+
+class _GoogleContent(msgspec.Struct):
+    parts: list[_GooglePart]
+    role: str = "user"
+
+
+class _GoogleRequest(msgspec.Struct):
+    contents: list[_GoogleContent]
+
+
+_decode_google = msgspec.json.Decoder(_GoogleRequest).decode
+
+
+def _google_error(status: int, message: str, retry_after: str | None = None) -> web.Response:
+    names = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+             404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+    body = _encode({"error": {"code": status, "message": message,
+                              "status": names.get(status, "INTERNAL")}})
+    return _json_response(body, status, retry_after)
+
+
+def _google_final_turn_text(req: _GoogleRequest) -> str:
+    texts = []
+    for content in reversed(req.contents):
+        if content.role == "model":
+            break
+        texts.extend(part.text for part in content.parts if part.text and not part.thought)
+    return " ".join(texts)
+
+
+async def _google(request: web.Request) -> web.StreamResponse:
+    state = request.app[_STATE]
+    body = await request.read()
+    key = request.headers.get("x-goog-api-key") or _bearer(request)
+    refused = _admit(state, request, body, key, _google_error,
+                     "API key not valid. Please pass a valid API key (x-goog-api-key).")
+    if refused is not None:
+        return refused
+    model, _, method = request.match_info["rest"].rpartition(":")
+    stream = method == "streamGenerateContent"
+    if method not in ("generateContent", "streamGenerateContent"):
+        return _google_error(404, f"method {method!r} not found")
+    if stream and request.query.get("alt") != "sse":
+        return _google_error(400, "this fake serves streams as alt=sse only")
+    try:
+        raw = json.loads(body)
+        unknown = sorted(set(raw) - _GOOGLE_FIELDS) if isinstance(raw, dict) else []
+        if unknown:
+            raise _Rejected(f'Invalid JSON payload received. Unknown name "{unknown[0]}": '
+                            "Cannot find field.")
+        req = _decode_google(body)
+        refused = _wrong_wire(state, model, GOOGLE)
+        if refused is not None:
+            return refused
+        if _is_prefixed(model):
+            raise _Rejected(_prefixed_model_message(model))
+        if not req.contents:
+            raise _Rejected("contents is not specified")
+        script = parse_script(_google_final_turn_text(req))
+    except (ValueError, *_BAD_BODY) as exc:
+        return _google_error(400, str(exc))
+    if script.error:
+        return _google_error(script.error, _error_text(script, key), script.retry_after)
+    sh = _shape("google", stream, model, len(req.contents), False, script)
     return await _answer(request, state, sh, script, key)
 
 
@@ -1523,6 +1918,8 @@ async def _models(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     key = _bearer(request)
     _record(state, request, b"", key)
+    if _edge_blocks(request):
+        return _edge_block()
     refused = _no_session(request)
     if refused is not None:
         return refused
@@ -1545,6 +1942,8 @@ async def _usage(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     key = _bearer(request)
     _record(state, request, b"", key if key else request.headers.get("x-api-key"))
+    if _edge_blocks(request):
+        return _edge_block()
     refused = _no_session(request)
     if refused is not None:
         return refused
@@ -1591,14 +1990,24 @@ async def _set_keys(request: web.Request) -> web.Response:
     for key, how in (await request.json()).items():
         if how is None:
             state.keys.pop(key, None)
+            state.caps.pop(key, None)
             continue
         retry_after = how.get("retry_after")
         retry_after = None if retry_after is None else str(retry_after)
         limit = how.get("limit")
-        if limit is not None:
+        if how.get("cap"):
+            if limit not in LIMIT_NAMES.values():
+                return _control_error(f"a cap needs a limit: one of {sorted(LIMIT_NAMES.values())}")
+            state.caps.setdefault(key, {})[how["cap"]] = (limit, int(float(retry_after or 3600)))
+        elif how.get("refuse") is not None:
+            if how["refuse"] not in ("credits", "entitlement"):
+                return _control_error("refuse must be credits or entitlement")
+            state.keys[key] = _Failing(401, None, None, how["refuse"])
+        elif limit is not None:
             if limit not in LIMIT_NAMES.values():
                 return _control_error(f"limit must be one of {sorted(LIMIT_NAMES.values())}")
-            state.keys[key] = _Failing(429, retry_after or "3600", limit)
+            state.keys[key] = _Failing(int(how.get("status") or 429), retry_after or "3600",
+                                       limit)
         elif how.get("status") is not None:
             state.keys[key] = _Failing(int(how["status"]), retry_after, None)
         else:
@@ -1648,7 +2057,7 @@ async def _set_models(request: web.Request) -> web.Response:
     add = how.get("add") or {}
     bad = {model: wire for model, wire in add.items() if wire not in WIRES}
     if bad:
-        return _control_error(f"unknown wires {bad}: chat, messages, responses")
+        return _control_error(f"unknown wires {bad}: chat, messages, responses, google")
     for model in how.get("remove") or ():
         state.catalogue.pop(model, None)
     state.catalogue.update(add)
@@ -1667,6 +2076,33 @@ async def _charges(request: web.Request) -> web.Response:
                                for model, dollars in ledger.by_model.items()}
                          for key, ledger in ledgers.items()},
         "requests": {key: ledger.count for key, ledger in ledgers.items()}})
+
+
+async def _set_cache(request: web.Request) -> web.Response:
+    """{"lifetime": SECONDS}: model a prompt cache per key and session; null: no cache model."""
+    state = request.app[_STATE]
+    lifetime = (await request.json()).get("lifetime")
+    if lifetime is not None and (not isinstance(lifetime, (int, float)) or lifetime <= 0):
+        return _control_error("lifetime: seconds > 0, or null for no cache model")
+    state.cache_lifetime = None if lifetime is None else float(lifetime)
+    state.prefixes.clear()
+    return web.json_response({"lifetime": state.cache_lifetime})
+
+
+async def _spend(request: web.Request) -> web.Response:
+    """{"KEY": dollars}: charge the key now, as if it had been used before the test."""
+    state = request.app[_STATE]
+    for key, dollars in (await request.json()).items():
+        if not isinstance(dollars, (int, float)) or dollars <= 0:
+            return _control_error(f"{key}: dollars must be a number > 0")
+        state.charge(key, "(spent before)", float(dollars))
+    return web.json_response({"by_key": {key: round(ledger.total, 10)
+                                         for key, ledger in state.ledgers.items()}})
+
+
+async def _conversations(request: web.Request) -> web.Response:
+    return web.json_response({session: {name: getattr(c, name) for name in c.__slots__}
+                              for session, c in request.app[_STATE].conversations.items()})
 
 
 async def _reset(request: web.Request) -> web.Response:
@@ -1703,20 +2139,31 @@ async def _stats(request: web.Request) -> web.Response:
                               "abandoned_answers": state.abandoned})
 
 
-def make_app(record: bool = True) -> web.Application:
-    """The fake upstream; `record=False` skips request recording (benchmarks)."""
+def make_app(record: bool = True, edge: bool = True) -> web.Application:
+    """The fake upstream; `record=False` skips request recording (benchmarks), `edge=False`
+    the User-Agent check (a benchmark's floor proxy sends a library's)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[_STATE] = _FakeState(record)
+    app[_STATE] = _FakeState(record, edge)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/messages", _messages)
     app.router.add_post("/v1/responses", _responses)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/usage", _usage)
+    app.router.add_post(INFERENCE_PREFIX + "/openai/v1/chat/completions", _chat_completions)
+    app.router.add_post(INFERENCE_PREFIX + "/anthropic/v1/messages", _messages)
+    app.router.add_post(INFERENCE_PREFIX + "/openai/v1/responses", _responses)
+    app.router.add_get(INFERENCE_PREFIX + "/v1/models", _models)
+    app.router.add_get(INFERENCE_PREFIX + "/v1/usage", _usage)
+    app.router.add_post("/google/v1beta/models/{rest:.+}", _google)
+    app.router.add_post(INFERENCE_PREFIX + "/google/v1beta/models/{rest:.+}", _google)
     app.router.add_post("/_fake/keys", _set_keys)
     app.router.add_post("/_fake/limits", _set_limits)
     app.router.add_post("/_fake/usage", _set_usage)
     app.router.add_post("/_fake/models", _set_models)
     app.router.add_post("/_fake/reset", _reset)
+    app.router.add_post("/_fake/cache", _set_cache)
+    app.router.add_post("/_fake/spend", _spend)
+    app.router.add_get("/_fake/sessions", _conversations)
     app.router.add_get("/_fake/charges", _charges)
     app.router.add_get("/_fake/requests", _requests)
     app.router.add_get("/_fake/stats", _stats)
@@ -1728,6 +2175,8 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Scripted fake OpenCode Go upstream.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--no-edge", action="store_true",
+                        help="no User-Agent check at the edge (for a bare floor proxy)")
     parser.add_argument("--no-record", action="store_true",
                         help="do not record requests (for benchmarks)")
     args = parser.parse_args(argv)
@@ -1739,7 +2188,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fake upstream on http://{args.host}:{args.port}/v1", flush=True)
     # A large backlog so a load test's connection burst is not refused; a short shutdown so
     # a test session that stops the fake mid-stream does not wait for its slow streams.
-    web.run_app(make_app(record=not args.no_record), host=args.host, port=args.port,
+    web.run_app(make_app(record=not args.no_record, edge=not args.no_edge), host=args.host, port=args.port,
                 access_log=None, print=None, backlog=2048, shutdown_timeout=1.0, loop=loop)
 
 

@@ -3,7 +3,8 @@
 `FakeUpstream.start()` runs `python -m tests.fake_upstream` on a free loopback port and waits
 until it answers; the helpers talk to its `/_fake/` control endpoints with plain urllib, so they
 work from sync and async tests alike. Requests to the fake's /v1 endpoints need an
-`x-opencode-session` header (`SESSION_HEADERS`), as OpenCode Go's do.
+`x-opencode-session` header and a User-Agent that names a tool (`SESSION_HEADERS`), as OpenCode
+Go's do.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from typing import Any, Callable
 
 _REPO = Path(__file__).resolve().parent.parent
 _KEEP = object()   # `models(list_status=...)` left out: unchanged
-SESSION_HEADERS = {"x-opencode-session": "ses_fake_test"}   # what every /v1 request needs
+TEST_USER_AGENT = "opencode-gateway-tests/1.0"   # not a library's default: the edge lets it by
+SESSION_HEADERS = {"x-opencode-session": "ses_fake_test",   # what every /v1 request needs
+                   "User-Agent": TEST_USER_AGENT}
 
 
 def free_port() -> int:
@@ -38,7 +41,8 @@ class FakeUpstream:
         self._log = log
         self.port = port
         self.root = f"http://127.0.0.1:{port}"
-        self.url = self.root + "/v1"
+        self.url = self.root + "/v1"                       # the zen layout
+        self.inference_url = self.root + "/inference/go"   # the inference layout
 
     @classmethod
     def start(cls, record: bool = True, timeout: float = 15.0) -> FakeUpstream:
@@ -117,6 +121,22 @@ class FakeUpstream:
             how = None
         self._call("POST", "/_fake/keys", {key: how})
 
+    def refuse_key(self, key: str, refuse: str) -> None:
+        """The key's calls get OpenCode's `credits` (401 CreditsError) or `entitlement` (403
+        EntitlementError) answer."""
+        self._call("POST", "/_fake/keys", {key: {"refuse": refuse}})
+
+    def limit_in_200(self, key: str, limit: str = "5 hour", retry_after: int = 3600) -> None:
+        """The key's model calls get the usage-limit body with a 200 status."""
+        self._call("POST", "/_fake/keys", {key: {"limit": limit, "retry_after": retry_after,
+                                                 "status": 200}})
+
+    def cap_model(self, key: str, model: str, limit: str = "5 hour",
+                  retry_after: int = 3600) -> None:
+        """Calls of `model` with `key` get a usage limit that names the model; others pass."""
+        self._call("POST", "/_fake/keys", {key: {"cap": model, "limit": limit,
+                                                 "retry_after": retry_after}})
+
     def set_limit(self, key: str, limit: str | None = "5 hour",
                   retry_after: int = 14160) -> None:
         """The key's model calls get the usage-limit 429 for `limit`; `limit=None` restores it."""
@@ -130,6 +150,19 @@ class FakeUpstream:
                (("rolling", rolling), ("weekly", weekly), ("monthly", monthly))
                if dollars is not None}
         self._call("POST", "/_fake/limits", {key: how or None})
+
+    def set_cache(self, lifetime: float | None) -> None:
+        """Model a prompt cache per key and session that lives `lifetime` seconds idle (None:
+        no cache model, the default)."""
+        self._call("POST", "/_fake/cache", {"lifetime": lifetime})
+
+    def spend(self, key: str, dollars: float) -> None:
+        """Charge the key `dollars` now, as if it had been used before the test."""
+        self._call("POST", "/_fake/spend", {key: dollars})
+
+    def conversations(self) -> dict[str, dict[str, Any]]:
+        """What the cache model saw per session (key, turns, moves, hot_moves, tokens)."""
+        return self._call("GET", "/_fake/sessions")
 
     def set_usage(self, key: str, rolling: int | None = None, weekly: int | None = None,
                   monthly: int | None = None, status: int | None = None,
@@ -145,8 +178,8 @@ class FakeUpstream:
 
     def models(self, add: dict[str, str] | None = None, remove: list[str] | None = None,
                list_status: int | None | object = _KEEP) -> dict[str, Any]:
-        """Edit the catalogue (`add`: id -> "chat" | "messages" | "responses"; `remove`: ids) and
-        make GET /v1/models fail with `list_status` (None: answer again; left out: unchanged).
+        """Edit the catalogue (`add`: id -> "chat" | "messages" | "responses" | "google";
+        `remove`: ids) and make GET /v1/models fail with `list_status` (None: answer again; left out: unchanged).
         Returns {"models": {id: wire}, "list_status"}; `models()` just reads them."""
         payload: dict[str, Any] = {"add": add or {}, "remove": remove or []}
         if list_status is not _KEEP:

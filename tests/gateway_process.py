@@ -84,7 +84,11 @@ class GatewayProcess:
             time.sleep(0.05)
 
     def logged_lines(self) -> list[dict]:
-        """The JSON access-log lines written so far."""
+        """The JSON access-log lines written so far (one per request: they have a request id)."""
+        return [line for line in self.json_lines() if "request_id" in line]
+
+    def json_lines(self) -> list[dict]:
+        """Every JSON line of the log so far: access lines and the server's own."""
         lines = []
         for text in self.log().splitlines():
             if text.startswith("{"):

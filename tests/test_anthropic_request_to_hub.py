@@ -240,10 +240,21 @@ def test_non_streaming_sends_no_stream_options():
     assert out.get("stream") is False and "stream_options" not in out
 
 
-@pytest.mark.parametrize("thinking", [
-    {"type": "enabled", "budget_tokens": 8000}, {"type": "adaptive"}, {"type": "disabled"}])
-def test_thinking_is_dropped(thinking):
+@pytest.mark.parametrize("thinking, effort", [
+    ({"type": "enabled", "budget_tokens": 8000}, "low"),
+    ({"type": "enabled", "budget_tokens": 16384}, "high"),
+    ({"type": "enabled", "budget_tokens": 100_000}, "max"),
+    ({"type": "enabled", "budget_tokens": 500}, "minimal"),
+    ({"type": "disabled"}, "none")])
+def test_a_thinking_budget_becomes_a_reasoning_effort(thinking, effort):
     out = to_openai_request(_request(thinking=thinking, output_config={"effort": "high"}))
+    assert "thinking" not in out and "output_config" not in out
+    assert out["reasoning_effort"] == effort
+
+
+def test_adaptive_thinking_leaves_the_effort_to_the_model():
+    out = to_openai_request(_request(thinking={"type": "adaptive"},
+                                     output_config={"effort": "high"}))
     assert "thinking" not in out and "reasoning_effort" not in out
     assert "output_config" not in out
 

@@ -251,6 +251,11 @@ def test_the_dashboard_shows_keys_models_and_errors(start_gateway, tmp_path):
     assert row.attrs["data-model"] == "glm-5.1"
     assert "fake upstream" in row.find("td", cls="message").text
 
+    doctor = page.find(id="doctor")  # GET /v1/doctor's problems, each with its fix
+    problems = doctor.find_all("li", cls="problem")
+    assert int(doctor.attrs["data-problems"]) == len(problems)  # "" until it was rendered
+    assert all("Fix: " in problem.text for problem in problems)
+
     health = page.find(id="instance-health")
     assert sorted(row.attrs["data-instance"] for row in health.find_all("tr", data_instance=True)) \
         == ["opencode-go.1", "opencode-go.2"]
@@ -390,3 +395,29 @@ def test_a_client_key_typed_into_the_form_is_kept_and_used(start_gateway):
         assert await page.evaluate("document.querySelectorAll('.key-card').length") == 1
 
     asyncio.run(_drive(gateway.url + "/dashboard", steps))
+
+
+def test_the_dashboard_shows_traffic_health_per_instance_and_model(gateway):
+    chromium()
+    for _ in range(3):
+        assert chat(gateway, "opencode-go/glm-5.1") == 200
+    assert chat(gateway, "opencode-go/glm-5.1", "[[fake: error=400]]") == 400   # the client's
+    assert chat(gateway, "opencode-go/glm-5.1", "[[fake: error=500]]") == 500   # the upstream's
+    assert chat(gateway, "opencode-go/minimax-m2.7") == 200
+    assert chat(gateway, "no-such-model") == 404                                # before routing
+
+    rows = {(row["instance"], row["model"]): row for row in get_usage(gateway)["health"]}
+    glm = rows["opencode-go", "glm-5.1"]
+    assert (glm["requests"], glm["client_errors"], glm["upstream_errors"]) == (5, 1, 1)
+    assert glm["per_minute"] == 1.0                        # 5 requests over the 5-minute window
+    assert 0 < glm["ttfb_p50_ms"] <= glm["ttfb_p95_ms"]
+    assert rows["opencode-go", "minimax-m2.7"]["requests"] == 1
+    assert rows[None, None]["client_errors"] == 1
+
+    page = parse(run_chromium(gateway.url + "/dashboard"))
+    table = page.find(id="traffic-health")
+    shown = table.find("tr", data_instance="opencode-go", data_model="glm-5.1")
+    assert shown.find(data_field="client_errors").text == "1"
+    assert shown.find(data_field="upstream_errors").text == "1"
+    assert shown.find(data_field="ttfb_p95_ms").text.endswith(" ms")
+    assert "refused before routing" in table.text

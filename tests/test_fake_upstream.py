@@ -23,12 +23,13 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from tests.fake_upstream import (
-    CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, CATALOGUE, REASONING_DELTAS, REASONING_TEXT,
-    THINKING_SIGNATURE, anthropic_tool_id, answer_deltas, answer_text, completion_tokens,
-    cost_string, fake_cost, openai_tool_id, parse_script, responses_call_item_id, tool_arguments,
+    CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, CATALOGUE, CONSOLE_REGIONS_MESSAGE, DECEMBER_IDS,
+    EDGE_RAY_ID, OUTPUT_LIMITS, REASONING_DELTAS, REASONING_TEXT, THINKING_SIGNATURE,
+    anthropic_tool_id, answer_deltas, answer_text, completion_tokens, cost_string, fake_cost,
+    model_cap_message, openai_tool_id, parse_script, responses_call_item_id, tool_arguments,
     tool_name, usage_limit_message, wire_of,
 )
-from tests.fake_upstream_client import SESSION_HEADERS
+from tests.fake_upstream_client import SESSION_HEADERS, TEST_USER_AGENT
 
 USER = [{"role": "user", "content": "hi"}]
 ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
@@ -57,6 +58,7 @@ def _send(fake, method: str, path: str, body: dict | None, headers: dict[str, st
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(fake.root + path, data=data, method=method,
                                  headers={"Content-Type": "application/json",
+                                          "User-Agent": TEST_USER_AGENT,
                                           **(SESSION_HEADERS if session else {}), **headers})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -243,10 +245,11 @@ def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
     assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None, False,
-                      False, False, 0, 0)
+                      False, False, 0, None, 0)
     assert parse_script("[[fake: run=Bash]]").run == "Bash"
-    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9 split=4]]")[-5:] == (
-        True, True, True, 9, 4)
+    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9 split=4]]")[-6:] == (
+        True, True, True, 9, None, 4)
+    assert parse_script("[[fake: refuse=edge]]").refuse == "edge"
     assert parse_script("no directive here").deltas == 5
 
 
@@ -460,11 +463,15 @@ def test_cut_breaks_the_openai_stream(oai):
 
 
 def test_cut_breaks_the_anthropic_stream(claude):
-    # This SDK lets the HTTP library's error through unwrapped while streaming.
-    with pytest.raises(Exception, match="peer closed connection|Connection error"):
+    # This SDK lets the HTTP library's own error through unwrapped while streaming, and its class
+    # and wording change with the HTTP library: what matters is that the stream breaks off.
+    received = []
+    with pytest.raises(Exception) as broken:
         with claude.messages.stream(model="minimax-m2.7", max_tokens=100,
                                     messages=_ask("cut")) as stream:
-            list(stream.text_stream)
+            received.extend(stream.text_stream)
+    assert not isinstance(broken.value, AssertionError)
+    assert "".join(received) == answer_text(3)  # what came before the cut, then the break
 
 
 def test_cut_breaks_a_plain_answer(oai):
@@ -569,8 +576,10 @@ def _call_wire(fake, wire: str, model: str) -> tuple[int, dict, bytes]:
 
 
 def test_catalogue_holds_todays_ids():
-    assert len(CATALOGUE) == 25
-    assert {m for m, w in CATALOGUE.items() if w == "responses"} == {"gpt-5.6-luna"}
+    assert len(CATALOGUE) == 38
+    assert {m for m, w in CATALOGUE.items() if w == "responses"} == {
+        "gpt-5.6-luna", "gpt-6-luna", "grok-4.6", "grok-4.7", "muse-spark-1.2-contributor",
+        "muse-spark-1.3-contributor"}
     assert {m for m, w in CATALOGUE.items() if w == "messages"} == {
         "minimax-m2.5", "minimax-m2.7", "minimax-m3", "qwen3.5-plus", "qwen3.6-plus",
         "qwen3.7-max", "qwen3.7-plus", "qwen3.8-flash", "qwen3.8-max"}
@@ -639,7 +648,7 @@ def test_fake_models_edits_the_catalogue_until_reset(fake):
     fake.models(list_status=503)
     fake.reset()
     status, _, raw = _get(fake, "/v1/models", BEARER)
-    assert status == 200 and len(json.loads(raw)["data"]) == 25
+    assert status == 200 and len(json.loads(raw)["data"]) == len(CATALOGUE)
     assert _call_wire(fake, "messages", "glm-5.1")[0] == 400
 
 
@@ -888,9 +897,9 @@ def test_fake_cost_follows_the_price_table():
     assert fake_cost("glm-5.1", 10, 0, 0, 5) == pytest.approx((10 * 1.4 + 5 * 4.4) / 1e6)
     assert fake_cost("minimax-m2.7", 10, 6, 2, 5) == pytest.approx(
         (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
-    assert fake_cost("kimi-k3", 10, 0, 0, 5) == pytest.approx(3 * (10 * 3 + 5 * 15) / 1e6)
+    assert fake_cost("kimi-k3", 10, 0, 0, 5) == pytest.approx(2 * (10 * 3 + 5 * 15) / 1e6)
     assert fake_cost("minimax-m3", 10, 6, 2, 5) == pytest.approx(
-        2 * (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
+        3 * (10 * 0.3 + 6 * 0.06 + 2 * 0.3 + 5 * 1.2) / 1e6)
     assert fake_cost("no-such-model", 1_000_000, 1_000_000, 0, 1_000_000) == pytest.approx(5.1)
     assert cost_string(fake_cost("glm-5.1", 10, 0, 0, 5)) == "0.000036"
     assert cost_string(fake_cost("deepseek-v4-flash", 0, 1, 0, 0)) == "0.0000000028"
@@ -1138,3 +1147,188 @@ def test_run_calls_the_clients_own_shell_tool(fake, tool, argument):
     [call] = json.loads(raw)["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == tool
     assert json.loads(call["function"]["arguments"])[argument] == "echo opencode-go-fake-ran"
+
+
+# --- December 2026: the edge, the inference layout, OpenCode's odd errors --------------------
+
+@pytest.mark.parametrize("agent", [None, "", "Python-urllib/3.12", "python-requests/2.32",
+                                   "curl/8.5.0", "Go-http-client/1.1"])
+def test_the_edge_blocks_a_missing_or_library_user_agent(fake, agent):
+    headers = {"Authorization": "Bearer k", **SESSION_HEADERS}
+    headers.pop("User-Agent")
+    if agent is not None:
+        headers["User-Agent"] = agent
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:   # http.client sends no User-Agent of its own
+        conn.request("POST", "/v1/chat/completions",
+                     json.dumps({"model": "glm-5.1", "messages": USER}), headers)
+        resp = conn.getresponse()
+        page = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 403
+    assert resp.getheader("Content-Type").startswith("text/html")
+    assert b"1010" in page and b"browser's signature" in page
+    assert EDGE_RAY_ID.encode() in page and resp.getheader("cf-ray").startswith(EDGE_RAY_ID)
+    assert fake.charges()["by_key"] == {}
+
+
+def test_the_inference_layout_answers_like_the_zen_one(fake):
+    bearer = {"Authorization": "Bearer k"}
+    for path, body in (("/inference/go/openai/v1/chat/completions",
+                        {"model": "glm-5.1", "messages": USER}),
+                       ("/inference/go/openai/v1/responses",
+                        {"model": "gpt-5.6-luna", "input": "hi"}),
+                       ("/inference/go/anthropic/v1/messages", _messages_body())):
+        headers = {**bearer, "anthropic-version": "2023-06-01"} if "anthropic" in path else bearer
+        status, _, raw = _post(fake, path, body, headers)
+        assert status == 200, raw
+        assert answer_text() in raw.decode()
+    assert _get(fake, "/inference/go/v1/models", bearer)[0] == 200
+    assert _get(fake, "/inference/go/v1/usage", bearer)[0] == 200
+    assert fake.charges()["requests"] == {"k": 3}
+
+
+def test_opencodes_odd_errors(fake):
+    bearer = {"Authorization": "Bearer k"}
+    chat = {"model": "glm-5.1", "messages": USER}
+    fake.refuse_key("k", "credits")
+    status, _, raw = _post(fake, "/v1/chat/completions", chat, bearer)
+    assert (status, json.loads(raw)) == (401, {"type": "CreditsError",
+                                               "message": "Insufficient balance"})
+    fake.refuse_key("k", "entitlement")
+    status, _, raw = _post(fake, "/v1/chat/completions", chat, bearer)
+    assert status == 403 and json.loads(raw)["error"]["type"] == "EntitlementError"
+    fake.limit_in_200("k", "weekly")
+    status, _, raw = _post(fake, "/v1/chat/completions", chat, bearer)
+    assert status == 200 and json.loads(raw)["error"]["type"] == "GoUsageLimitError"
+    fake.set_key("k", None)
+    fake.cap_model("k", "deepseek-v4-pro", "5 hour", retry_after=600)
+    status, headers, raw = _post(fake, "/v1/chat/completions",
+                                 {"model": "deepseek-v4-pro", "messages": USER}, bearer)
+    assert (status, headers["retry-after"]) == (429, "600")
+    assert json.loads(raw)["error"]["message"] == model_cap_message("5 hour", "deepseek-v4-pro",
+                                                                    600)
+    assert _post(fake, "/v1/chat/completions", chat, bearer)[0] == 200   # other models pass
+    status, _, raw = _post(fake, "/v1/chat/completions",
+                           {"model": "glm-9", "messages": _ask("refuse=model")}, bearer)
+    assert (status, json.loads(raw)) == (401, {"type": "ModelError",
+                                               "message": "Model glm-9 is not supported"})
+    status, _, raw = _post(fake, "/v1/chat/completions",
+                           {"model": "glm-5.1", "messages": _ask("refuse=regions")}, bearer)
+    assert status == 400 and CONSOLE_REGIONS_MESSAGE in json.loads(raw)["error"]["message"]
+    status, headers, raw = _post(fake, "/v1/messages", _messages_body(
+        messages=_ask("refuse=edge")), ANTHROPIC_HEADERS)
+    assert status == 403 and headers["Content-Type"].startswith("text/html")
+
+
+# --- December ids, output limits, reasoning efforts --------------------------------------------
+
+@pytest.mark.parametrize("model, wire", sorted(DECEMBER_IDS.items()))
+def test_december_ids_answer_on_their_wire_only(fake, model, wire):
+    assert _call_wire(fake, wire, model)[0] == 200
+    other = "chat" if wire == "responses" else "responses"
+    assert _call_wire(fake, other, model)[0] == 400
+
+
+@pytest.mark.parametrize("path, body, headers", [
+    ("/v1/chat/completions", {"model": "glm-5.3", "max_tokens": 131_073,
+                              "messages": [{"role": "user", "content": "hi"}]}, BEARER),
+    ("/v1/chat/completions", {"model": "glm-5.3", "max_completion_tokens": 200_000,
+                              "messages": [{"role": "user", "content": "hi"}]}, BEARER),
+    ("/v1/responses", {"model": "grok-4.7", "max_output_tokens": 500_001, "input": "hi"}, BEARER),
+    ("/v1/messages", {"model": "minimax-m3", "max_tokens": 131_073,
+                      "messages": [{"role": "user", "content": "hi"}]}, ANTHROPIC_HEADERS),
+])
+def test_a_bound_above_the_models_output_limit_is_refused(fake, path, body, headers):
+    assert _post(fake, path, body, headers)[0] == 400
+    field = next(name for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+                 if name in body)
+    body[field] = OUTPUT_LIMITS[body["model"]]
+    assert _post(fake, path, body, headers)[0] == 200
+
+
+@pytest.mark.parametrize("model, refused, taken", [
+    ("glm-5.3", "none", "max"), ("mimo-v2.6-pro", "xhigh", "high"),
+    ("mimo-v2.6-flash", "max", "none"), ("kimi-k3", "medium", "none")])
+def test_a_reasoning_effort_the_model_does_not_take_is_refused(fake, model, refused, taken):
+    chat = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    assert _post(fake, "/v1/chat/completions", {**chat, "reasoning_effort": refused},
+                 BEARER)[0] == 400
+    assert _post(fake, "/v1/chat/completions", {**chat, "reasoning_effort": taken},
+                 BEARER)[0] == 200
+
+
+def test_responses_reasoning_effort_is_checked_too(fake):
+    fake.models(add={"glm-5.3": "responses"})
+    body = {"model": "glm-5.3", "input": "hi", "reasoning": {"effort": "none"}}
+    assert _post(fake, "/v1/responses", body, BEARER)[0] == 400
+    body["reasoning"]["effort"] = "low"
+    assert _post(fake, "/v1/responses", body, BEARER)[0] == 200
+
+
+# --- the prompt cache model ------------------------------------------------------------------
+
+def _turns(n: int) -> list[dict]:
+    """A conversation's messages at its n-th turn (n user messages, n - 1 answers)."""
+    messages = []
+    for k in range(n):
+        messages += [{"role": "user", "content": f"turn {k}"}, {"role": "assistant",
+                                                              "content": "ok"}]
+    return messages[:-1]
+
+
+def _chat_turn(fake, n: int, key: str = "k", session: str = "conv-a") -> dict:
+    status, _, raw = _post(fake, "/v1/chat/completions", {"model": "glm-5.1",
+                                                          "messages": _turns(n)},
+                           {"Authorization": f"Bearer {key}", "x-opencode-session": session},
+                           session=False)
+    assert status == 200
+    return json.loads(raw)
+
+
+def test_the_cache_model_reads_a_sessions_prefix_from_the_same_key_within_its_lifetime(fake):
+    fake.set_cache(0.5)
+    first = _chat_turn(fake, 1)
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    second = _chat_turn(fake, 2)
+    assert second["usage"]["prompt_tokens"] == 30
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == 10
+    assert float(second["cost"]) == pytest.approx(fake_cost("glm-5.1", 20, 10, 0, 5))
+    other_session = _chat_turn(fake, 3, session="conv-b")
+    assert other_session["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    moved = _chat_turn(fake, 3, key="k2")     # another key holds nothing of it: a hot move
+    assert moved["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    seen = fake.conversations()["conv-a"]
+    assert (seen["key"], seen["turns"], seen["moves"], seen["hot_moves"]) == ("k2", 3, 1, 1)
+    assert (seen["prompt_tokens"], seen["cached_tokens"]) == (10 + 30 + 50, 10)
+
+
+def test_the_cache_model_forgets_after_its_lifetime_and_a_later_move_is_cold(fake):
+    fake.set_cache(0.2)
+    _chat_turn(fake, 1)
+    time.sleep(0.3)   # the lifetime itself must pass
+    assert _chat_turn(fake, 2)["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    time.sleep(0.3)
+    _chat_turn(fake, 3, key="k2")
+    seen = fake.conversations()["conv-a"]
+    assert (seen["moves"], seen["hot_moves"]) == (1, 0)
+
+
+def test_the_cache_model_on_the_messages_wire_and_spending_before_the_test(fake):
+    fake.set_cache(5)
+    fake.spend("k", 1.25)
+    headers = {**ANTHROPIC_HEADERS, "x-opencode-session": "conv-m"}
+    _post(fake, "/v1/messages", _messages_body(), headers, session=False)
+    status, _, raw = _post(fake, "/v1/messages", _messages_body(messages=[
+        *USER, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "more"}]),
+        headers, session=False)
+    usage = json.loads(raw)["usage"]
+    assert status == 200
+    assert (usage["input_tokens"], usage["cache_read_input_tokens"],
+            usage["cache_creation_input_tokens"]) == (20, 10, 0)
+    charged = fake.charges()["by_key"]["k"]
+    assert charged == pytest.approx(1.25 + fake_cost("minimax-m2.7", 10, 0, 0, 5)
+                                    + fake_cost("minimax-m2.7", 20, 10, 0, 5))
+    fake.reset()
+    assert fake.conversations() == {}

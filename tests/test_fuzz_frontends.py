@@ -1,4 +1,4 @@
-"""The three frontends under fuzz: malformed bodies and odd headers get 4xx answers in the frontend's
+"""The four frontends under fuzz: malformed bodies and odd headers get 4xx answers in the frontend's
 own error shape, never a 5xx, and the gateway keeps serving.
 
 One gateway process serves the whole module (in front of the session's fake upstream); every
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from tests.gateway_process import GatewayProcess
 
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
-         "responses": "/v1/responses"}
+         "responses": "/v1/responses",
+         "gemini": "/v1beta/models/opencode-go/glm-5.1:streamGenerateContent?alt=sse"}
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -25,6 +26,7 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
 
 @pytest.fixture(scope="module")
 def fuzz_gateway(fake_upstream, tmp_path_factory):
+    fake_upstream.reset()  # no failing key an earlier test module left behind
     gateway = GatewayProcess(fake_upstream.url, tmp_dir=tmp_path_factory.mktemp("fuzz")).start()
     yield gateway
     assert gateway.alive(), gateway.log()[-3000:]
@@ -74,6 +76,10 @@ def assert_answer_in_shape(frontend: str, status: int, headers: dict, data: byte
     if frontend in ("openai", "responses"):
         assert set(answer) == {"error"}, answer
         assert set(answer["error"]) == {"message", "type", "param", "code"}, answer
+    elif frontend == "gemini":
+        assert set(answer) == {"error"}, answer
+        assert {"code", "message", "status"} <= set(answer["error"]), answer
+        assert answer["error"]["code"] == status, answer
     else:
         assert answer["type"] == "error" and set(answer["error"]) == {"type", "message"}, answer
     assert isinstance(answer["error"]["message"], str) and answer["error"]["message"]
@@ -143,6 +149,24 @@ responses_item = st.fixed_dictionaries({"type": st.sampled_from([
     "tools": st.lists(st.fixed_dictionaries({"type": st.just("function"), "name": words}),
                       max_size=2),
 })
+# Gemini contents and parts, right and wrong.
+gemini_part = st.fixed_dictionaries({}, optional={
+    "text": words, "thought": st.booleans(), "thoughtSignature": words,
+    "inlineData": st.fixed_dictionaries({}, optional={
+        "mimeType": st.sampled_from(["image/png", "audio/wav", ""]), "data": words}),
+    "fileData": st.fixed_dictionaries({}, optional={"fileUri": words, "mimeType": words}),
+    "functionCall": st.fixed_dictionaries({}, optional={
+        "name": words, "id": words, "args": st.dictionaries(words, words, max_size=2)}),
+    "functionResponse": st.fixed_dictionaries({}, optional={
+        "name": words, "id": words, "response": st.dictionaries(words, words, max_size=2)}),
+    "executableCode": st.just({"code": "print(1)"}), "videoClip": words,
+})
+gemini_content = st.fixed_dictionaries({"parts": st.lists(gemini_part, max_size=3)}, optional={
+    "role": st.sampled_from(["user", "user", "model", "model", "function", "system"])})
+gemini_declaration = st.fixed_dictionaries({"name": words}, optional={
+    "description": words,
+    "parameters": st.just({"type": "OBJECT", "properties": {"a": {"type": "STRING"}}}),
+    "parametersJsonSchema": st.just({"type": "object"})})
 plausible_body = st.fixed_dictionaries({"model": models,
                                         "messages": st.lists(message, min_size=1, max_size=4)},
                                        optional={
@@ -173,7 +197,26 @@ plausible_body = st.fixed_dictionaries({"model": models,
         ["low", "high", "none", "bogus"]), "summary": st.sampled_from(["auto", "detailed"])}),
     "text": st.just({"format": {"type": "json_object"}}),
     "previous_response_id": words, "store": st.booleans(),
+    "contents": st.lists(gemini_content, min_size=1, max_size=4),
+    "systemInstruction": words | st.fixed_dictionaries({"parts": st.lists(gemini_part,
+                                                                          max_size=2)}),
+    "generationConfig": st.fixed_dictionaries({}, optional={
+        "temperature": st.floats(0, 2), "maxOutputTokens": st.integers(-5, 100_000),
+        "candidateCount": st.integers(0, 3), "stopSequences": st.lists(words, max_size=2),
+        "responseMimeType": st.sampled_from(["application/json", "text/plain"]),
+        "responseSchema": st.just({"type": "OBJECT"}),
+        "thinkingConfig": st.fixed_dictionaries({}, optional={
+            "includeThoughts": st.booleans(), "thinkingBudget": st.integers(-1, 30_000),
+            "thinkingLevel": st.sampled_from(["LOW", "HIGH", "bogus"])})}),
+    "toolConfig": st.fixed_dictionaries({"functionCallingConfig": st.fixed_dictionaries(
+        {}, optional={"mode": st.sampled_from(["AUTO", "ANY", "NONE", "bogus"]),
+                      "allowedFunctionNames": st.lists(words, max_size=2)})}),
+    "safetySettings": st.just([{"category": "HARM_CATEGORY_HARASSMENT",
+                                "threshold": "BLOCK_NONE"}]),
 })
+gemini_tools = st.lists(st.fixed_dictionaries({}, optional={
+    "functionDeclarations": st.lists(gemini_declaration, max_size=2),
+    "googleSearch": st.just({})}), max_size=2)
 
 
 def _slots(node):
@@ -190,6 +233,8 @@ def almost_right(draw):
     """A plausible request, in most examples with one value somewhere replaced by any JSON value:
     each check and translator meets both the right types and a wrong one."""
     body = copy.deepcopy(draw(plausible_body))  # st.just values are shared between examples
+    if "contents" in body and draw(st.booleans()):
+        body["tools"] = copy.deepcopy(draw(gemini_tools))
     if draw(st.integers(0, 3)):
         container, key = draw(st.sampled_from(list(_slots(body))))
         container[key] = draw(json_value)
@@ -215,7 +260,7 @@ odd_headers = st.fixed_dictionaries({}, optional={
 
 # --- the fuzz --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("frontend", ["openai", "anthropic", "responses"])
+@pytest.mark.parametrize("frontend", ["openai", "anthropic", "responses", "gemini"])
 class TestFrontendFuzz:
     @FUZZ
     @given(body=st.binary(max_size=3000))
@@ -253,6 +298,7 @@ class TestFrontendFuzz:
         body = {"model": "opencode-go/minimax-m2.7" if frontend == "openai"
                 else "opencode-go/glm-5.1", "max_tokens": 10,
                 "messages": [{"role": "user", "content": [{"type": "text", "text": deep}]}],
+                "contents": [{"role": "user", "parts": [{"text": deep, "functionCall": deep}]}],
                 "tools": [{"type": "function", "name": "f", "input_schema": deep,
                            "function": {"name": "f", "parameters": deep}}]}
         assert_answer_in_shape(frontend, *client.send("POST", PATHS[frontend],

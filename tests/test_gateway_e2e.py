@@ -70,7 +70,7 @@ def test_upstream_error_keeps_status_message_and_retry_after(gateway):
         "messages": [{"role": "user", "content": "[[fake: error=429 retry_after=3]]"}]})
     assert status == 429
     assert headers["retry-after"] == "3"
-    assert json.loads(body)["error"]["message"] == "fake upstream error 429"
+    assert json.loads(body)["error"]["message"] == "upstream opencode-go: fake upstream error 429"
 
 
 def test_routes_command_prints_instance_flavour_and_url():
@@ -79,7 +79,7 @@ def test_routes_command_prints_instance_flavour_and_url():
     result = subprocess.run([sys.executable, "-m", "gateway", "routes", "opencode-go.2:kimi-k2.5"],
                             cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert "opencode-go.2" in result.stdout
-    assert "wire         : openai (table)" in result.stdout
+    assert "wire         : openai (models.dev" in result.stdout
     assert "POST https://opencode.ai/zen/go/v1/chat/completions" in result.stdout
     assert "sk-second-key" not in result.stdout and "****bbbb" in result.stdout
 

@@ -34,11 +34,12 @@ def spend(gw, name, dollars):
     return instance
 
 
-async def test_new_conversations_avoid_a_key_at_90_percent_of_its_5_hour_window():
+async def test_a_key_at_90_percent_of_its_5_hour_window_takes_only_its_share():
     gw = gateway()
     spend(gw, "opencode-go.1", 0.9 * 12)
-    chosen = {(await route(gw, f"conversation-{n}")).instance.name for n in range(20)}
-    assert chosen == {"opencode-go.2"}
+    chosen = [(await route(gw, f"conversation-{n}")).instance.name for n in range(20)]
+    # $1.20 left against $12: about one conversation in eleven.
+    assert chosen.count("opencode-go.1") <= 2
 
 
 async def test_the_upstreams_own_figure_counts_over_the_ledger():

@@ -266,3 +266,11 @@ def test_metrics_are_not_served_through_nginx(nginx):
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 403"), answer[:200]
+
+
+def test_a_request_framed_two_ways_is_refused_behind_nginx_and_the_connection_closed(nginx, fake):
+    from tests.test_hostile_clients import smuggling_attempt
+    received = smuggling_attempt(nginx.port)
+    assert received.startswith(b"HTTP/1.1 400"), received[:200]
+    assert received.count(b"HTTP/1.1 ") == 1  # the request after it was never answered
+    assert fake.requests() == []

@@ -114,14 +114,21 @@ def test_a_key_whose_anchor_day_is_outside_1_to_31_is_refused(tmp_path):
 
 def test_cached_tokens_are_priced_at_the_cache_price():
     usage = Usage(input_tokens=1_000_000, output_tokens=100_000, cached_tokens=400_000)
-    # glm-5.1: 1.4 / 4.4 / 0.26 per million; 600k fresh, 400k cached, 100k out.
-    assert Prices({}).cost("glm-5.1", usage) == pytest.approx(0.84 + 0.104 + 0.44)
+    price = Prices({}).price("glm-5.1")  # the catalogue's price (models.dev)
+    assert price.cache_read < price.input and price.multiplier == 1
+    # 600k fresh, 400k cached, 100k out, per million tokens.
+    assert Prices({}).cost("glm-5.1", usage) == pytest.approx(
+        0.6 * price.input + 0.4 * price.cache_read + 0.1 * price.output)
 
 
-def test_a_models_multiplier_counts_its_spending_more_than_once():
+def test_a_models_multiplier_counts_its_spending_more_than_once(tmp_path):
     usage = Usage(input_tokens=1_000_000, output_tokens=0)
-    assert Prices({}).cost("kimi-k3", usage) == pytest.approx(3.0 * 3)
-    assert Prices({}).cost("minimax-m3", usage) == pytest.approx(0.3 * 2)
+    price = Prices({}).price("kimi-k3")
+    assert price.multiplier > 1  # models.dev's "(2x usage)"-style models
+    assert Prices({}).cost("kimi-k3", usage) == pytest.approx(price.input * price.multiplier)
+    gw = gateway(config_text="quota:\n  prices:\n    glm-5.1: {input: 1, output: 2, "
+                             "multiplier: 3}\n", tmp_path=tmp_path)
+    assert gw.book.prices.cost("glm-5.1", usage) == pytest.approx(1 * 3)
 
 
 def test_an_unknown_model_is_priced_on_the_expensive_side_and_the_config_adds_prices(tmp_path):
@@ -140,7 +147,9 @@ def test_an_answer_without_a_cost_is_charged_at_the_price_table_and_one_with_it_
     account = gw.book.account(instance)
     gw.book.record(instance, "kimi-k3", Usage(input_tokens=100_000, output_tokens=10_000,
                                               cached_tokens=50_000), None)
-    expected = (50_000 * 3.0 + 50_000 * 0.3 + 10_000 * 15.0) / 1e6 * 3
+    price = Prices({}).price("kimi-k3")
+    expected = (50_000 * price.input + 50_000 * price.cache_read + 10_000 * price.output) \
+        / 1e6 * price.multiplier
     assert account.pending == pytest.approx(expected)
     gw.book.record(instance, "kimi-k3", Usage(input_tokens=100_000), 0.25)
     assert account.pending == pytest.approx(expected + 0.25)

@@ -20,6 +20,7 @@ from tests.test_state_store import (NOW_MINUTE, starts,  # noqa: F401
                                     test_key_states_are_shared_whole,
                                     test_old_sessions_are_forgotten,
                                     test_reasoning_is_recalled_until_it_expires,
+                                    test_sessions_come_back_with_when_they_were_last_seen,
                                     test_sessions_come_back_once_then_only_new_ones,
                                     test_usage_adds_up_per_window)
 

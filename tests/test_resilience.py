@@ -130,7 +130,9 @@ def test_400_is_returned_at_once_without_trying_another_key(start_gateway, fake)
     gateway = start_gateway(env=TWO_KEYS)
     status, _, body = ask(gateway, text="[[fake: error=400]]")
     assert status == 400
-    assert json.loads(body)["error"]["message"] == "fake upstream error 400"
+    message = json.loads(body)["error"]["message"]
+    assert message.startswith("upstream opencode-go.")  # the instance that said it, no key
+    assert message.endswith(": fake upstream error 400")
     assert len(fake.requests()) == 1
 
 
@@ -171,7 +173,7 @@ def test_a_pinned_request_gets_the_429_with_retry_after_and_is_not_moved(start_g
         assert status == 429
         assert headers["retry-after"] == "30"
         error = json.loads(body)["error"]
-        assert error["message"] == "fake upstream error 429"
+        assert error["message"] == "upstream opencode-go.1: fake upstream error 429"
         assert error["type"] == "rate_limit_error"
     assert keys_seen(fake) == ["k1", "k1"]
 

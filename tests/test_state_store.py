@@ -83,6 +83,19 @@ async def test_sessions_come_back_once_then_only_new_ones(store):
     assert (await store.snapshot(starts(), first.cursor)).sessions == {"s1": "k2"}
 
 
+async def test_sessions_come_back_with_when_they_were_last_seen(store):
+    """A conversation's idle time (is its prompt cache still warm?) is read on other workers
+    from the time its last turn was written with, not from when they read it."""
+    then = time.time() - 42.5
+    await store.record(Batch(sessions={"s1": ("k1", then)}))
+    first = await store.snapshot(starts(), None)
+    assert first.seen == {"s1": pytest.approx(then)}
+    later = then + 30.25
+    await store.record(Batch(sessions={"s1": ("k1", later)}))
+    again = await store.snapshot(starts(), first.cursor)
+    assert (again.sessions, again.seen) == ({"s1": "k1"}, {"s1": pytest.approx(later)})
+
+
 async def test_old_sessions_are_forgotten(store):
     await store.record(Batch(sessions={"old": ("k1", time.time() - 7 * 3600)}))
     assert (await store.snapshot(starts(), None)).sessions == {}

@@ -223,12 +223,16 @@ def test_every_key_at_a_limit_is_a_429_that_says_which_and_when(start_gateway, f
     assert fake.requests() == []
 
 
-def test_glm_gets_no_reasoning_controls_others_keep_them(gateway, fake):
-    assert chat(gateway, reasoning_effort="high")[0] == 200
+def test_reasoning_controls_are_fitted_to_each_model(gateway, fake):
+    # GLM takes low/high/max but not `thinking`; models.dev lists no effort for kimi-k2.6;
+    # deepseek takes high/max.
+    assert chat(gateway, reasoning_effort="high", thinking={"type": "enabled"})[0] == 200
     assert chat(gateway, model="opencode-go/kimi-k2.6", reasoning_effort="high")[0] == 200
-    glm, kimi = fake.requests()
-    assert "reasoning_effort" not in glm["body"]
-    assert kimi["body"]["reasoning_effort"] == "high"
+    assert chat(gateway, model="opencode-go/deepseek-v4-pro", reasoning_effort="low")[0] == 200
+    glm, kimi, deepseek = fake.requests()
+    assert glm["body"]["reasoning_effort"] == "high" and "thinking" not in glm["body"]
+    assert "reasoning_effort" not in kimi["body"]
+    assert deepseek["body"]["reasoning_effort"] == "high"
 
 
 def test_a_key_pasted_with_its_bearer_prefix_works(start_gateway, fake):

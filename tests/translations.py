@@ -6,12 +6,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from gateway.config import Config
+from gateway.routing.catalogue import Catalogue
 from gateway.translate.compose import TRANSLATIONS
 
 
 def route_ctx(body: dict | None = None, model: str = "", config: Config | None = None):
     return SimpleNamespace(model_id=model, requested=model, body=body or {},
-                           config=config or Config(), dropped_tools=None)
+                           config=config or Config(), dropped_tools=None, adjusted=None,
+                           backend="opencode-go", catalogues={"opencode-go": Catalogue({})})
 
 
 def answer(upstream: str, client: str, raw: bytes, body: dict | None = None, model: str = ""):

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,28 +77,50 @@ class Server:
         raise SystemExit(f"{self.name} did not become ready on port {self.port} in {timeout:.0f} s "
                          f"({last}):\n{self.log_tail()}")
 
+    def _tree(self) -> list[int]:
+        """The process and its descendants (hypercorn's workers) now."""
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+        pids, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo.extend(children.get(pid, ()))
+        return pids
+
     def rss_mib(self) -> float | None:
         """Resident memory of the process and its descendants (workers), in MiB."""
         try:
-            children: dict[int, list[int]] = {}
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    try:
-                        stat = Path(f"/proc/{entry}/stat").read_text()
-                    except OSError:
-                        continue
-                    ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                    children.setdefault(ppid, []).append(int(entry))
-            total_kib, todo = 0, [self.process.pid]
-            while todo:
-                pid = todo.pop()
-                todo.extend(children.get(pid, ()))
+            total_kib = 0
+            for pid in self._tree():
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmRSS:"):
                         total_kib += int(line.split()[1])
             return total_kib / 1024
         except OSError:
             return None
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the process and its live descendants have used so far.
+
+        The workers live as long as the server, so the difference of two readings around a
+        load run is what serving that load cost, wherever the work landed.
+        """
+        ticks = 0
+        for pid in self._tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / _CLOCK_TICKS
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -121,6 +146,9 @@ class Result:
     errors: list[tuple[int, str]] = field(default_factory=list)
     # Per answered request (run_hey_csv only), in the order hey finished them.
     latencies_ms: list[float] = field(default_factory=list)
+    first_byte_ms: list[float] = field(default_factory=list)
+    ttfb_p50_ms: float | None = None
+    ttfb_p99_ms: float | None = None
 
     @property
     def ok_rps(self) -> float:
@@ -157,9 +185,11 @@ def parse_hey(output: str) -> Result:
     return result
 
 
-def _hey_command(url: str, body: str, concurrency: int, *load: str) -> list[str]:
+def _hey_command(url: str, body: str, concurrency: int, *load: str,
+                 headers: tuple[str, ...] = ()) -> list[str]:
+    extra = [arg for header in headers for arg in ("-H", header)]
     return ["hey", *load, "-c", str(concurrency), "-m", "POST", "-T", "application/json",
-            "-H", "Authorization: Bearer bench", "-d", body, url]
+            "-H", "Authorization: Bearer bench", *extra, "-d", body, url]
 
 
 def run_hey(url: str, body: str, duration: str, concurrency: int) -> Result:
@@ -189,6 +219,9 @@ def parse_hey_csv(output: str, requests: int) -> Result:
     for row in csv.DictReader(io.StringIO(output)):
         seconds = float(row["response-time"])
         result.latencies_ms.append(seconds * 1000)
+        # From the request written to the first byte of the answer: what a stream's reader
+        # waits before anything shows.
+        result.first_byte_ms.append(float(row["Response-delay"]) * 1000)
         status = int(row["status-code"])
         result.statuses[status] = result.statuses.get(status, 0) + 1
         end = max(end, float(row["offset"]) + seconds)
@@ -198,14 +231,19 @@ def parse_hey_csv(output: str, requests: int) -> Result:
                                        "which: rerun with compare_floor.py to see them)"))
     result.total_secs = end
     result.rps = requests / end if end else 0.0
+    ordered_delays = sorted(result.first_byte_ms)
+    result.ttfb_p50_ms = percentile(ordered_delays, 0.50)
+    result.ttfb_p99_ms = percentile(ordered_delays, 0.99)
     ordered = sorted(result.latencies_ms)
     result.p50_ms = percentile(ordered, 0.50)
     result.p99_ms = percentile(ordered, 0.99)
     return result
 
 
-def run_hey_csv(url: str, body: str, requests: int, concurrency: int) -> Result:
-    done = subprocess.run(_hey_command(url, body, concurrency, "-n", str(requests), "-o", "csv"),
+def run_hey_csv(url: str, body: str, requests: int, concurrency: int,
+                headers: tuple[str, ...] = ()) -> Result:
+    done = subprocess.run(_hey_command(url, body, concurrency, "-n", str(requests), "-o", "csv",
+                                       headers=headers),
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"hey failed ({done.returncode}): {done.stderr or done.stdout}")

@@ -1,4 +1,4 @@
-"""Redraw deploy/dashboard/dashboard.png, the README's picture of the dashboard.
+"""Redraw docs/img/dashboard.png, the docs' picture of the dashboard.
 
     . .venv/bin/activate && python deploy/dashboard/screenshot.py [OUT.png]
 
@@ -130,4 +130,5 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("dashboard.png"))
+    default = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else default)

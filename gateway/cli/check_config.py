@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 
 from gateway.cli.common import load_gateway
-from gateway.upstream.instances import mask_key
+from gateway.routing.router import missing_key_message
+from gateway.upstream.identity import upstream_user_agent
+from gateway.upstream.instances import describe_layout, mask_key
 
 
 def add(commands) -> None:
@@ -21,10 +23,11 @@ def run(args) -> int:
     for name, pool in gateway.pools.items():
         print(f"backend {name}:")
         for instance in pool.instances:
-            print(f"  instance {instance.name}: {instance.api_url}, key {mask_key(instance.api_key)}")
+            print(f"  instance {instance.name}: {describe_layout(instance)}, key "
+                  f"{mask_key(instance.api_key)}, user agent "
+                  f"{upstream_user_agent(None, instance.user_agent)}")
             if not instance.api_key:
-                print(f"  warning: {instance.name} has no key; set OPENCODE_GO_API_KEY "
-                      "(or api_key in the config)")
+                print(f"  warning: {missing_key_message(name)}")
         overrides = config.backends[name].extra.model_protocol_overrides
         if overrides:
             print(f"  protocol overrides: {', '.join(f'{m}={p}' for m, p in overrides.items())}")

@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import os
 import shutil
-import sys
 import tempfile
 
+from gateway import __version__
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway
 from gateway.cli.common import in_range, load_gateway
+from gateway.logs import setup as setup_logs
+from gateway.routing.router import missing_key_message
 from gateway.server import hypercorn_config
 from gateway.state.store import StoreError
+from gateway.upstream.identity import upstream_user_agent
+from gateway.upstream.instances import describe_layout
+
+_log = logging.getLogger("gateway")
 
 
 def add(commands) -> None:
@@ -33,11 +41,33 @@ def _open_state(gateway: Gateway) -> None:
     try:
         asyncio.run(open_and_close())
     except StoreError as exc:
-        print(f"opencode-gateway: {exc}", file=sys.stderr)
+        _log.error("%s", exc)
         raise SystemExit(2) from None
     except OSError as exc:  # a Redis that is down now: the workers serve and keep trying
-        print(f"opencode-gateway: warning: state store {gateway.store!r} is unreachable "
-              f"({exc}); serving on each worker's own view until it is back", file=sys.stderr)
+        _log.warning("state store %r is unreachable (%s); serving on each worker's own view "
+                     "until it is back", gateway.store, exc)
+
+
+def _warn_without_keys(gateway: Gateway) -> None:
+    """A gateway without an OpenCode Go key starts (to be tried, or keyed later) but says so."""
+    for name, pool in gateway.pools.items():
+        if not any(instance.api_key for instance in pool.instances):
+            _log.warning("%s; until then every request gets this answer", missing_key_message(name))
+
+
+def _cannot_bind(exc: OSError, host: str, port: int) -> str:
+    """One sentence: why `serve` cannot listen on host:port, and what to do."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} on {host} is already in use (another gateway?): stop what listens "
+                f"there (`ss -ltnp 'sport = :{port}'` names it) or pick another port with "
+                "--port (or server.port in the config)")
+    if exc.errno == errno.EACCES:
+        return (f"no permission to listen on port {port}: ports below 1024 need root; pick "
+                "another port with --port (or server.port in the config)")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"{host} is not an address of this machine: use 127.0.0.1, 0.0.0.0 (every "
+                "interface) or one of its own addresses with --host (or server.host)")
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def _metrics_dir(workers: int) -> str | None:
@@ -69,8 +99,10 @@ def run(args) -> int:
     from hypercorn.run import run
     # gateway.asgi builds its app when imported, from the environment set below: not before.
 
+    setup_logs()
     gateway = load_gateway(args)  # fail here, named, rather than in every worker
     _open_state(gateway)
+    _warn_without_keys(gateway)
     server = gateway.config.server
     host = args.host or server.host
     port = server.port if args.port is None else args.port
@@ -80,15 +112,20 @@ def run(args) -> int:
     if args.rules_dir:
         os.environ[RULES_DIR_ENV] = os.path.abspath(args.rules_dir)
     config = hypercorn_config(server, host, port, workers)
-    print(f"opencode-gateway: serving on http://{host}:{port} with {workers} worker(s), "
-          f"{len(gateway.router.advertised_models())} models (`opencode-gateway models` lists "
-          f"them), state in {gateway.store!r}", file=sys.stderr, flush=True)
+    # hypercorn says "Running on …" once the port is bound; nothing before claims it serves.
+    _log.info("opencode-gateway %s starting on %s:%d with %d worker(s), %d models "
+              "(`opencode-gateway models` lists them), state in %r", __version__, host, port,
+              workers, len(gateway.router.advertised_models()), gateway.store)
+    for pool in gateway.pools.values():
+        first = pool.instances[0]
+        _log.info("%s: OpenCode Go's %s (%d key(s)), user agent %s", pool.backend,
+                  describe_layout(first), len(pool.instances),
+                  upstream_user_agent(None, first.user_agent))
     metrics_dir = _metrics_dir(workers)
     try:
         return run(config)
     except OSError as exc:  # the address is taken, or not this machine's
-        print(f"opencode-gateway: cannot serve on {host}:{port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        _log.error("%s", _cannot_bind(exc, host, port))
         return 2
     finally:
         if metrics_dir is not None:

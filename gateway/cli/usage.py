@@ -1,13 +1,11 @@
 """`opencode-gateway usage`: where every key stands, read from the state store."""
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 
-from gateway.cli.common import load_gateway
+from gateway.cli.common import load_gateway, nothing_to_read, on_the_store
 from gateway.quota.report import usage_report
-from gateway.state.store import StoreError
 
 
 def add(commands) -> None:
@@ -20,20 +18,12 @@ def add(commands) -> None:
 def run(args) -> int:
     """Where every key stands, read from the state store (no running gateway needed)."""
     gateway = load_gateway(args)
+    nothing = nothing_to_read(gateway)
+    if nothing:
+        print(f"opencode-gateway: {nothing}", file=sys.stderr)
+        return 1
 
-    async def read():
-        await gateway.store.open()
-        try:
-            await gateway.book.sync()
-            return await usage_report(gateway.book, gateway.pools)
-        finally:
-            await gateway.store.close()
-
-    try:
-        report = asyncio.run(read())
-    except (StoreError, OSError) as exc:  # OSError: a Redis store that is down
-        print(f"opencode-gateway: {exc}", file=sys.stderr)
-        return 2
+    report = on_the_store(gateway, lambda: usage_report(gateway.book, gateway.pools))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

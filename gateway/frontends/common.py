@@ -15,8 +15,10 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import GatewayError
-from gateway.replies import Reply, StreamReply
+from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
+from gateway.routing.router import missing_key_message
+from gateway.suggest import did_you_mean
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
 _decode = msgspec.json.decode
@@ -27,14 +29,19 @@ _ID_PREFIX = os.urandom(4).hex()
 _id_counter = itertools.count(1)
 
 
+_YIELD_AFTER = 1024 * 1024  # bytes of body
+
+
 def presented_key(request: Request) -> str | None:
-    """The client's key from `Authorization: Bearer …` or `x-api-key` (either frontend)."""
+    """The client's key from `Authorization: Bearer …`, `x-api-key` or `x-goog-api-key` (every
+    frontend; the Gemini frontend moves a `?key=` into the last)."""
     authorization = request.headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    headers = request.headers
+    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
 def check_client_key(request: Request, keys: list[bytes]) -> str | None:
@@ -44,7 +51,8 @@ def check_client_key(request: Request, keys: list[bytes]) -> str | None:
     presented = presented_key(request)
     if presented is None:
         raise GatewayError(401, "this gateway requires a client key: send it as "
-                                "`Authorization: Bearer <key>` or `x-api-key: <key>`")
+                                "`Authorization: Bearer <key>`, `x-api-key: <key>` or "
+                                "`x-goog-api-key: <key>`")
     candidate = presented.encode()
     # Compare against every key, never stopping early, so timing tells nothing about which matched.
     matched = False
@@ -55,9 +63,16 @@ def check_client_key(request: Request, keys: list[bytes]) -> str | None:
     return presented
 
 
-async def read_json_object(request: Request, limit: int, timeout: float) -> dict:
-    """The request body as a dict, refused with 413 as soon as it passes `limit` bytes, and
-    with 408 when it has not all arrived within `timeout` seconds."""
+async def read_json_object(request: Request, limit: int, timeout: float,
+                           max_containers: int = 50_000) -> dict:
+    """The request body as a dict, refused with 413 as soon as it passes `limit` bytes or holds
+    more than `max_containers` JSON objects and arrays, and with 408 when it has not all
+    arrived within `timeout` seconds.
+
+    Decoding is one C call the event loop cannot interrupt, and its time grows with the objects
+    a body holds (half a million small ones: over a second). Counting `{` and `[` in each chunk
+    as it arrives costs little and spreads over the reads; braces inside strings count too, so
+    the bound is a little stricter than it says, never looser."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -67,6 +82,7 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
                                     f"limit of {limit} bytes (server.max_body_bytes)")
     chunks = []
     size = 0
+    containers = 0
     # A deadline for the whole body: one timer that cancels this task (cheaper than
     # asyncio.timeout on a path every request takes).
     task = asyncio.current_task()
@@ -79,6 +95,12 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
             if size > limit:
                 raise GatewayError(413, f"request body is over this gateway's limit of {limit} "
                                         "bytes (server.max_body_bytes)")
+            containers += chunk.count(b"{") + chunk.count(b"[")
+            if containers > max_containers:
+                raise GatewayError(413, f"request body holds more than {max_containers} JSON "
+                                        "objects and arrays, this gateway's limit "
+                                        "(server.max_body_containers)",
+                                   headers={"connection": "close"})
             chunks.append(chunk)
     except ClientDisconnect:
         raise GatewayError(400, "the client closed the connection before the body was complete") from None
@@ -95,19 +117,63 @@ async def read_json_object(request: Request, limit: int, timeout: float) -> dict
         raise GatewayError(400, "the request body is empty; send a JSON object")
     try:
         body = _decode(raw)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # The gateway's own look at the bytes, not the decoder's wording (which changes between
+        # msgspec versions and may not name the byte): UTF-8 first, then JSON.
+        bad = first_bad_utf8(raw)
+        if bad is not None:
+            offset, byte = bad
+            raise GatewayError(400, f"the request body is not valid UTF-8: byte 0x{byte:02x} at "
+                                    f"offset {offset}; send the JSON encoded as UTF-8") from None
         raise GatewayError(400, f"the request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError as exc:  # inside a string: msgspec checks UTF-8 there
-        # exc.object is the string's own bytes, not the body's.
-        raise GatewayError(400, f"the request body is not valid UTF-8 (byte "
-                                f"0x{exc.object[exc.start]:02x} at offset {exc.start} of a "
-                                "string); send UTF-8 JSON") from None
     except RecursionError:  # msgspec's guard against a stack overflow on deep nesting
         raise GatewayError(400, "the request body is nested too deeply to be a chat "
                                 "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
+    if len(raw) > _YIELD_AFTER:
+        # Decoding a big body held the loop; the re-encoding for the upstream will again: let
+        # the other requests run between the two.
+        await asyncio.sleep(0)
     return body
+
+
+def check_counts(body: dict, server) -> None:
+    """400 naming the bound when the body holds more messages (`input` items, `contents`),
+    tools, or content parts in one message than `server` (the config's server section)
+    allows."""
+    tools = body.get("tools")
+    if isinstance(tools, list) and len(tools) > server.max_tools:
+        raise GatewayError(400, f"`tools` holds {len(tools)} tools, over this gateway's limit "
+                                f"of {server.max_tools} (server.max_tools)", param="tools")
+    for field, part_field in (("messages", "content"), ("input", "content"),
+                              ("contents", "parts")):  # Chat and Messages, Responses, Gemini
+        items = body.get(field)
+        if not isinstance(items, list):
+            continue
+        if len(items) > server.max_messages:
+            raise GatewayError(400, f"`{field}` holds {len(items)} items, over this gateway's "
+                                    f"limit of {server.max_messages} (server.max_messages)",
+                               param=field)
+        for index, item in enumerate(items):
+            parts = item.get(part_field) if isinstance(item, dict) else None
+            if isinstance(parts, list) and len(parts) > server.max_parts:
+                where = f"{field}[{index}].{part_field}"
+                raise GatewayError(400, f"`{where}` holds {len(parts)} parts, over this "
+                                        f"gateway's limit of {server.max_parts} "
+                                        "(server.max_parts)", param=where)
+def estimate_tokens(value) -> int:
+    """A token count estimate for a request's content: about four bytes of JSON per token."""
+    return max(1, len(_encode(value)) // 4)
+
+
+def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
+    """(offset, byte) of the first byte that breaks UTF-8 in `raw`, or None when it is UTF-8."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start, raw[exc.start]
+    return None
 
 
 def _json_type(value) -> str:
@@ -263,13 +329,17 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     model = None
     try:
         client_key = check_client_key(request, gateway.client_keys)
-        body = await read_json_object(request, gateway.config.server.max_body_bytes,
-                                      gateway.config.server.body_timeout)
+        server = gateway.config.server
+        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
+                                      server.max_body_containers)
+        check_counts(body, server)
         model = validate(body)
         ctx = await gateway.router.route(model, frontend, body, headers=request.headers,
                                          client_key=client_key)
         ctx.request_id = request_id
         ctx.started = started
+        if not ctx.instance.api_key:  # said at start too; OpenCode Go would say "Missing API key"
+            raise GatewayError(503, missing_key_message(ctx.backend), code="no_upstream_key")
         response = await _forward_on_its_wire(request, gateway, ctx)
     except GatewayError as exc:
         error = exc
@@ -278,14 +348,27 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         error = GatewayError(500, f"internal gateway error (request id {request_id}); "
                                   "see the gateway's log")
     else:
+        if ctx.adjusted:  # what was fitted to the model (translate/model_limits.py)
+            response.headers.extend(header_list(ctx.adjusted))
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)
+    if ctx is not None and 400 <= error.status < 500 and error.status != 429:
+        error.message += _misspelt_model(gateway, ctx)
     if ctx is not None:
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
         gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
     return render_error(error, request_id)
+
+
+def _misspelt_model(gateway, ctx) -> str:
+    """` Did you mean opencode-go/glm-5.1?` when the upstream refused a model named with its
+    backend (`opencode-go/glm-5.l`) that no list knows and a listed id is one typo away."""
+    catalogue = gateway.router.catalogues.get(ctx.backend)
+    if catalogue is None or catalogue.listed(ctx.model_id):
+        return ""
+    return did_you_mean(ctx.model_id, catalogue.advertised(), f"{ctx.backend}/{{}}".format)
 
 
 class Frontend:

@@ -8,7 +8,8 @@ from starlette.requests import Request
 
 from gateway.errors import GatewayError
 from gateway.frontends.anthropic_messages import anthropic_error
-from gateway.frontends.common import check_client_key, read_json_object
+from gateway.frontends import gemini
+from gateway.frontends.common import check_client_key, estimate_tokens, read_json_object
 from gateway.frontends.openai_chat import openai_error
 from gateway.replies import Reply
 
@@ -47,7 +48,10 @@ def _json(body: bytes, status: int = 200) -> Reply:
 
 
 async def list_models(request: Request) -> Reply:
-    """OpenAI's list shape, or Anthropic's when the client sends `anthropic-version` (its SDKs do)."""
+    """OpenAI's list shape, Anthropic's when the client sends `anthropic-version` (its SDKs do),
+    Google's when it sends `x-goog-api-key` or `x-goog-api-client` (google-genai's `/v1/models`)."""
+    if any(name in request.headers for name in gemini.GOOGLE_HEADERS):
+        return await gemini.list_models(request)
     gateway = request.app.state.gateway
     anthropic = "anthropic-version" in request.headers
     try:
@@ -73,12 +77,12 @@ async def count_tokens(request: Request) -> Reply:
     gateway = request.app.state.gateway
     try:
         check_client_key(request, gateway.client_keys)
-        body = await read_json_object(request, gateway.config.server.max_body_bytes,
-                                      gateway.config.server.body_timeout)
+        server = gateway.config.server
+        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
+                                      server.max_body_containers)
         if not isinstance(body.get("messages"), list):
             raise GatewayError(400, "messages: must be a list of message objects")
     except GatewayError as exc:
         return anthropic_error(exc)
     counted = {key: body.get(key) for key in ("system", "messages", "tools")}
-    estimate = max(1, len(_encode(counted)) // 4)
-    return _json(b'{"input_tokens":%d}' % estimate)
+    return _json(b'{"input_tokens":%d}' % estimate_tokens(counted))

@@ -23,7 +23,9 @@ async def usage(request: Request) -> Reply:
         check_client_key(request, gateway.client_keys)
     except GatewayError as exc:
         return openai_error(exc)
-    report = await usage_report(gateway.book, gateway.pools, list(gateway.observer.recent_errors))
+    observer = gateway.observer
+    report = await usage_report(gateway.book, gateway.pools, list(observer.recent_errors),
+                                health=observer.health.report())
     return Reply(_encode(report), headers={"cache-control": "no-store"})
 
 

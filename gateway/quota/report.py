@@ -25,7 +25,8 @@ def _iso(when: float) -> str:
 
 async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
                        recent_errors: list[dict] | None = None,
-                       now: float | None = None) -> dict[str, Any]:
+                       now: float | None = None,
+                       health: list[dict] | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     try:
         rows = await book.store.report(minute_of(now) - _HOURS * 60)
@@ -69,6 +70,10 @@ async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
                 "limit": instance.limit_name if status == "limited" else None,
                 "until": _iso(until) if until else None,
                 "headroom": round(account.headroom(now), 4),
+                # Limits OpenCode Go set on one model of this key (the others still served).
+                "model_caps": {model: {"limit": name, "until": _iso(until)}
+                               for model, (until, name) in sorted(instance.model_caps.items())
+                               if until > now},
                 "failures": instance.failures, "windows": windows})
     today = minute_of(now) // 1440 * 1440
     models: dict[str, dict[str, Any]] = {}
@@ -88,6 +93,8 @@ async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
         "models_today": sorted(models.values(), key=lambda m: -m["cost_usd"]),
         "hourly": [hourly[key] for key in sorted(hourly)],
         "recent_errors": recent_errors or [],
+        # This worker's last 5 minutes per instance and model (gateway/health.py).
+        "health": health or [],
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 
 import aiohttp
 import msgspec
@@ -17,9 +18,10 @@ import msgspec
 from gateway.errors import DECODE_ERRORS
 
 from gateway.quota.book import KeyBook
-from gateway.upstream.forwarder import SESSION_HEADER
+from gateway.upstream.forwarder import read_headers
 from gateway.upstream.instances import Instance, InstancePool
 from gateway.upstream.reading import read_at_most
+from gateway.upstream.urls import call_url
 
 _log = logging.getLogger("gateway")
 _SESSION = "opencode-gateway-usage"
@@ -54,15 +56,20 @@ def _epoch(text: str | None) -> float | None:
 async def read_usage(session: aiohttp.ClientSession,
                      instance: Instance) -> dict[str, tuple[float, float]]:
     """window -> (percent, resets at) as the upstream reports it for `instance`'s key."""
-    headers = {"Authorization": "Bearer " + instance.api_key, "Accept-Encoding": "identity",
-               SESSION_HEADER: _SESSION}
-    async with session.get(instance.api_url + "/usage", headers=headers,
+    headers = read_headers(instance, _SESSION)
+    async with session.get(call_url(instance, "usage"), headers=headers,
                            timeout=aiohttp.ClientTimeout(total=15)) as answer:
         body = await read_at_most(answer.content, 256 * 1024)
         if answer.status == 404:
             raise NoUsageEndpoint
         if answer.status != 200:
             raise RuntimeError(f"HTTP {answer.status}")
+    return usage_figures(body)
+
+
+def usage_figures(body: bytes) -> dict[str, tuple[float, float]]:
+    """window -> (percent, resets at) from a `/usage` answer's body (a rate-limited window
+    counts as 100% at least); raises one of DECODE_ERRORS for a body of another shape."""
     figures = {}
     for window, reported in _decode(body).usage.items():
         resets = _epoch(reported.resetsAt)
@@ -72,13 +79,26 @@ async def read_usage(session: aiohttp.ClientSession,
     return figures
 
 
+# How soon a key resting at a usage limit is asked again: a limit OpenCode Go has lifted (or a
+# plan that grew) should not keep the key out for hours (book.upstream_usage ends the rest).
+LIMITED_RECHECK_SECONDS = 15.0
+
+
 async def poll_forever(session: aiohttp.ClientSession, pools: dict[str, InstancePool],
-                       book: KeyBook, every: float) -> None:
+                       book: KeyBook, every: float,
+                       recheck: float = LIMITED_RECHECK_SECONDS) -> None:
+    """Every key's /usage every `every` seconds; a key at a usage limit every `recheck`."""
     silent: set[str] = set()   # keys whose upstream has no /usage
+    next_round = 0.0
     while True:
+        full = time.monotonic() >= next_round
+        if full:
+            next_round = time.monotonic() + every
         for pool in pools.values():
             for instance in pool.instances:
                 if instance.key_id in silent or not instance.api_key:
+                    continue
+                if not full and not instance.limited(time.time()):
                     continue
                 try:
                     figures = await read_usage(session, instance)
@@ -93,4 +113,4 @@ async def poll_forever(session: aiohttp.ClientSession, pools: dict[str, Instance
                                  "counts until the next try", instance.name, exc)
                     continue
                 book.upstream_usage(instance, figures, pool)
-        await asyncio.sleep(every)
+        await asyncio.sleep(max(0.0, min(recheck, next_round - time.monotonic())))

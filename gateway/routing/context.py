@@ -27,9 +27,9 @@ class RouteContext:
     """One request's route, filled in by the rule chain.
 
     `requested` is the model string as the client sent it; `frontend` the protocol the client
-    speaks ("openai", "anthropic" or "responses"); `backend`, `instance`, `model_id` (the bare id
-    the upstream receives) and `protocol` (the upstream wire: "openai", "anthropic" or
-    "responses") are the route; `pin` is the instance number the client pinned, if any; `body`
+    speaks ("openai", "anthropic", "responses" or "gemini"); `backend`, `instance`, `model_id`
+    (the bare id the upstream receives) and `protocol` (the upstream wire: "openai", "anthropic",
+    "responses", or "gemini" by a config override) are the route; `pin` is the instance number the client pinned, if any; `body`
     is the request as a dict; `fallbacks` the instances an unpinned request may move to if
     `instance` fails, best first; `session` is the conversation's id (the `x-opencode-session` the
     upstream receives, see `routing/session.py`). `config`, `pools` and `catalogues` give rules
@@ -38,7 +38,8 @@ class RouteContext:
     __slots__ = ("requested", "frontend", "backend", "instance", "model_id", "protocol", "pin",
                  "body", "translation", "config", "pools", "catalogues", "quota", "session",
                  "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
-                 "limit_hit", "fallbacks")
+                 "limit_hit", "fallbacks", "adjusted", "sent_bytes", "events_seen", "client_ua",
+                 "client_headers")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
                  pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
@@ -67,6 +68,16 @@ class RouteContext:
         self.first_byte_seconds: float | None = None
         self.dropped_tools: list[str] | None = None  # tools the upstream wire cannot run
         self.limit_hit: str | None = None  # a usage limit an instance reported on the way
+        # Response headers saying what was fitted to the model (translate/model_limits.py).
+        self.adjusted: dict[str, str] | None = None
+        # Who the client said it is (its User-Agent), and its OpenCode headers to pass on
+        # (upstream/identity.py).
+        self.client_ua: str | None = None
+        self.client_headers: tuple[tuple[str, str], ...] = ()
+        # What a charge is estimated from when the upstream's usage never arrived: the size of
+        # the request it received, and the stream events relayed before the end.
+        self.sent_bytes = 0
+        self.events_seen = 0
 
     @property
     def pinned(self) -> bool:

@@ -6,12 +6,15 @@ fills in the context; the rules decide, and only after the whole chain has run i
 """
 from __future__ import annotations
 
-from gateway.config import Config
+from gateway.config import Config, env_prefix
 from gateway.errors import GatewayError
 from gateway.routing.catalogue import Catalogue
+from gateway.routing.catalogue_store import CatalogueFacts, load
 from gateway.routing.chain import RuleChain
 from gateway.routing.context import RouteContext
 from gateway.routing.session import Sessions
+from gateway.suggest import did_you_mean
+from gateway.upstream.identity import forwarded_headers
 from gateway.upstream.instances import InstancePool
 
 
@@ -26,8 +29,20 @@ def parse_model_string(requested: str, backends) -> tuple[str | None, int | None
     return None, None, requested
 
 
-def build_catalogues(config: Config) -> dict[str, Catalogue]:
-    return {name: Catalogue(backend.extra.model_protocol_overrides)
+def missing_key_message(backend: str) -> str:
+    """Why a backend without a key cannot answer, and what to set: the warning at start and the
+    error every request gets say the same."""
+    prefix = env_prefix(backend)
+    return (f"the gateway has no OpenCode Go key for {backend}: set {prefix}_API_KEY (or "
+            f"{prefix}_API_KEY_1, _2, ... for several keys, or backends.{backend}.api_key in its "
+            "config) where the gateway runs, and restart it")
+
+
+def build_catalogues(config: Config, known: CatalogueFacts | None = None) -> dict[str, Catalogue]:
+    """One catalogue per backend over the same model facts (`known`, else read from the
+    snapshot and the config's state directory)."""
+    known = known if known is not None else load(config)
+    return {name: Catalogue(backend.extra.model_protocol_overrides, known)
             for name, backend in config.backends.items()}
 
 
@@ -46,6 +61,14 @@ class Router:
         return [f"{name}/{model}" for name, catalogue in self.catalogues.items()
                 for model in catalogue.advertised()]
 
+    def suggestion(self, requested: str) -> str:
+        """` Did you mean opencode-go/glm-5.1?` for a misspelt model string, else ''."""
+        names = {}
+        for name in self.advertised_models():
+            names[name] = name
+            names.setdefault(name.partition("/")[2], name)
+        return did_you_mean(requested, names, names.get)
+
     async def route(self, requested: str, frontend: str, body: dict, session: str | None = None,
                     headers=None, client_key: str | None = None) -> RouteContext:
         """The judged route; `session` is found in the client's `headers` and `body` (or
@@ -61,6 +84,9 @@ class Router:
         ctx = RouteContext(requested=requested, frontend=frontend, body=body, config=self.config,
                            pools=self.pools, catalogues=self.catalogues, backend=backend,
                            pin=pin, model_id=model_id, session=session, quota=self.quota)
+        if headers:
+            ctx.client_ua = headers.get("user-agent")
+            ctx.client_headers = forwarded_headers(headers)
         await self.chain.run(ctx)
         self._judge(ctx)
         return ctx
@@ -68,7 +94,8 @@ class Router:
     def _judge(self, ctx: RouteContext) -> None:
         if ctx.backend is None or ctx.backend not in self.pools or ctx.protocol is None:
             raise GatewayError(
-                404, f"model {ctx.requested!r} is not served by this gateway. Available models: "
+                404, f"model {ctx.requested!r} is not served by this gateway."
+                     + self.suggestion(ctx.requested) + " Available models: "
                      + ", ".join(self.advertised_models())
                      + ". Any other OpenCode Go id works with the backend named: opencode-go/<id>.",
                 param="model", code="model_not_found")
@@ -80,7 +107,7 @@ class Router:
                     404, f"model {ctx.requested!r} names instance {ctx.pin} of {ctx.backend}, "
                          f"which does not exist; its instances are: {numbers}",
                     param="model", code="model_not_found")
-            raise pool.all_resting_error()
+            raise pool.all_resting_error(model=ctx.model_id)
         if ctx.translation is None:
             raise GatewayError(
                 500, f"no rule chose a translation for {ctx.frontend} clients to the "

@@ -25,6 +25,7 @@ import re
 import msgspec
 
 MAX_LENGTH = 128
+_HASHED_WHOLE = 64 * 1024  # a string of an opening up to this size is hashed whole
 _SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 CLIENT_HEADERS = ("x-opencode-session", "session-id", "session_id", "x-session-id",
                   "x-claude-code-session-id")
@@ -48,7 +49,8 @@ class Sessions:
 
     def _hash(self, parts: list) -> str:
         # msgspec's encoding of the list keeps the parts apart (no two lists encode the same).
-        return hashlib.blake2b(_encode(parts), digest_size=16, key=self._secret).hexdigest()
+        return hashlib.blake2b(_encode(_ends(parts)), digest_size=16,
+                               key=self._secret).hexdigest()
 
     def _safe(self, value: str) -> str:
         if _SAFE.fullmatch(value):
@@ -61,6 +63,29 @@ class Sessions:
         if own:
             return self._safe(own)
         return "gw-" + self._hash(["derived", client_key or "", frontend, _opening(body, frontend)])
+
+
+def _ends(node, depth: int = 0):
+    """`node` with each string over _HASHED_WHOLE characters replaced by its length and its two
+    ends: a huge opening (a pasted file) is told apart well enough by them, and encoding and
+    hashing all of it would hold the event loop. Below _ENDS_DEPTH levels the node is kept as it
+    is: a conversation's text never sits that deep, and a body nested hundreds deep (which the
+    door lets through, within its count of containers) must not exhaust the stack here."""
+    if isinstance(node, str):
+        if len(node) <= _HASHED_WHOLE:
+            return node
+        half = _HASHED_WHOLE // 2
+        return [len(node), node[:half], node[-half:]]
+    if depth >= _ENDS_DEPTH:
+        return node
+    if isinstance(node, list):
+        return [_ends(item, depth + 1) for item in node]
+    if isinstance(node, dict):
+        return {key: _ends(value, depth + 1) for key, value in node.items()}
+    return node
+
+
+_ENDS_DEPTH = 32
 
 
 def _from_headers(headers) -> str | None:
@@ -121,6 +146,10 @@ def _opening(body: dict, frontend: str) -> object:
         messages = body.get("messages")
         return [body.get("system"),
                 _first_user(messages) if isinstance(messages, list) else None]
+    if frontend == "gemini":
+        contents = body.get("contents")
+        first = contents[0] if isinstance(contents, list) and contents else None
+        return [body.get("systemInstruction"), first]
     if frontend == "responses":
         items = body.get("input")
         if not isinstance(items, list):

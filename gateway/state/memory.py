@@ -67,9 +67,11 @@ class MemoryStore(StateStore):
                     if key == key_id and day >= start.month_day))
         since = cursor if isinstance(cursor, int) else -1
         oldest = time.time() - self._session_ttl
-        sessions = {session: key_id for session, (key_id, assigned, seq) in self._sessions.items()
-                    if seq > since and assigned >= oldest}
-        return Snapshot(spent, dict(self._keys), sessions, self._seq)
+        fresh = {session: (key_id, assigned)
+                 for session, (key_id, assigned, seq) in self._sessions.items()
+                 if seq > since and assigned >= oldest}
+        return Snapshot(spent, dict(self._keys), {s: held[0] for s, held in fresh.items()},
+                        self._seq, {s: held[1] for s, held in fresh.items()})
 
     async def report(self, since_minute: int) -> list[UsageRow]:
         return sorted((row for row in self._usage.values() if row.minute >= since_minute),

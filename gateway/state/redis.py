@@ -18,8 +18,8 @@ Keys (prefix `ocg:`; the URL's database number keeps gateways that must not shar
                        trimmed to 2 days on every write; `report` reads the buckets it names
                        inside Redis and answers them as one JSON text (`_REPORT`)
     ocg:keys           hash, key id -> its KeyState as JSON
-    ocg:sessions       stream of assignments {s: session, k: key id, t: when}, trimmed (MINID) to
-                       the session TTL; its entry ids are the snapshot cursor
+    ocg:sessions       stream of assignments and sightings {s: session, k: key id, t: when},
+                       trimmed (MINID) to the session TTL; its entry ids are the snapshot cursor
     ocg:batch:ID       string, set by each write of usage, for 10 minutes: when a write failed
                        (a timeout), whether Redis ran it after all (see `record`)
     ocg:reasoning      hash, id -> reasoning text; with
@@ -44,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from gateway.masking import mask_url
 from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
                                  StoreError, UsageRow, WindowStarts, add_usage)
 
@@ -169,19 +170,6 @@ def _less(usage: list[UsageRow], owed: dict[tuple[str, str, int], UsageRow]) -> 
     return left
 
 
-def masked_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ***."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-    except ValueError:
-        return "<unparsable URL>"
-
-
 def _check_url(url: str) -> None:
     """What redis-py would accept silently but is surely a typo: a database that is no number."""
     parts = urllib.parse.urlsplit(url)
@@ -209,7 +197,7 @@ class RedisStore(StateStore):
         self._owed: dict[tuple[str, str, int], UsageRow] = {}
 
     def __repr__(self) -> str:
-        return masked_url(self.url)
+        return mask_url(self.url)
 
     # ---- open / close ----
 
@@ -227,7 +215,7 @@ class RedisStore(StateStore):
                     # Redis. Never after a timeout, which may have hidden an applied write.
                     retry=Retry(NoBackoff(), 1, (RedisConnectionError,)))
             except ValueError as exc:
-                raise StoreError(f"state.url {masked_url(self.url)!r} is not a Redis URL "
+                raise StoreError(f"state.url {mask_url(self.url)!r} is not a Redis URL "
                                  f"({exc}); write it as redis://[:PASSWORD@]HOST:6379/0") from None
             self._redis = aioredis.Redis.from_pool(pool)
             self._remember = self._redis.register_script(_REMEMBER)
@@ -349,15 +337,17 @@ class RedisStore(StateStore):
             page = await self._client.xrange(_SESSIONS, f"({page[-1][0]}", "+", count=_PAGE)
             entries = entries + page
         oldest = now - self._session_ttl
-        sessions = {}
+        sessions, seen = {}, {}
         for _, fields in entries:
             try:
-                if float(fields["t"]) >= oldest:
+                at = float(fields["t"])
+                if at >= oldest:
                     sessions[fields["s"]] = fields["k"]
+                    seen[fields["s"]] = at
             except (KeyError, ValueError):
                 continue
         new_cursor = entries[-1][0] if entries else (since or "0-0")
-        return Snapshot(spent, keys, sessions, new_cursor)
+        return Snapshot(spent, keys, sessions, new_cursor, seen)
 
     async def report(self, since_minute: int) -> list[UsageRow]:
         found = await self._client.eval(_REPORT, 1, _BUCKETS, since_minute, _PREFIX + "u:")

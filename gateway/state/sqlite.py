@@ -175,14 +175,15 @@ class SQLiteStore(StateStore):
                 continue  # a row this version cannot read: not worth failing every sync over
         since = cursor if isinstance(cursor, int) else -1
         if since < 0:
-            rows = db.execute("SELECT session, key_id, seq FROM sessions WHERE assigned >= ?",
-                              (time.time() - self._session_ttl,)).fetchall()
+            rows = db.execute("SELECT session, key_id, seq, assigned FROM sessions WHERE "
+                              "assigned >= ?", (time.time() - self._session_ttl,)).fetchall()
         else:
-            rows = db.execute("SELECT session, key_id, seq FROM sessions WHERE seq > ?",
+            rows = db.execute("SELECT session, key_id, seq, assigned FROM sessions WHERE seq > ?",
                               (since,)).fetchall()
-        sessions = {session: key_id for session, key_id, _ in rows}
-        newest = max((seq for *_, seq in rows), default=since)
-        return Snapshot(spent, keys, sessions, max(newest, 0) if since < 0 else newest)
+        sessions = {session: key_id for session, key_id, _, _ in rows}
+        seen = {session: assigned for session, _, _, assigned in rows}
+        newest = max((seq for _, _, seq, _ in rows), default=since)
+        return Snapshot(spent, keys, sessions, max(newest, 0) if since < 0 else newest, seen)
 
     async def snapshot(self, starts: dict[str, WindowStarts], cursor) -> Snapshot:
         return await self._run(self._snapshot, starts, cursor)

@@ -69,13 +69,17 @@ class KeyState(msgspec.Struct, omit_defaults=True):
     limit_name: str = ""
     resting_until: float = 0.0
     upstream: dict[str, UpstreamUsage] = {}   # window name -> the upstream's figure
+    rested_at: float = 0.0    # when the latest of those rests began
+    lifted_at: float = 0.0    # when the rests were last lifted: any that began before are void
 
 
 class Batch(msgspec.Struct):
     """What one worker gathered since its last write."""
     usage: list[UsageRow] = []
     keys: dict[str, KeyState] = {}            # key id -> its state now
-    sessions: dict[str, tuple[str, float]] = {}  # session -> (key id, when it was assigned)
+    # session -> (key id, when it was assigned or last seen: a conversation's idle time, which
+    # tells whether its prompt cache is still warm, is read from this on every worker)
+    sessions: dict[str, tuple[str, float]] = {}
 
 
 class WindowStarts(msgspec.Struct, array_like=True):
@@ -91,6 +95,7 @@ class Snapshot(msgspec.Struct):
     keys: dict[str, KeyState]
     sessions: dict[str, str]                       # sessions assigned since the cursor
     cursor: int | str | None
+    seen: dict[str, float] = {}                    # of those: when each was assigned or seen
 
 
 class StoreError(Exception):
@@ -114,7 +119,8 @@ class StateStore:
     async def snapshot(self, starts: dict[str, WindowStarts],
                        cursor: int | str | None) -> Snapshot:
         """Window totals for the keys in `starts`, every key's state, and the sessions
-        assigned since `cursor` (all of them within the session TTL when it is None)."""
+        assigned or seen since `cursor` (all of them within the session TTL when it is None),
+        with the time each was written with."""
         raise NotImplementedError
 
     async def report(self, since_minute: int) -> list[UsageRow]:

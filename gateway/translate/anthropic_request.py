@@ -8,10 +8,11 @@ whose `param` names the field, e.g. `messages[3].tool_calls[0].function.argument
 
 Anthropic → hub, what does not survive the trip, and why:
 - `top_k`: Chat Completions has no such field.
-- `thinking` (enabled/adaptive/disabled) and `output_config.effort`: dropped. OpenCode Go's
-  OpenAI-wire models think by their own default and take reasoning controls per model (GLM
-  accepts no `reasoning_effort`), so a mapped value would break some calls. Their reasoning
-  still comes back as thinking blocks.
+- `thinking`: `{type: enabled, budget_tokens: N}` becomes the `reasoning_effort` whose budget
+  (`THINKING_BUDGET_BY_EFFORT`) is the largest not above N, `{type: disabled}` becomes `none`;
+  the wire preparation then fits it to what the model accepts (model_limits.py). `adaptive`
+  (what Claude Code sends) and `output_config.effort` are dropped: the model thinks by its own
+  default. Its reasoning still comes back as thinking blocks.
 - `context_management`, `output_config`, `cache_control`, `container`, `service_tier` and any
   other field or block field this module does not name: no Chat Completions meaning.
 - Server tools (a `tools[]` entry whose `type` is not `custom`, such as `web_search_20250305`):
@@ -87,6 +88,9 @@ def to_hub(body: dict) -> dict:
 
     if body.get("max_tokens") is not None:
         out["max_tokens"] = body["max_tokens"]
+    effort = _effort_of_thinking(body.get("thinking"))
+    if effort is not None:
+        out["reasoning_effort"] = effort
     for name in ("temperature", "top_p"):
         if body.get(name) is not None:
             out[name] = body[name]
@@ -120,6 +124,20 @@ def to_hub(body: dict) -> dict:
     elif "stream" in body:
         out["stream"] = False
     return out
+
+
+def _effort_of_thinking(thinking: Any) -> str | None:
+    """The `reasoning_effort` an Anthropic `thinking` asks for; None: the model's default."""
+    if not isinstance(thinking, dict):
+        return None
+    kind = thinking.get("type")
+    if kind == "disabled":
+        return "none"
+    budget = thinking.get("budget_tokens")
+    if kind != "enabled" or isinstance(budget, bool) or not isinstance(budget, int):
+        return None
+    fitting = [effort for effort, room in THINKING_BUDGET_BY_EFFORT.items() if room <= budget]
+    return fitting[-1] if fitting else "minimal"
 
 
 def _translate_message(message: Any, where: str, out: list[dict]) -> None:

@@ -9,7 +9,8 @@ Reading (an OpenAI-wire upstream's answer → hub):
   the order they start: a new `index`, or a new `id` at a known index (some servers send every
   call at index 0). The answer is complete at the usage chunk that follows the finish chunk
   (`choices: []`), at `[DONE]` (even without a finish reason: the upstream said so), or when the
-  body ends after a finish reason; a body that ends before any is a cut. OpenCode Go sends one
+  body ends after a finish reason; a body that ends before any is a cut. A `refusal` delta is
+  the answer's text, as a whole answer's `refusal` is. OpenCode Go sends one
   more chunk after `[DONE]` with the `cost`: it is read, never passed on.
 
 Writing (hub → an OpenAI client):
@@ -116,6 +117,7 @@ class _ToolCallDelta(msgspec.Struct):
 
 class _Delta(msgspec.Struct):
     content: str | None = None
+    refusal: str | None = None  # the model's answer all the same: passed on as text
     reasoning_content: str | None = None
     reasoning: str | None = None
     tool_calls: list[_ToolCallDelta] | None = None
@@ -280,6 +282,8 @@ class ChatStreamReader(StreamReader):
                     self.reasoning_parts.append(reasoning)
             if delta.content:
                 writer.text(delta.content)
+            if delta.refusal:
+                writer.text(delta.refusal)
             if delta.tool_calls:
                 for call in delta.tool_calls:
                     self._on_tool_call(call)

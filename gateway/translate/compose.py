@@ -6,19 +6,24 @@
 
 A route whose client and upstream speak the same protocol does not translate: its request only
 passes the upstream wire's own preparation (what OpenCode Go needs, `opencode.py`) and its
-answer's bytes pass through untouched.
+answer's bytes pass through untouched. Gemini is the exception: its client names the model and the
+stream's framing (SSE or a JSON array) in the URL, so a Gemini client on Google's wire is still
+read and written through the hub.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
 from gateway.routing.context import RouteContext, Translation
-from gateway.translate import (anthropic_answer, anthropic_request, chat_answer,
-                               responses_answer, responses_request)
+from gateway.translate import (anthropic_answer, anthropic_request, chat_answer, gemini_answer,
+                               gemini_request, responses_answer, responses_request)
 from gateway.translate.hub import Answer, StreamReader, StreamTranslation, StreamWriter
 from gateway.translate.opencode import MESSAGES_TAKE_THINKING, WIRE_PREPARATION
 
-PROTOCOL_NAMES = {"openai": "OpenAI Chat", "anthropic": "Anthropic", "responses": "Responses"}
+PROTOCOL_NAMES = {"openai": "OpenAI Chat", "anthropic": "Anthropic", "responses": "Responses",
+                  "gemini": "Gemini"}
+# Protocols whose same-protocol routes relay the upstream's bytes (see the module's docstring).
+BYTE_RELAY = frozenset({"openai", "anthropic", "responses"})
 
 
 class Codec(NamedTuple):
@@ -71,6 +76,16 @@ CODECS: dict[str, Codec] = {
         reader=responses_answer.ResponsesStreamReader,
         writer=lambda ctx: responses_answer.ResponsesStreamWriter(model=ctx.model_id,
                                                                   echo=_echo(ctx))),
+    "gemini": Codec(
+        to_hub=gemini_request.to_hub,
+        from_hub=lambda hub, ctx: gemini_request.from_hub(hub),
+        read_answer=gemini_answer.read_answer,
+        write_answer=lambda answer, ctx: gemini_answer.write_answer(
+            answer, ctx.model_id, gemini_answer.includes_thoughts(ctx.body)),
+        reader=gemini_answer.GeminiStreamReader,
+        writer=lambda ctx: gemini_answer.GeminiStreamWriter(
+            model=ctx.model_id, sse=ctx.body.get("alt") == "sse",
+            thoughts=gemini_answer.includes_thoughts(ctx.body))),
 }
 
 
@@ -103,7 +118,7 @@ def _stream(client: Codec, upstream: Codec) -> Callable[[RouteContext], StreamTr
 def translation(frontend: str, wire: str) -> Translation:
     """What a route from a `frontend` client to a `wire` upstream does to requests and answers."""
     prepare = WIRE_PREPARATION.get(wire)
-    if frontend == wire:
+    if frontend == wire and wire in BYTE_RELAY:
         return Translation(f"none ({PROTOCOL_NAMES[wire]} pass-through)", request=prepare)
     client, upstream = CODECS[frontend], CODECS[wire]
     return Translation(f"{PROTOCOL_NAMES[frontend]} -> {PROTOCOL_NAMES[wire]}",

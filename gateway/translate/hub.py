@@ -1,11 +1,12 @@
 """The middle form every protocol is translated to and from.
 
-Three protocols (Chat Completions, Anthropic Messages, Responses) never meet pairwise: each has a
-request codec and an answer codec around this small form, and a route that crosses protocols
-composes the client's codec with the upstream's (`compose.py`). Adding a protocol is one codec
-pair, not a translator per pair. Same-protocol routes do not come here at all: their bytes pass.
+Four protocols (Chat Completions, Anthropic Messages, Responses, Gemini) never meet pairwise:
+each has a request codec and an answer codec around this small form, and a route that crosses
+protocols composes the client's codec with the upstream's (`compose.py`). Adding a protocol is one
+codec pair, not a translator per pair. Same-protocol routes do not come here at all: their bytes
+pass (Gemini's excepted, see `compose.py`).
 
-The form speaks Chat Completions' vocabulary, because it is the widest-understood of the three:
+The form speaks Chat Completions' vocabulary, because it is the widest-understood of them:
 
 - A **request** is a Chat Completions body (a dict): `messages` with `system`/`user`/`assistant`/
   `tool` roles, `reasoning_content` on assistant turns, `tool_calls`, function `tools`,
@@ -32,7 +33,7 @@ CUT_MESSAGE = ("the upstream closed the stream before the answer was complete; t
 
 
 class Usage(msgspec.Struct):
-    """Every count the three protocols report, in one place.
+    """Every count the protocols report, in one place.
 
     `input_tokens` counts every prompt token the model read, cached ones included (Chat's
     `prompt_tokens`); `cached_tokens` are the cache reads among them and
