@@ -77,6 +77,8 @@ items after the last assistant message / function_call / reasoning item):
     ttfb=SECONDS     sleep before the response headers
     leak             every answer and error quotes the caller's key (the word "wörld" in the
                      text and the stream error's message carry it): a key-leaking upstream
+    split=N          with leak on a stream: the whole stream in two writes, the first ending N
+                     bytes after the quoted key's first byte (a `slow` pause between them)
     error200         200 with an error body (in the endpoint's error shape) instead of an answer
     refuse=WHAT      OpenCode's odd answers: `model` 401 {"type":"ModelError","message":"Model
                      <id> is not supported"}; `edge` the Cloudflare 403 page (as Codex users
@@ -173,6 +175,8 @@ Test control (never needs a session header or a key):
                           limits (a missing field: its default; each > 0); {"KEY": null}: defaults
     POST /_fake/usage     {"KEY": {"rolling": 90, "weekly": 10, "monthly": 5}}: /v1/usage shows
                           these percents for the key (a missing or null field: the real figure);
+                          {"KEY": {"rate_limited": ["weekly"]}}: those windows say
+                          "rate-limited" whatever their percent (a per-model cap inside a window);
                           {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
                           upstream without the endpoint); {"KEY": null} clears; each call replaces
                           the key's overrides
@@ -197,7 +201,8 @@ Test control (never needs a session header or a key):
     GET  /_fake/requests  the last 200 requests: path, headers (lower-case names), body, key
     GET  /_fake/stats     active_streams; completed_streams (ended by the fake: normally, after
                           stream_error, or cut); aborted_streams (the client hung up first, seen
-                          at the next write or during a slow/ttfb pause)
+                          at the next write or during a slow/ttfb pause); abandoned_answers
+                          (whole answers whose client hung up during their ttfb pause)
 
 Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record] [--no-edge]
 (`--no-edge`: no User-Agent check, for a benchmark's bare floor proxy that sends aiohttp's own)
@@ -453,12 +458,13 @@ class Script(NamedTuple):
     bad_utf8: bool = False
     garbage: int = 0
     refuse: str | None = None
+    split: int = 0
 
 
 DEFAULT_SCRIPT = Script()
 _DIRECTIVE = "[[fake:"
 _REFUSALS = ("model", "edge", "regions", "training")
-_INT_KEYS = {"deltas", "tools", "error", "garbage"}
+_INT_KEYS = {"deltas", "tools", "error", "garbage", "split"}
 _FLOAT_KEYS = {"slow", "ttfb"}
 _FLAG_KEYS = {"reasoning", "text", "length", "stream_error", "cut", "leak", "error200",
               "bad_utf8"}
@@ -496,7 +502,8 @@ def parse_script(text: str) -> Script:
             raise _BadDirective(f"fake upstream: bad directive item {item!r}; keys: deltas=N "
                                 "reasoning tools=N text length error=STATUS retry_after=S "
                                 "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL leak error200 "
-                                "bad_utf8 garbage=N refuse=model|edge|regions|training") from None
+                                "bad_utf8 garbage=N refuse=model|edge|regions|training "
+                                "split=N") from None
     if fields.get("deltas", 1) < 1:
         raise _BadDirective("fake upstream: deltas must be at least 1")
     if fields.get("run"):
@@ -1440,9 +1447,9 @@ class _Conversation:
 
 
 class _FakeState:
-    __slots__ = ("records", "keys", "active", "completed", "aborted", "rendered", "catalogue",
-                 "list_status", "models_body", "ledgers", "limits", "usage", "cache_lifetime",
-                 "prefixes", "conversations", "caps", "edge")
+    __slots__ = ("records", "keys", "active", "completed", "aborted", "abandoned", "rendered",
+                 "catalogue", "list_status", "models_body", "ledgers", "limits", "usage",
+                 "cache_lifetime", "prefixes", "conversations", "caps", "edge")
 
     def __init__(self, record: bool, edge: bool = True):
         self.edge = edge    # the edge's User-Agent check is on
@@ -1451,6 +1458,7 @@ class _FakeState:
         self.active = 0
         self.completed = 0
         self.aborted = 0
+        self.abandoned = 0
         self.rendered: dict[_Shape, _Rendered] = {}
         self.catalogue = dict(CATALOGUE)
         self.list_status: int | None = None
@@ -1495,7 +1503,7 @@ class _FakeState:
         self.caps.clear()
         if self.records is not None:
             self.records.clear()
-        self.completed = self.aborted = 0
+        self.completed = self.aborted = self.abandoned = 0
         self.catalogue = dict(CATALOGUE)
         self.list_status = None
         self.models_body = None
@@ -1602,6 +1610,7 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
     odd = script.leak or script.bad_utf8
     if not sh.stream:
         if script.ttfb and not await _pause(request, script.ttfb):
+            state.abandoned += 1
             return web.Response(status=499)  # nobody is listening any more
         state.charge(key, sh.model, rendered.charge)
         body = _misbehave(rendered.payload, script, key) if odd else rendered.payload
@@ -1621,6 +1630,11 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
         state.charge(key, sh.model, rendered.charge)
         resp = web.StreamResponse(headers=_SSE_HEADERS)
         await resp.prepare(request)
+        if script.leak and script.split:
+            await _write_split(request, resp, _misbehave(b"".join(rendered.payload), script, key),
+                               key.encode(), script)
+            finished = True
+            return resp
         for n, event in enumerate(rendered.payload):
             if script.slow and n and not await _pause(request, script.slow):
                 return resp
@@ -1641,6 +1655,18 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
             state.completed += 1
         else:
             state.aborted += 1
+
+
+async def _write_split(request: web.Request, resp: web.StreamResponse, data: bytes, key: bytes,
+                       script: Script) -> None:
+    """A leaking stream in two writes cut `split` bytes into (or past) the quoted key."""
+    at = data.find(key)
+    at = len(data) if at < 0 else min(at + script.split, len(data))
+    await resp.write(data[:at])
+    if script.slow and not await _pause(request, script.slow):
+        return
+    await resp.write(data[at:])
+    await resp.write_eof()
 
 
 def _record(state: _FakeState, request: web.Request, body: bytes, key: str | None) -> None:
@@ -1945,7 +1971,8 @@ async def _usage(request: web.Request) -> web.Response:
             resets_at = now + int(float(failing.retry_after or 3600))
         if overrides.get(window) is not None:
             percent = int(overrides[window])
-        usage[window] = {"status": "rate-limited" if percent >= 100 else "ok",
+        limited = percent >= 100 or window in overrides.get("rate_limited", ())
+        usage[window] = {"status": "rate-limited" if limited else "ok",
                          "percent": percent, "resetsAt": _iso(resets_at)}
     return web.json_response({"workspaceID": WORKSPACE_ID, "userID": USER_ID, "usage": usage})
 
@@ -2015,10 +2042,10 @@ async def _set_usage(request: web.Request) -> web.Response:
         if how is None:
             state.usage.pop(key, None)
             continue
-        unknown = set(how) - {"rolling", "weekly", "monthly", "status"}
+        unknown = set(how) - {"rolling", "weekly", "monthly", "status", "rate_limited"}
         if unknown:
             return _control_error(f"unknown fields {sorted(unknown)}: rolling, weekly, monthly, "
-                                  f"status")
+                                  f"status, rate_limited")
         state.usage[key] = {k: v for k, v in how.items() if v is not None}
     return web.json_response({"usage": state.usage})
 
@@ -2108,7 +2135,8 @@ async def _stats(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     return web.json_response({"active_streams": state.active,
                               "completed_streams": state.completed,
-                              "aborted_streams": state.aborted})
+                              "aborted_streams": state.aborted,
+                              "abandoned_answers": state.abandoned})
 
 
 def make_app(record: bool = True, edge: bool = True) -> web.Application:

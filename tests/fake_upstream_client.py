@@ -165,11 +165,14 @@ class FakeUpstream:
         return self._call("GET", "/_fake/sessions")
 
     def set_usage(self, key: str, rolling: int | None = None, weekly: int | None = None,
-                  monthly: int | None = None, status: int | None = None) -> None:
+                  monthly: int | None = None, status: int | None = None,
+                  rate_limited: list[str] | None = None) -> None:
         """What GET /v1/usage says for `key`: these percents (None: the real figure), or
-        `status` (an upstream without the endpoint). All None clears the overrides."""
+        `status` (an upstream without the endpoint); the `rate_limited` windows say so whatever
+        their percent. All None clears the overrides."""
         how = {name: value for name, value in (("rolling", rolling), ("weekly", weekly),
-                                               ("monthly", monthly), ("status", status))
+                                               ("monthly", monthly), ("status", status),
+                                               ("rate_limited", rate_limited))
                if value is not None}
         self._call("POST", "/_fake/usage", {key: how or None})
 

@@ -245,9 +245,10 @@ def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
     assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None, False,
-                      False, False, 0, None)
+                      False, False, 0, None, 0)
     assert parse_script("[[fake: run=Bash]]").run == "Bash"
-    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9]]")[-5:-1] == (True, True, True, 9)
+    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9 split=4]]")[-6:] == (
+        True, True, True, 9, None, 4)
     assert parse_script("[[fake: refuse=edge]]").refuse == "edge"
     assert parse_script("no directive here").deltas == 5
 
@@ -492,7 +493,7 @@ def test_finished_streams_count_as_completed(oai, claude, fake):
     with claude.messages.stream(model="minimax-m2.7", max_tokens=100, messages=USER) as s:
         s.get_final_message()
     assert fake.wait_stats(lambda s: s["completed_streams"] == 2) == {
-        "active_streams": 0, "completed_streams": 2, "aborted_streams": 0}
+        "active_streams": 0, "completed_streams": 2, "aborted_streams": 0, "abandoned_answers": 0}
 
 
 @pytest.mark.parametrize("path, body, headers", [
@@ -515,7 +516,7 @@ def test_client_hang_up_counts_as_aborted(fake, path, body, headers):
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()
     assert fake.wait_stats(lambda s: s["aborted_streams"] == 1) == {
-        "active_streams": 0, "completed_streams": 0, "aborted_streams": 1}
+        "active_streams": 0, "completed_streams": 0, "aborted_streams": 1, "abandoned_answers": 0}
 
 
 def test_requests_are_recorded_with_key_headers_and_body(fake):

@@ -397,13 +397,20 @@ class Forwarder:
         if reasoning and call_ids:
             self._memory.remember(ctx.session, call_ids, reasoning)
 
+    async def _remember_now(self, ctx: RouteContext, reader) -> None:
+        """An answer's reasoning in the store before the client sees the answer end (the next
+        turn may reach another worker at once)."""
+        if reader.call_ids and reader.reasoning_parts:
+            await self._memory.remember_now(ctx.session, reader.call_ids,
+                                            "".join(reader.reasoning_parts))
+
     async def _answer(self, ctx: RouteContext, upstream: aiohttp.ClientResponse,
                       body: bytes | None = None) -> Reply | StreamReply:
         translation = ctx.translation
         keeps_reasoning = self._keeps_reasoning(ctx)
         if ctx.stream and upstream.content_type == "text/event-stream":
             if translation.stream is not None:
-                stream = translation.stream(ctx)
+                stream = self._redactor.guard(translation.stream(ctx))
                 if keeps_reasoning:
                     stream.reader.record()
                 relay = self._relay_translated(ctx, upstream, stream)
@@ -426,8 +433,9 @@ class Forwarder:
                     answer = chat_answer.read_answer(body)
                 except GatewayError:
                     answer = None
-            if answer is not None:
-                self._remember(ctx, answer.reasoning, [call.id for call in answer.tool_calls])
+            if answer is not None and answer.reasoning and answer.tool_calls:
+                await self._memory.remember_now(ctx.session, [call.id for call in
+                                                              answer.tool_calls], answer.reasoning)
         body = self._redactor.bytes(body)
         self._observer.finished(ctx, upstream.status, usage, cost)
         return Reply(body, upstream.status, {"x-request-id": ctx.request_id},
@@ -529,6 +537,9 @@ class Forwarder:
                     out = feed(chunk)
                     if not relaying:
                         out += redact.flush()
+                        if recorder is not None and failure is None:
+                            await self._remember_now(ctx, recorder)
+                            recorder = None  # remembered
                     if out:
                         yield out
                 elif len(trailer) < TRAILER_LIMIT:
@@ -574,6 +585,8 @@ class Forwarder:
         watch = self._start_relay(upstream)
         clock = watch._loop.time
         redact = self._redactor.bytes
+        reader = translation.reader
+        remembering = getattr(reader, "call_ids", None) is not None
         self._observer.stream_started(ctx)
         events = 0
         try:
@@ -582,6 +595,10 @@ class Forwarder:
                 watch.last = clock()
                 events += chunk.count(b"\n\n")
                 out = feed(chunk)
+                if remembering and reader.complete:
+                    remembering = False
+                    if translation.failure is None:
+                        await self._remember_now(ctx, reader)
                 if out:
                     yield redact(out)
             if watch.stopped:
@@ -609,8 +626,7 @@ class Forwarder:
             if failure is not None and status == 200:
                 status = failure[0]
             ctx.events_seen = events
-            reader = translation.reader
-            if finished and failure is None and getattr(reader, "call_ids", None):
+            if remembering and finished and failure is None and reader.call_ids:
                 self._remember(ctx, "".join(reader.reasoning_parts), reader.call_ids)
             error = stall or (self._redactor.text(failure[1]) if failure else None)
             self._observer.stream_finished(ctx, status, translation.full_usage, translation.cost,
