@@ -40,10 +40,21 @@ class BackendExtra(msgspec.Struct, forbid_unknown_fields=True):
     model_protocol_overrides: dict[str, Protocol] = {}
 
 
+class InstanceSettings(msgspec.Struct, forbid_unknown_fields=True):
+    # Replaces the gateway's own `opencode-gateway/<version>` at the end of this instance's
+    # upstream User-Agent; never empty (OpenCode Go blocks calls without one).
+    user_agent: str | None = None
+
+
 class Backend(msgspec.Struct, forbid_unknown_fields=True):
     # Empty means: from the environment, `<NAME>_API_URL` / `<NAME>_API_KEY` (see env_prefix).
+    # Either layout of OpenCode Go: https://opencode.ai/zen/go[/v1] or .../inference/go.
     api_url: str = ""
     api_key: str = ""  # the OpenCode Go key; empty: from `<NAME>_API_KEY` (or `_API_KEY_1..N`)
+    # Every instance's own User-Agent token (else `<NAME>_USER_AGENT`, else the gateway's).
+    user_agent: str | None = None
+    # Per instance (`opencode-go.2`): settings that differ from the backend's.
+    instances: dict[str, InstanceSettings] = {}
     extra: BackendExtra = msgspec.field(default_factory=BackendExtra)  # per-backend extras
 
 

@@ -23,8 +23,11 @@ from gateway.quota.upstream_usage import usage_figures
 from gateway.routing.catalogue import Catalogue
 from gateway.upstream.catalogue_refresh import CatalogueError, fetch_model_ids
 from gateway.upstream.forwarder import SESSION_HEADER, auth_headers
+from gateway.upstream.identity import upstream_user_agent
 from gateway.upstream.instances import Instance, describe_wait, mask_key
 from gateway.upstream.reading import read_at_most
+from gateway.upstream.urls import call_url
+from gateway.upstream.verdict import Kind, judge
 
 _SESSION = "opencode-gateway-doctor"
 _TIMEOUT = aiohttp.ClientTimeout(total=20)
@@ -32,10 +35,6 @@ _TIMEOUT = aiohttp.ClientTimeout(total=20)
 STALE_DAYS = 45
 WIRE_NAMES = {"openai": "Chat", "anthropic": "Messages", "responses": "Responses"}
 WINDOW_NAMES = {"rolling": "5-hour", "weekly": "weekly", "monthly": "monthly"}
-# The zen layout's paths under its base URL, for instances that carry no layout of their own.
-_ZEN_PATHS = {"openai": "/chat/completions", "anthropic": "/messages",
-              "responses": "/responses", "models": "/models", "usage": "/usage"}
-
 # Key states; the first four mean the instance cannot serve.
 REFUSED, NOT_ENTITLED, BLOCKED, UNREACHABLE = ("refused", "not entitled", "blocked at the edge",
                                                "unreachable")
@@ -104,18 +103,12 @@ def _iso(epoch: float) -> str:
 
 def url_of(instance: Instance, endpoint: str) -> str:
     """The URL of a wire ("openai", …) or read endpoint ("usage") for `instance`."""
-    layout = getattr(instance, "layout", None)
-    return instance.api_url + (layout.paths if layout is not None else _ZEN_PATHS)[endpoint]
+    return call_url(instance, endpoint)
 
 
 def identity(instance: Instance) -> tuple[str, str | None]:
-    """(URL layout, User-Agent of a call whose client sent none). The December-service work
-    gives instances both; an instance without them is on the zen layout and sends none."""
-    layout = getattr(instance, "layout", None)
-    token = getattr(instance, "user_agent", None)
-    name = layout.name if layout is not None else (
-        "inference" if "/inference/go" in instance.api_url else "zen")
-    return name, token
+    """(URL layout, User-Agent of a call whose client sent none)."""
+    return instance.layout.name, upstream_user_agent(None, instance.user_agent)
 
 
 async def _get(session: aiohttp.ClientSession, url: str,
@@ -126,20 +119,21 @@ async def _get(session: aiohttp.ClientSession, url: str,
 
 
 def _key_state(status: int, content_type: str, body: bytes) -> tuple[str, str]:
-    """(key state, what the upstream said) from a `/usage` answer that was not a 200."""
-    if status == 403 and "text/html" in content_type:
+    """(key state, what the upstream said) from a `/usage` answer that was not a 200, read by
+    the same verdicts the forwarder acts on (upstream/verdict.py)."""
+    verdict = judge(status, {"content-type": content_type}, body)
+    kind = verdict.kind
+    if kind is Kind.EDGE_BLOCKED:
         return BLOCKED, "HTTP 403 with an HTML page (Cloudflare)"
-    said = read_upstream_error(body, status)
-    if said.type == "GoUsageLimitError" or said.type == "CreditsError" or \
-            "insufficient balance" in said.message.lower():
-        return AT_LIMIT, said.message
-    if said.type == "EntitlementError":
-        return NOT_ENTITLED, said.message
+    if kind in (Kind.USAGE_LIMIT, Kind.MODEL_CAP):
+        return AT_LIMIT, verdict.message
+    if kind is Kind.NO_ENTITLEMENT:
+        return NOT_ENTITLED, verdict.message
     if status in (401, 403):
-        return REFUSED, said.message
+        return REFUSED, verdict.message
     if status == 404:
         return UNKNOWN, "the upstream has no /usage"
-    return UNKNOWN, f"HTTP {status}: {said.message}"
+    return UNKNOWN, f"HTTP {status}: {verdict.message}"
 
 
 async def check_instance(session: aiohttp.ClientSession, instance: Instance,

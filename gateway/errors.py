@@ -111,16 +111,19 @@ class _AnyResponse(msgspec.Struct):
 
 class _AnyMetadata(msgspec.Struct):
     limitName: str | None = None
+    model: str | None = None   # a limit that caps one model
 
 
 class _AnyError(msgspec.Struct):
     error: _AnyErrorDetail | str | None = None
     message: str | None = None
+    type: str | None = None    # OpenCode's bare `{"type": "CreditsError", "message": ...}`
     response: _AnyResponse | None = None  # a Responses `response.failed` event
     metadata: _AnyMetadata | None = None  # OpenCode Go's GoUsageLimitError names its limit here
 
 
 _decode_any_error = msgspec.json.Decoder(_AnyError).decode
+_NO_METADATA = _AnyMetadata()
 _STATUS_BY_TYPE = {name: status for status, name in _TYPE_BY_STATUS.items()}
 
 
@@ -129,6 +132,7 @@ class UpstreamError(msgspec.Struct):
     message: str
     type: str | None = None
     limit_name: str | None = None
+    model: str | None = None
 
 
 def read_upstream_error(body: bytes, status: int) -> UpstreamError:
@@ -145,14 +149,16 @@ def read_upstream_error(body: bytes, status: int) -> UpstreamError:
                              f"upstream answered HTTP {status} with an empty body")
     detail = parsed.error if isinstance(parsed.error, _AnyErrorDetail) else \
         (parsed.response.error if parsed.response is not None else None)
-    limit = parsed.metadata.limitName if parsed.metadata is not None else None
+    metadata = parsed.metadata or _NO_METADATA
+    limit, model = metadata.limitName, metadata.model
+    bare_type = parsed.type if parsed.type != "error" else None
     if detail is not None and detail.message:
-        return UpstreamError(detail.message, detail.type, limit)
+        return UpstreamError(detail.message, detail.type or bare_type, limit, model)
     if isinstance(parsed.error, str) and parsed.error:
-        return UpstreamError(parsed.error, None, limit)
+        return UpstreamError(parsed.error, bare_type, limit, model)
     if parsed.message:
-        return UpstreamError(parsed.message, None, limit)
-    return UpstreamError(f"upstream answered HTTP {status}", None, limit)
+        return UpstreamError(parsed.message, bare_type, limit, model)
+    return UpstreamError(f"upstream answered HTTP {status}", bare_type, limit, model)
 
 
 def upstream_error_message(body: bytes, status: int) -> str:

@@ -18,8 +18,9 @@ the price or less; a turn on another key pays it all again.
   picks among them (the same choice on every worker and machine). A cold conversation whose key
   is within 5% of the best stays. So conversations spread by what the keys can still pay for,
   and a key that nears its limit sheds its conversations as they pause, before it runs dry.
-- A key at a usage limit rests until its reset and takes nothing; a key resting after errors is
-  still tried when every key rests (the one back first).
+- A key at a usage limit rests until its reset and takes nothing; a key at a limit for one model
+  alone (a per-model cap) takes nothing for that model and everything else; a key resting after
+  errors is still tried when every key rests (the one back first).
 - `ctx.fallbacks` lists the other keys, best first: where the forwarder moves the request if
   the chosen key fails before the answer starts.
 
@@ -44,19 +45,22 @@ class ChooseKey:
         now = time.time()
         if ctx.pinned:
             instance = pool.pinned(ctx.pin)
-            if instance is not None and instance.limited(now):
-                raise pool.all_resting_error([instance])
+            if instance is not None and (instance.limited(now)
+                                         or instance.capped(ctx.model_id, now)):
+                raise pool.all_resting_error([instance], model=ctx.model_id)
             ctx.instance = instance
             return
         book = ctx.quota
+        model = ctx.model_id
         if book is None:  # no quota view (a bare router in a test): round robin
-            ctx.instance = pool.choose()
+            ctx.instance = pool.choose(model=model)
             return
         if len(pool.instances) == 1:  # one key: nothing to choose, nowhere to move
-            ctx.instance = pool.choose()
+            ctx.instance = pool.choose(model=model)
             return
         headroom = {i: book.headroom(i, now) for i in pool.instances}
-        usable = sorted((i for i in pool.instances if i.available(now)),
+        usable = sorted((i for i in pool.instances
+                         if i.available(now) and not i.capped(model, now)),
                         key=lambda i: headroom[i], reverse=True)
         session = ctx.session
         sticky = book.sticky(session, now) if session else None
@@ -73,7 +77,7 @@ class ChooseKey:
         else:
             # Everything rests: one resting after errors is still worth a try; one at a usage
             # limit is not (the router answers 429 with the resets).
-            chosen = pool.choose()
+            chosen = pool.choose(model=model)
         if chosen is not None:
             book.place(session, chosen, now, decision, idle)
         ctx.instance = chosen

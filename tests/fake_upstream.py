@@ -2,7 +2,11 @@
 
 The tests point the gateway at it, and the benchmarks use it as the upstream. It is written from
 OpenCode Go's observed behaviour (/work/shared/UPSTREAM.md), never from the gateway's code, so
-the two cannot share a bug. Base URL `http://HOST:PORT/v1`; three wires and two read endpoints:
+the two cannot share a bug. Two URL layouts, as OpenCode Go has since 2026-09: base URL
+`http://HOST:PORT/v1` (the `zen` layout; three wires and two read endpoints, below) or
+`http://HOST:PORT/inference/go` (the `inference` layout: `/openai/v1/chat/completions`,
+`/openai/v1/responses`, `/anthropic/v1/messages` (Bearer or x-api-key), `/v1/models`,
+`/v1/usage`; each answers exactly as its zen twin):
 
     POST /v1/chat/completions  OpenAI Chat Completions     Authorization: Bearer <key>
     POST /v1/messages          Anthropic Messages          x-api-key + anthropic-version (a
@@ -18,9 +22,17 @@ the two cannot share a bug. Base URL `http://HOST:PORT/v1`; three wires and two 
                                Google's wire (the `/inference/go` layout's /google prefix,
                                reported, no Go model on it today)   x-goog-api-key <key>
 
-Order of the checks on every /v1 request: the request is recorded; then the session rule;
-then auth; then a failing key (`/_fake/keys`); then, on the three model calls only, the key's
-usage limits; then the body (decode, model id, wire, conversation checks); then the directive.
+Order of the checks on every /v1 request: the request is recorded; then the edge's User-Agent
+check; then the session rule; then auth; then a failing key (`/_fake/keys`); then, on the three
+model calls only, the key's usage limits; then the body (decode, model id, wire, conversation
+checks, a per-model cap); then the directive.
+
+The edge (Cloudflare, before OpenCode reads anything). A request with no User-Agent, or one
+that starts with an HTTP library's default name (`BLOCKED_AGENTS`: Python-urllib,
+python-requests, aiohttp, httpx, node-fetch, undici, axios, curl, Go-http-client, okhttp, Java
+...) is a 403 `text/html` page, "Error 1010 ... banned your access based on your browser's
+signature", with a `cf-ray` header and the ray id in the page (`EDGE_RAY_ID`). Anything else
+passes. (/_fake/ is exempt.)
 
 Session rule. A /v1 request without a non-empty `x-opencode-session` header is a 400:
 `{"type":"error","error":{"type":"MissingSessionID","message":"Error from provider (Console Go):
@@ -65,7 +77,13 @@ items after the last assistant message / function_call / reasoning item):
     ttfb=SECONDS     sleep before the response headers
     leak             every answer and error quotes the caller's key (the word "wörld" in the
                      text and the stream error's message carry it): a key-leaking upstream
+    split=N          with leak on a stream: the whole stream in two writes, the first ending N
+                     bytes after the quoted key's first byte (a `slow` pause between them)
     error200         200 with an error body (in the endpoint's error shape) instead of an answer
+    refuse=WHAT      OpenCode's odd answers: `model` 401 {"type":"ModelError","message":"Model
+                     <id> is not supported"}; `edge` the Cloudflare 403 page (as Codex users
+                     meet it now and then); `regions` / `training` the 400 a console setting of
+                     the workspace causes (`CONSOLE_REGIONS_MESSAGE`, `CONSOLE_TRAINING_MESSAGE`)
     bad_utf8         the word "wörld" arrives as invalid UTF-8 (b"w\xffrld")
     garbage=N        after the first stream event, N bytes with no line end, then the rest
     run=TOOL         one call to the client's own shell tool TOOL (`Bash`, `bash`,
@@ -145,12 +163,20 @@ Test control (never needs a session header or a key):
                           that key (Bearer or x-api-key) fails so, with the message "fake
                           upstream error STATUS"; {"KEY": {"limit": "5 hour" | "weekly" |
                           "monthly", "retry_after": 14160}}: the key's model calls get the usage-
-                          limit 429 (retry_after in seconds, default 3600); {"KEY": null} restores
-                          the key
+                          limit 429 (retry_after in seconds, default 3600; with "status": 200 the
+                          same body comes with a 200, as one client saw); {"KEY": {"refuse":
+                          "credits"}}: 401 {"type":"CreditsError","message":"Insufficient
+                          balance"}; {"KEY": {"refuse": "entitlement"}}: 403 EntitlementError (no
+                          Go subscription); {"KEY": {"cap": "MODEL", "limit": "5 hour",
+                          "retry_after": 3600}}: calls of MODEL alone get the usage-limit 429
+                          whose message names the model (`model_cap_message`), other models are
+                          served; {"KEY": null} restores the key (and lifts its caps)
     POST /_fake/limits    {"KEY": {"rolling": 12, "weekly": 30, "monthly": 60}}: the key's dollar
                           limits (a missing field: its default; each > 0); {"KEY": null}: defaults
     POST /_fake/usage     {"KEY": {"rolling": 90, "weekly": 10, "monthly": 5}}: /v1/usage shows
                           these percents for the key (a missing or null field: the real figure);
+                          {"KEY": {"rate_limited": ["weekly"]}}: those windows say
+                          "rate-limited" whatever their percent (a per-model cap inside a window);
                           {"KEY": {"status": 404}}: /v1/usage answers that status for the key (an
                           upstream without the endpoint); {"KEY": null} clears; each call replaces
                           the key's overrides
@@ -175,9 +201,11 @@ Test control (never needs a session header or a key):
     GET  /_fake/requests  the last 200 requests: path, headers (lower-case names), body, key
     GET  /_fake/stats     active_streams; completed_streams (ended by the fake: normally, after
                           stream_error, or cut); aborted_streams (the client hung up first, seen
-                          at the next write or during a slow/ttfb pause)
+                          at the next write or during a slow/ttfb pause); abandoned_answers
+                          (whole answers whose client hung up during their ttfb pause)
 
-Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record]
+Run: python -m tests.fake_upstream --host 127.0.0.1 --port 9100 [--no-record] [--no-edge]
+(`--no-edge`: no User-Agent check, for a benchmark's bare floor proxy that sends aiohttp's own)
 """
 from __future__ import annotations
 
@@ -321,6 +349,7 @@ MODELS_OWNER = "opencode"
 WORKSPACE_ID = "wrk_fake"
 USER_ID = "usr_fake"
 SESSION_HEADER = "x-opencode-session"
+INFERENCE_PREFIX = "/inference/go"
 ERROR_PREFIX = "Error from provider (Console Go): "
 
 # USD per million tokens: input, output, cache read (cache creation is billed as input).
@@ -386,6 +415,21 @@ def resets_in(seconds: int) -> str:
     return f"{minutes}min" if minutes else f"{secs}sec"
 
 
+def model_cap_message(limit_name: str, model: str, retry_after: int) -> str:
+    return (f"{limit_name.capitalize()} usage limit reached for {model}. Resets in "
+            f"{resets_in(retry_after)}. Other models are still available.")
+
+
+BLOCKED_AGENTS = ("python-urllib", "python-requests", "python/", "aiohttp", "python-httpx",
+                  "httpx", "node-fetch", "undici", "axios", "curl", "go-http-client", "okhttp",
+                  "java")
+EDGE_RAY_ID = "8f2b9c1d4e5a6b7c"
+CONSOLE_REGIONS_MESSAGE = ("This Go model requires Global regions. Enable Global regions in "
+                           "your workspace settings to use it.")
+CONSOLE_TRAINING_MESSAGE = ("This model is only available to workspaces that opt in to model "
+                            "training. Change it in your workspace settings.")
+
+
 def usage_limit_message(limit_name: str, retry_after: int) -> str:
     title = {"5 hour": "5-hour", "weekly": "Weekly", "monthly": "Monthly"}[limit_name]
     return (f"{title} usage limit reached. Resets in {resets_in(retry_after)}. "
@@ -413,11 +457,14 @@ class Script(NamedTuple):
     error200: bool = False
     bad_utf8: bool = False
     garbage: int = 0
+    refuse: str | None = None
+    split: int = 0
 
 
 DEFAULT_SCRIPT = Script()
 _DIRECTIVE = "[[fake:"
-_INT_KEYS = {"deltas", "tools", "error", "garbage"}
+_REFUSALS = ("model", "edge", "regions", "training")
+_INT_KEYS = {"deltas", "tools", "error", "garbage", "split"}
 _FLOAT_KEYS = {"slow", "ttfb"}
 _FLAG_KEYS = {"reasoning", "text", "length", "stream_error", "cut", "leak", "error200",
               "bad_utf8"}
@@ -447,13 +494,16 @@ def parse_script(text: str) -> Script:
                 fields[key] = float(value)
             elif key in ("retry_after", "run") and eq:
                 fields[key] = value
+            elif key == "refuse" and value in _REFUSALS:
+                fields[key] = value
             else:
                 raise ValueError
         except ValueError:
             raise _BadDirective(f"fake upstream: bad directive item {item!r}; keys: deltas=N "
                                 "reasoning tools=N text length error=STATUS retry_after=S "
                                 "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL leak error200 "
-                                "bad_utf8 garbage=N") from None
+                                "bad_utf8 garbage=N refuse=model|edge|regions|training "
+                                "split=N") from None
     if fields.get("deltas", 1) < 1:
         raise _BadDirective("fake upstream: deltas must be at least 1")
     if fields.get("run"):
@@ -592,13 +642,63 @@ _DEEPSEEK_REASONING = _encode({"error": {
     "type": "invalid_request_error", "param": None, "code": "invalid_request_error"}})
 
 
-def _usage_limit_error(limit_name: str, retry_after: int) -> web.Response:
+def _usage_limit_error(limit_name: str, retry_after: int, status: int = 429,
+                       message: str | None = None) -> web.Response:
     body = _encode({"type": "error",
                     "error": {"type": "GoUsageLimitError",
-                              "message": usage_limit_message(limit_name, retry_after)},
+                              "message": message or usage_limit_message(limit_name, retry_after)},
                     "metadata": {"workspace": WORKSPACE_ID, "limitName": limit_name}})
-    return web.Response(body=body, status=429, headers={"Content-Type": "application/json",
-                                                        "retry-after": str(retry_after)})
+    headers = {"Content-Type": "application/json"}
+    if status == 429:  # the 200 variant was seen without one
+        headers["retry-after"] = str(retry_after)
+    return web.Response(body=body, status=status, headers=headers)
+
+
+_CREDITS_ERROR = _encode({"type": "CreditsError", "message": "Insufficient balance"})
+_ENTITLEMENT_ERROR = _encode({"type": "error", "error": {
+    "type": "EntitlementError",
+    "message": ERROR_PREFIX + "Your workspace does not have an active Go subscription"}})
+EDGE_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>Access denied | opencode.ai used Cloudflare to restrict "
+    "access</title></head><body><div id=\"cf-error-details\"><h1><span>Error</span> <span>1010"
+    "</span></h1><h2>Access denied</h2><p>The owner of this website (opencode.ai) has banned your "
+    "access based on your browser's signature (" + EDGE_RAY_ID + "-FRA).</p><p>Cloudflare Ray ID: "
+    "<strong>" + EDGE_RAY_ID + "</strong></p></div></body></html>").encode()
+
+
+def _edge_block() -> web.Response:
+    return web.Response(body=EDGE_PAGE, status=403,
+                        headers={"Content-Type": "text/html; charset=UTF-8",
+                                 "cf-ray": EDGE_RAY_ID + "-FRA", "Server": "cloudflare"})
+
+
+def _edge_blocks(request: web.Request) -> bool:
+    if not request.app[_STATE].edge:
+        return False
+    agent = request.headers.get("User-Agent", "").strip().lower()
+    return not agent or agent.startswith(BLOCKED_AGENTS)
+
+
+def _refusal(script: Script, model: str) -> web.Response | None:
+    """A `refuse=` directive's answer."""
+    if script.refuse == "model":
+        return _json_response(_encode({"type": "ModelError",
+                                       "message": f"Model {model} is not supported"}), 401)
+    if script.refuse == "edge":
+        return _edge_block()
+    if script.refuse in ("regions", "training"):
+        return _opencode_error(400, "invalid_request_error", ERROR_PREFIX + (
+            CONSOLE_REGIONS_MESSAGE if script.refuse == "regions" else CONSOLE_TRAINING_MESSAGE))
+    return None
+
+
+def _capped(state: "_FakeState", key: str, model: str) -> web.Response | None:
+    cap = state.caps.get(key, {}).get(model)
+    if cap is None:
+        return None
+    limit_name, retry_after = cap
+    return _usage_limit_error(limit_name, retry_after,
+                              message=model_cap_message(limit_name, model, retry_after))
 
 
 class _Rejected(Exception):
@@ -1333,6 +1433,7 @@ class _Failing(NamedTuple):
     status: int
     retry_after: str | None
     limit: str | None         # a manual usage limit: "5 hour", "weekly" or "monthly"
+    refuse: str | None = None  # "credits" or "entitlement"
 
 
 class _Conversation:
@@ -1346,16 +1447,18 @@ class _Conversation:
 
 
 class _FakeState:
-    __slots__ = ("records", "keys", "active", "completed", "aborted", "rendered", "catalogue",
-                 "list_status", "models_body", "ledgers", "limits", "usage", "cache_lifetime",
-                 "prefixes", "conversations")
+    __slots__ = ("records", "keys", "active", "completed", "aborted", "abandoned", "rendered",
+                 "catalogue", "list_status", "models_body", "ledgers", "limits", "usage",
+                 "cache_lifetime", "prefixes", "conversations", "caps", "edge")
 
-    def __init__(self, record: bool):
+    def __init__(self, record: bool, edge: bool = True):
+        self.edge = edge    # the edge's User-Agent check is on
         self.records: collections.deque | None = collections.deque(maxlen=200) if record else None
         self.keys: dict[str, _Failing] = {}
         self.active = 0
         self.completed = 0
         self.aborted = 0
+        self.abandoned = 0
         self.rendered: dict[_Shape, _Rendered] = {}
         self.catalogue = dict(CATALOGUE)
         self.list_status: int | None = None
@@ -1363,6 +1466,7 @@ class _FakeState:
         self.ledgers: dict[str, _Ledger] = {}
         self.limits: dict[str, dict[str, float]] = {}
         self.usage: dict[str, dict[str, Any]] = {}
+        self.caps: dict[str, dict[str, tuple[str, int]]] = {}  # key -> model -> (limit, secs)
         # The prompt cache model (off until `/_fake/cache` sets a lifetime): (key, session) ->
         # [prompt tokens of its last turn, when]; session -> what it did.
         self.cache_lifetime: float | None = None
@@ -1396,9 +1500,10 @@ class _FakeState:
 
     def reset(self) -> None:
         self.keys.clear()
+        self.caps.clear()
         if self.records is not None:
             self.records.clear()
-        self.completed = self.aborted = 0
+        self.completed = self.aborted = self.abandoned = 0
         self.catalogue = dict(CATALOGUE)
         self.list_status = None
         self.models_body = None
@@ -1505,6 +1610,7 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
     odd = script.leak or script.bad_utf8
     if not sh.stream:
         if script.ttfb and not await _pause(request, script.ttfb):
+            state.abandoned += 1
             return web.Response(status=499)  # nobody is listening any more
         state.charge(key, sh.model, rendered.charge)
         body = _misbehave(rendered.payload, script, key) if odd else rendered.payload
@@ -1524,6 +1630,11 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
         state.charge(key, sh.model, rendered.charge)
         resp = web.StreamResponse(headers=_SSE_HEADERS)
         await resp.prepare(request)
+        if script.leak and script.split:
+            await _write_split(request, resp, _misbehave(b"".join(rendered.payload), script, key),
+                               key.encode(), script)
+            finished = True
+            return resp
         for n, event in enumerate(rendered.payload):
             if script.slow and n and not await _pause(request, script.slow):
                 return resp
@@ -1544,6 +1655,18 @@ async def _answer(request: web.Request, state: _FakeState, sh: _Shape, script: S
             state.completed += 1
         else:
             state.aborted += 1
+
+
+async def _write_split(request: web.Request, resp: web.StreamResponse, data: bytes, key: bytes,
+                       script: Script) -> None:
+    """A leaking stream in two writes cut `split` bytes into (or past) the quoted key."""
+    at = data.find(key)
+    at = len(data) if at < 0 else min(at + script.split, len(data))
+    await resp.write(data[:at])
+    if script.slow and not await _pause(request, script.slow):
+        return
+    await resp.write(data[at:])
+    await resp.write_eof()
 
 
 def _record(state: _FakeState, request: web.Request, body: bytes, key: str | None) -> None:
@@ -1571,11 +1694,16 @@ def _key_refusal(state: _FakeState, key: str, error: Callable[..., web.Response]
     """A failing key's error, or (model calls only) the usage-limit 429."""
     failing = state.keys.get(key)
     if failing is not None:
+        if failing.refuse == "credits":
+            return _json_response(_CREDITS_ERROR, 401)
+        if failing.refuse == "entitlement":
+            return _json_response(_ENTITLEMENT_ERROR, 403)
         if failing.limit is None:
             return error(failing.status, f"fake upstream error {failing.status}",
                          failing.retry_after)
         if model_call:
-            return _usage_limit_error(failing.limit, int(float(failing.retry_after or 3600)))
+            return _usage_limit_error(failing.limit, int(float(failing.retry_after or 3600)),
+                                      failing.status)
     if model_call and state.ledgers:
         reached = state.limit_reached(key)
         if reached is not None:
@@ -1602,12 +1730,20 @@ def _admit(state: _FakeState, request: web.Request, body: bytes, key: str | None
     """What every model endpoint checks first, in OpenCode Go's order (the request is recorded
     whatever the outcome): the session header, a key, the key's own state. None: go on."""
     _record(state, request, body, key)
+    if _edge_blocks(request):
+        return _edge_block()
     refused = _no_session(request)
     if refused is not None:
         return refused
     if not key:
         return error(401, missing_key)
     return _key_refusal(state, key, error, True)
+
+
+def _served(state: "_FakeState", key: str, model: str, script: Script) -> web.Response | None:
+    """What a decoded model call may still meet before its answer: a cap on its model, a
+    scripted refusal."""
+    return _capped(state, key, model) or _refusal(script, model)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
@@ -1631,6 +1767,9 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         script = parse_script(_chat_final_turn_text(req))
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
+    refused = _served(state, key, req.model, script)
+    if refused is not None:
+        return refused
     if script.error:
         return _openai_error(script.error, _error_text(script, key), script.retry_after)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -1643,6 +1782,8 @@ async def _messages(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     headers = request.headers
     key = headers.get("x-api-key") or None
+    if key is None and request.path.startswith(INFERENCE_PREFIX):
+        key = _bearer(request)  # the inference layout's Messages takes Bearer too
     refused = _admit(state, request, body, key, _anthropic_error,
                      "x-api-key header is required (this endpoint does not take "
                      "Authorization: Bearer)")
@@ -1660,6 +1801,9 @@ async def _messages(request: web.Request) -> web.StreamResponse:
         script = parse_script(_anthropic_final_turn_text(req))
     except _BAD_BODY as exc:
         return _anthropic_error(400, str(exc))
+    refused = _served(state, key, req.model, script)
+    if refused is not None:
+        return refused
     if script.error:
         return _anthropic_error(script.error, _error_text(script, key),
                                 script.retry_after)
@@ -1685,6 +1829,9 @@ async def _responses(request: web.Request) -> web.StreamResponse:
         script = parse_script(_responses_final_turn_text(items))
     except _BAD_BODY as exc:
         return _openai_error(400, str(exc))
+    refused = _served(state, key, req.model, script)
+    if refused is not None:
+        return refused
     if script.error:
         return _openai_error(script.error, _error_text(script, key), script.retry_after)
     sh = _shape("responses", req.stream, req.model, len(items), False, script)
@@ -1771,6 +1918,8 @@ async def _models(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     key = _bearer(request)
     _record(state, request, b"", key)
+    if _edge_blocks(request):
+        return _edge_block()
     refused = _no_session(request)
     if refused is not None:
         return refused
@@ -1793,6 +1942,8 @@ async def _usage(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     key = _bearer(request)
     _record(state, request, b"", key if key else request.headers.get("x-api-key"))
+    if _edge_blocks(request):
+        return _edge_block()
     refused = _no_session(request)
     if refused is not None:
         return refused
@@ -1820,7 +1971,8 @@ async def _usage(request: web.Request) -> web.Response:
             resets_at = now + int(float(failing.retry_after or 3600))
         if overrides.get(window) is not None:
             percent = int(overrides[window])
-        usage[window] = {"status": "rate-limited" if percent >= 100 else "ok",
+        limited = percent >= 100 or window in overrides.get("rate_limited", ())
+        usage[window] = {"status": "rate-limited" if limited else "ok",
                          "percent": percent, "resetsAt": _iso(resets_at)}
     return web.json_response({"workspaceID": WORKSPACE_ID, "userID": USER_ID, "usage": usage})
 
@@ -1838,14 +1990,24 @@ async def _set_keys(request: web.Request) -> web.Response:
     for key, how in (await request.json()).items():
         if how is None:
             state.keys.pop(key, None)
+            state.caps.pop(key, None)
             continue
         retry_after = how.get("retry_after")
         retry_after = None if retry_after is None else str(retry_after)
         limit = how.get("limit")
-        if limit is not None:
+        if how.get("cap"):
+            if limit not in LIMIT_NAMES.values():
+                return _control_error(f"a cap needs a limit: one of {sorted(LIMIT_NAMES.values())}")
+            state.caps.setdefault(key, {})[how["cap"]] = (limit, int(float(retry_after or 3600)))
+        elif how.get("refuse") is not None:
+            if how["refuse"] not in ("credits", "entitlement"):
+                return _control_error("refuse must be credits or entitlement")
+            state.keys[key] = _Failing(401, None, None, how["refuse"])
+        elif limit is not None:
             if limit not in LIMIT_NAMES.values():
                 return _control_error(f"limit must be one of {sorted(LIMIT_NAMES.values())}")
-            state.keys[key] = _Failing(429, retry_after or "3600", limit)
+            state.keys[key] = _Failing(int(how.get("status") or 429), retry_after or "3600",
+                                       limit)
         elif how.get("status") is not None:
             state.keys[key] = _Failing(int(how["status"]), retry_after, None)
         else:
@@ -1880,10 +2042,10 @@ async def _set_usage(request: web.Request) -> web.Response:
         if how is None:
             state.usage.pop(key, None)
             continue
-        unknown = set(how) - {"rolling", "weekly", "monthly", "status"}
+        unknown = set(how) - {"rolling", "weekly", "monthly", "status", "rate_limited"}
         if unknown:
             return _control_error(f"unknown fields {sorted(unknown)}: rolling, weekly, monthly, "
-                                  f"status")
+                                  f"status, rate_limited")
         state.usage[key] = {k: v for k, v in how.items() if v is not None}
     return web.json_response({"usage": state.usage})
 
@@ -1973,19 +2135,27 @@ async def _stats(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     return web.json_response({"active_streams": state.active,
                               "completed_streams": state.completed,
-                              "aborted_streams": state.aborted})
+                              "aborted_streams": state.aborted,
+                              "abandoned_answers": state.abandoned})
 
 
-def make_app(record: bool = True) -> web.Application:
-    """The fake upstream; `record=False` skips request recording (benchmarks)."""
+def make_app(record: bool = True, edge: bool = True) -> web.Application:
+    """The fake upstream; `record=False` skips request recording (benchmarks), `edge=False`
+    the User-Agent check (a benchmark's floor proxy sends a library's)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
-    app[_STATE] = _FakeState(record)
+    app[_STATE] = _FakeState(record, edge)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_post("/v1/messages", _messages)
     app.router.add_post("/v1/responses", _responses)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/usage", _usage)
+    app.router.add_post(INFERENCE_PREFIX + "/openai/v1/chat/completions", _chat_completions)
+    app.router.add_post(INFERENCE_PREFIX + "/anthropic/v1/messages", _messages)
+    app.router.add_post(INFERENCE_PREFIX + "/openai/v1/responses", _responses)
+    app.router.add_get(INFERENCE_PREFIX + "/v1/models", _models)
+    app.router.add_get(INFERENCE_PREFIX + "/v1/usage", _usage)
     app.router.add_post("/google/v1beta/models/{rest:.+}", _google)
+    app.router.add_post(INFERENCE_PREFIX + "/google/v1beta/models/{rest:.+}", _google)
     app.router.add_post("/_fake/keys", _set_keys)
     app.router.add_post("/_fake/limits", _set_limits)
     app.router.add_post("/_fake/usage", _set_usage)
@@ -2005,6 +2175,8 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Scripted fake OpenCode Go upstream.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--no-edge", action="store_true",
+                        help="no User-Agent check at the edge (for a bare floor proxy)")
     parser.add_argument("--no-record", action="store_true",
                         help="do not record requests (for benchmarks)")
     args = parser.parse_args(argv)
@@ -2016,7 +2188,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fake upstream on http://{args.host}:{args.port}/v1", flush=True)
     # A large backlog so a load test's connection burst is not refused; a short shutdown so
     # a test session that stops the fake mid-stream does not wait for its slow streams.
-    web.run_app(make_app(record=not args.no_record), host=args.host, port=args.port,
+    web.run_app(make_app(record=not args.no_record, edge=not args.no_edge), host=args.host, port=args.port,
                 access_log=None, print=None, backlog=2048, shutdown_timeout=1.0, loop=loop)
 
 

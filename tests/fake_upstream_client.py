@@ -3,7 +3,8 @@
 `FakeUpstream.start()` runs `python -m tests.fake_upstream` on a free loopback port and waits
 until it answers; the helpers talk to its `/_fake/` control endpoints with plain urllib, so they
 work from sync and async tests alike. Requests to the fake's /v1 endpoints need an
-`x-opencode-session` header (`SESSION_HEADERS`), as OpenCode Go's do.
+`x-opencode-session` header and a User-Agent that names a tool (`SESSION_HEADERS`), as OpenCode
+Go's do.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from typing import Any, Callable
 
 _REPO = Path(__file__).resolve().parent.parent
 _KEEP = object()   # `models(list_status=...)` left out: unchanged
-SESSION_HEADERS = {"x-opencode-session": "ses_fake_test"}   # what every /v1 request needs
+TEST_USER_AGENT = "opencode-gateway-tests/1.0"   # not a library's default: the edge lets it by
+SESSION_HEADERS = {"x-opencode-session": "ses_fake_test",   # what every /v1 request needs
+                   "User-Agent": TEST_USER_AGENT}
 
 
 def free_port() -> int:
@@ -38,7 +41,8 @@ class FakeUpstream:
         self._log = log
         self.port = port
         self.root = f"http://127.0.0.1:{port}"
-        self.url = self.root + "/v1"
+        self.url = self.root + "/v1"                       # the zen layout
+        self.inference_url = self.root + "/inference/go"   # the inference layout
 
     @classmethod
     def start(cls, record: bool = True, timeout: float = 15.0) -> FakeUpstream:
@@ -117,6 +121,22 @@ class FakeUpstream:
             how = None
         self._call("POST", "/_fake/keys", {key: how})
 
+    def refuse_key(self, key: str, refuse: str) -> None:
+        """The key's calls get OpenCode's `credits` (401 CreditsError) or `entitlement` (403
+        EntitlementError) answer."""
+        self._call("POST", "/_fake/keys", {key: {"refuse": refuse}})
+
+    def limit_in_200(self, key: str, limit: str = "5 hour", retry_after: int = 3600) -> None:
+        """The key's model calls get the usage-limit body with a 200 status."""
+        self._call("POST", "/_fake/keys", {key: {"limit": limit, "retry_after": retry_after,
+                                                 "status": 200}})
+
+    def cap_model(self, key: str, model: str, limit: str = "5 hour",
+                  retry_after: int = 3600) -> None:
+        """Calls of `model` with `key` get a usage limit that names the model; others pass."""
+        self._call("POST", "/_fake/keys", {key: {"cap": model, "limit": limit,
+                                                 "retry_after": retry_after}})
+
     def set_limit(self, key: str, limit: str | None = "5 hour",
                   retry_after: int = 14160) -> None:
         """The key's model calls get the usage-limit 429 for `limit`; `limit=None` restores it."""
@@ -145,11 +165,14 @@ class FakeUpstream:
         return self._call("GET", "/_fake/sessions")
 
     def set_usage(self, key: str, rolling: int | None = None, weekly: int | None = None,
-                  monthly: int | None = None, status: int | None = None) -> None:
+                  monthly: int | None = None, status: int | None = None,
+                  rate_limited: list[str] | None = None) -> None:
         """What GET /v1/usage says for `key`: these percents (None: the real figure), or
-        `status` (an upstream without the endpoint). All None clears the overrides."""
+        `status` (an upstream without the endpoint); the `rate_limited` windows say so whatever
+        their percent. All None clears the overrides."""
         how = {name: value for name, value in (("rolling", rolling), ("weekly", weekly),
-                                               ("monthly", monthly), ("status", status))
+                                               ("monthly", monthly), ("status", status),
+                                               ("rate_limited", rate_limited))
                if value is not None}
         self._call("POST", "/_fake/usage", {key: how or None})
 

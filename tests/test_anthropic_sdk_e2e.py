@@ -300,7 +300,7 @@ def test_upstream_rate_limit_is_a_rate_limit_error_with_its_message(client, mode
                                    messages=user("[[fake: error=429 retry_after=7]]"))
     assert raised.value.status_code == 429
     assert raised.value.body == {"type": "error", "error": {
-        "type": "rate_limit_error", "message": "fake upstream error 429"}}
+        "type": "rate_limit_error", "message": "upstream opencode-go: fake upstream error 429"}}
     assert raised.value.response.headers["retry-after"] == "7"
 
 

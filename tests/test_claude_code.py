@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import __version__
 from tests.fake_upstream import (REASONING_TEXT, SHELL_MARKER, anthropic_tool_id, answer_text,
                                  completion_tokens, openai_tool_id, tool_name)
 from tests.node_clients import explain, installed_client
@@ -75,6 +76,9 @@ def test_claude_code_prints_the_answer(claude, gateway, fake, tmp_path, model):
     assert result.returncode == 0, explain("claude", result, gateway)
     assert answer_text() in result.stdout, explain("claude", result, gateway)
     [sent] = fake.requests()
+    # OpenCode Go's edge blocks a library's User-Agent: Claude Code's own goes first, then ours.
+    agent = sent["headers"]["user-agent"]
+    assert agent.startswith("claude-cli/") and agent.endswith(f" opencode-gateway/{__version__}")
     if any(family in model for family in ANTHROPIC_WIRE):
         assert sent["path"] == "/v1/messages"
         assert "anthropic-beta" not in sent["headers"]

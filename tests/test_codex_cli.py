@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import __version__
 from tests.fake_upstream import SHELL_MARKER, answer_text
 from tests.node_clients import explain, installed_client
 
@@ -77,6 +78,9 @@ def test_codex_prints_the_answer(codex, gateway, fake, tmp_path, model):
     wire = {"glm-5.1": "/v1/chat/completions", "deepseek-v4-pro": "/v1/chat/completions",
             "minimax-m2.7": "/v1/messages", "gpt-5.6-luna": "/v1/responses"}[model.split("/")[1]]
     assert sent["path"] == wire
+    # OpenCode Go's edge blocks a library's User-Agent: Codex's own goes first, then ours.
+    agent = sent["headers"]["user-agent"]
+    assert agent.startswith("codex_exec/") and agent.endswith(f" opencode-gateway/{__version__}")
     # Codex's session id (its `session-id` header and `prompt_cache_key`) is the upstream's.
     assert len(sent["headers"]["x-opencode-session"]) >= 32
 

@@ -23,13 +23,13 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from tests.fake_upstream import (
-    CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, CATALOGUE, DECEMBER_IDS, OUTPUT_LIMITS,
-    REASONING_DELTAS, REASONING_TEXT,
-    THINKING_SIGNATURE, anthropic_tool_id, answer_deltas, answer_text, completion_tokens,
-    cost_string, fake_cost, openai_tool_id, parse_script, responses_call_item_id, tool_arguments,
+    CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, CATALOGUE, CONSOLE_REGIONS_MESSAGE, DECEMBER_IDS,
+    EDGE_RAY_ID, OUTPUT_LIMITS, REASONING_DELTAS, REASONING_TEXT, THINKING_SIGNATURE,
+    anthropic_tool_id, answer_deltas, answer_text, completion_tokens, cost_string, fake_cost,
+    model_cap_message, openai_tool_id, parse_script, responses_call_item_id, tool_arguments,
     tool_name, usage_limit_message, wire_of,
 )
-from tests.fake_upstream_client import SESSION_HEADERS
+from tests.fake_upstream_client import SESSION_HEADERS, TEST_USER_AGENT
 
 USER = [{"role": "user", "content": "hi"}]
 ANTHROPIC_HEADERS = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
@@ -58,6 +58,7 @@ def _send(fake, method: str, path: str, body: dict | None, headers: dict[str, st
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(fake.root + path, data=data, method=method,
                                  headers={"Content-Type": "application/json",
+                                          "User-Agent": TEST_USER_AGENT,
                                           **(SESSION_HEADERS if session else {}), **headers})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -244,9 +245,11 @@ def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
     assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None, False,
-                      False, False, 0)
+                      False, False, 0, None, 0)
     assert parse_script("[[fake: run=Bash]]").run == "Bash"
-    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9]]")[-4:] == (True, True, True, 9)
+    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9 split=4]]")[-6:] == (
+        True, True, True, 9, None, 4)
+    assert parse_script("[[fake: refuse=edge]]").refuse == "edge"
     assert parse_script("no directive here").deltas == 5
 
 
@@ -490,7 +493,7 @@ def test_finished_streams_count_as_completed(oai, claude, fake):
     with claude.messages.stream(model="minimax-m2.7", max_tokens=100, messages=USER) as s:
         s.get_final_message()
     assert fake.wait_stats(lambda s: s["completed_streams"] == 2) == {
-        "active_streams": 0, "completed_streams": 2, "aborted_streams": 0}
+        "active_streams": 0, "completed_streams": 2, "aborted_streams": 0, "abandoned_answers": 0}
 
 
 @pytest.mark.parametrize("path, body, headers", [
@@ -513,7 +516,7 @@ def test_client_hang_up_counts_as_aborted(fake, path, body, headers):
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()
     assert fake.wait_stats(lambda s: s["aborted_streams"] == 1) == {
-        "active_streams": 0, "completed_streams": 0, "aborted_streams": 1}
+        "active_streams": 0, "completed_streams": 0, "aborted_streams": 1, "abandoned_answers": 0}
 
 
 def test_requests_are_recorded_with_key_headers_and_body(fake):
@@ -1144,6 +1147,79 @@ def test_run_calls_the_clients_own_shell_tool(fake, tool, argument):
     [call] = json.loads(raw)["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == tool
     assert json.loads(call["function"]["arguments"])[argument] == "echo opencode-go-fake-ran"
+
+
+# --- December 2026: the edge, the inference layout, OpenCode's odd errors --------------------
+
+@pytest.mark.parametrize("agent", [None, "", "Python-urllib/3.12", "python-requests/2.32",
+                                   "curl/8.5.0", "Go-http-client/1.1"])
+def test_the_edge_blocks_a_missing_or_library_user_agent(fake, agent):
+    headers = {"Authorization": "Bearer k", **SESSION_HEADERS}
+    headers.pop("User-Agent")
+    if agent is not None:
+        headers["User-Agent"] = agent
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:   # http.client sends no User-Agent of its own
+        conn.request("POST", "/v1/chat/completions",
+                     json.dumps({"model": "glm-5.1", "messages": USER}), headers)
+        resp = conn.getresponse()
+        page = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 403
+    assert resp.getheader("Content-Type").startswith("text/html")
+    assert b"1010" in page and b"browser's signature" in page
+    assert EDGE_RAY_ID.encode() in page and resp.getheader("cf-ray").startswith(EDGE_RAY_ID)
+    assert fake.charges()["by_key"] == {}
+
+
+def test_the_inference_layout_answers_like_the_zen_one(fake):
+    bearer = {"Authorization": "Bearer k"}
+    for path, body in (("/inference/go/openai/v1/chat/completions",
+                        {"model": "glm-5.1", "messages": USER}),
+                       ("/inference/go/openai/v1/responses",
+                        {"model": "gpt-5.6-luna", "input": "hi"}),
+                       ("/inference/go/anthropic/v1/messages", _messages_body())):
+        headers = {**bearer, "anthropic-version": "2023-06-01"} if "anthropic" in path else bearer
+        status, _, raw = _post(fake, path, body, headers)
+        assert status == 200, raw
+        assert answer_text() in raw.decode()
+    assert _get(fake, "/inference/go/v1/models", bearer)[0] == 200
+    assert _get(fake, "/inference/go/v1/usage", bearer)[0] == 200
+    assert fake.charges()["requests"] == {"k": 3}
+
+
+def test_opencodes_odd_errors(fake):
+    bearer = {"Authorization": "Bearer k"}
+    chat = {"model": "glm-5.1", "messages": USER}
+    fake.refuse_key("k", "credits")
+    status, _, raw = _post(fake, "/v1/chat/completions", chat, bearer)
+    assert (status, json.loads(raw)) == (401, {"type": "CreditsError",
+                                               "message": "Insufficient balance"})
+    fake.refuse_key("k", "entitlement")
+    status, _, raw = _post(fake, "/v1/chat/completions", chat, bearer)
+    assert status == 403 and json.loads(raw)["error"]["type"] == "EntitlementError"
+    fake.limit_in_200("k", "weekly")
+    status, _, raw = _post(fake, "/v1/chat/completions", chat, bearer)
+    assert status == 200 and json.loads(raw)["error"]["type"] == "GoUsageLimitError"
+    fake.set_key("k", None)
+    fake.cap_model("k", "deepseek-v4-pro", "5 hour", retry_after=600)
+    status, headers, raw = _post(fake, "/v1/chat/completions",
+                                 {"model": "deepseek-v4-pro", "messages": USER}, bearer)
+    assert (status, headers["retry-after"]) == (429, "600")
+    assert json.loads(raw)["error"]["message"] == model_cap_message("5 hour", "deepseek-v4-pro",
+                                                                    600)
+    assert _post(fake, "/v1/chat/completions", chat, bearer)[0] == 200   # other models pass
+    status, _, raw = _post(fake, "/v1/chat/completions",
+                           {"model": "glm-9", "messages": _ask("refuse=model")}, bearer)
+    assert (status, json.loads(raw)) == (401, {"type": "ModelError",
+                                               "message": "Model glm-9 is not supported"})
+    status, _, raw = _post(fake, "/v1/chat/completions",
+                           {"model": "glm-5.1", "messages": _ask("refuse=regions")}, bearer)
+    assert status == 400 and CONSOLE_REGIONS_MESSAGE in json.loads(raw)["error"]["message"]
+    status, headers, raw = _post(fake, "/v1/messages", _messages_body(
+        messages=_ask("refuse=edge")), ANTHROPIC_HEADERS)
+    assert status == 403 and headers["Content-Type"].startswith("text/html")
 
 
 # --- December ids, output limits, reasoning efforts --------------------------------------------

@@ -91,7 +91,7 @@ async def test_pinned_request_is_never_moved_and_keeps_retry_after(gateway):
         with pytest.raises(GatewayError) as error:
             await send(gateway, "opencode-go.1:glm-5.1")
     assert len(sent(mock, CHAT)) == 1
-    assert (error.value.status, error.value.message) == (429, "slow down")
+    assert (error.value.status, error.value.message) == (429, "upstream opencode-go.1: slow down")
     assert error.value.headers["retry-after"] == "7"
 
 
@@ -102,7 +102,9 @@ async def test_400_comes_back_at_once_with_the_upstream_message(gateway):
         with pytest.raises(GatewayError) as error:
             await send(gateway, "opencode-go/glm-5.1")
     assert len(sent(mock, CHAT)) == 1
-    assert (error.value.status, error.value.message) == (400, "bad temperature")
+    assert error.value.status == 400
+    assert error.value.message.startswith("upstream opencode-go.")  # the instance, never the key
+    assert error.value.message.endswith(": bad temperature")
 
 
 async def test_unreachable_instance_fails_over(gateway):

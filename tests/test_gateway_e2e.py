@@ -70,7 +70,7 @@ def test_upstream_error_keeps_status_message_and_retry_after(gateway):
         "messages": [{"role": "user", "content": "[[fake: error=429 retry_after=3]]"}]})
     assert status == 429
     assert headers["retry-after"] == "3"
-    assert json.loads(body)["error"]["message"] == "fake upstream error 429"
+    assert json.loads(body)["error"]["message"] == "upstream opencode-go: fake upstream error 429"
 
 
 def test_routes_command_prints_instance_flavour_and_url():

@@ -169,10 +169,14 @@ async def test_spending_whose_sync_was_cancelled_by_a_stopping_worker_is_written
         def __init__(self):
             super().__init__(State(backend="memory"))
             self.open_gate = asyncio.Event()
+            self.entered = asyncio.Event()
+            self.recorded = 0
 
         async def record(self, batch):
+            self.entered.set()
             await self.open_gate.wait()
             await super().record(batch)
+            self.recorded += 1
 
     store = StalledStore()
     gw = gateway()
@@ -180,12 +184,14 @@ async def test_spending_whose_sync_was_cancelled_by_a_stopping_worker_is_written
     instance = gw.pools["opencode-go"].instances[0]
     gw.book.record(instance, "glm-5.1", Usage(100, 10), cost=1.5)
     background = asyncio.create_task(gw.book.sync())
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(store.entered.wait(), 5)  # the sync is inside the store's write
     background.cancel()  # the worker stops while the store is slow
     with pytest.raises(asyncio.CancelledError):
         await background
+    assert store.recorded == 0  # the cancelled write never reached the store
     store.open_gate.set()
     await gw.book.sync()  # the shutdown's last sync
+    assert store.recorded == 1
     starts = {instance.key_id: gw.book.account(instance).starts(time.time())}
     assert (await store.snapshot(starts, None)).spent[instance.key_id] == (1.5, 1.5, 1.5)
 

@@ -234,7 +234,7 @@ def test_upstream_rate_limit_is_a_rate_limit_error_with_its_message(client, mode
         if stream:
             list(answer)
     assert raised.value.status_code == 429
-    assert raised.value.body["message"] == "fake upstream error 429"
+    assert raised.value.body["message"] == "upstream opencode-go: fake upstream error 429"
     assert raised.value.body["type"] == "rate_limit_error"
     assert raised.value.response.headers["retry-after"] == "7"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import __version__
 from tests.fake_upstream import (REASONING_TEXT, SHELL_MARKER, anthropic_tool_id, answer_text,
                                  openai_tool_id)
 from tests.node_clients import explain, installed_client
@@ -55,6 +56,9 @@ def test_opencode_prints_the_answer(opencode, gateway, fake, tmp_path, model):
     assert result.returncode == 0, explain("opencode", result, gateway)
     assert answer_text() in result.stdout, explain("opencode", result, gateway)
     paths = {sent["path"] for sent in fake.requests()}
+    # OpenCode Go's edge blocks a library's User-Agent: opencode's own goes first, then ours.
+    agent = fake.requests()[0]["headers"]["user-agent"]
+    assert agent.startswith("opencode/") and agent.endswith(f" opencode-gateway/{__version__}")
     assert paths == {"/v1/messages" if any(f in model for f in ANTHROPIC_WIRE)
                      else "/v1/chat/completions"}
 

@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import State
 from gateway.state.memory import MemoryStore
-from gateway.state.reasoning import NEUTRAL_REASONING, ReasoningMemory
+from gateway.state.reasoning import NEUTRAL_REASONING, ReasoningMemory, memory_key
 from tests.fake_upstream import REASONING_TEXT, answer_text, openai_tool_id
 
 MODEL = "opencode-go/deepseek-v4-pro"
@@ -189,3 +189,38 @@ async def test_a_call_found_nowhere_is_not_looked_up_again_on_later_turns():
     for turn in range(3):  # the same history grows by a turn each time: same call, same miss
         assert await memory.restore(_tool_turn("call_from_elsewhere"), "s", f"r{turn}") == 1
     assert CountingStore.lookups == 1
+
+
+class _GatedStore(MemoryStore):
+    """A store whose writes wait until the test opens the gate."""
+
+    def __init__(self):
+        super().__init__(State())
+        self.gate = asyncio.Event()
+
+    async def remember(self, items, ttl):
+        await self.gate.wait()
+        await super().remember(items, ttl)
+
+
+async def test_an_answers_end_waits_until_its_reasoning_is_in_the_store():
+    store = _GatedStore()
+    memory = ReasoningMemory(store, ttl_hours=1)
+    waiting = asyncio.create_task(memory.remember_now("s", ["call_1"], "because"))
+    await asyncio.wait((waiting,), timeout=0.05)
+    assert not waiting.done()  # the answer's last bytes are held
+    store.gate.set()
+    await waiting
+    key = memory_key("s", "call_1")
+    assert await store.recall([key]) == {key: "because"}
+
+
+async def test_a_hung_store_holds_an_answers_end_only_briefly(monkeypatch):
+    monkeypatch.setattr("gateway.state.reasoning.WRITE_SECONDS", 0.05)
+    store = _GatedStore()
+    memory = ReasoningMemory(store, ttl_hours=1)
+    await asyncio.wait_for(memory.remember_now("s", ["call_1"], "because"), 2)
+    store.gate.set()  # the write went on in the background
+    await memory.drain()
+    key = memory_key("s", "call_1")
+    assert await store.recall([key]) == {key: "because"}

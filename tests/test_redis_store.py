@@ -17,6 +17,7 @@ from tests.redis_server import RedisServer, redis_binary, redis_server, redis_ur
 # The contract: collected here too, where `store` is a RedisStore.
 from tests.test_state_store import (NOW_MINUTE, starts,  # noqa: F401
                                     test_clients_spend_agents_and_stored_clients,
+                                    test_a_window_holds_its_first_minute_and_day_and_nothing_before,
                                     test_key_states_are_shared_whole,
                                     test_old_sessions_are_forgotten,
                                     test_reasoning_is_recalled_until_it_expires,
@@ -232,6 +233,20 @@ def test_the_password_never_shows():
         assert shown.startswith(url.partition(":")[0] + "://") and url.endswith(
             shown.rpartition("@")[2]), shown
     assert repr(redis_store("redis://127.0.0.1:%d/0" % free_port())).startswith("redis://127")
+
+
+async def test_usage_buckets_expire_after_about_two_days_and_day_totals_after_forty(store):
+    """Redis keeps the minute buckets as long as a week's sums need them from the store (the
+    day totals take over), never forever: a key's spending cannot fill Redis."""
+    minute = int(time.time() // 60)
+    await store.record(Batch([UsageRow("k", "glm-5.1", minute, cost_usd=1.0)], {}, {}))
+    client = store._redis
+    two_days = 2 * 86400
+    for name in (f"ocg:u:k:{minute}", f"ocg:m:k:{minute}"):
+        assert two_days - 120 <= await client.ttl(name) <= two_days
+    day = minute // 1440
+    day_ttl = await client.ttl(f"ocg:d:k:{day}")
+    assert 40 * 86400 < day_ttl <= 41 * 86400
 
 
 async def test_buckets_written_before_clients_read_as_the_anonymous_clients(store):

@@ -57,6 +57,22 @@ def ask(gateway, frontend: str = "openai", model: str = "opencode-go/glm-5.1", t
                 headers=headers)
 
 
+def key_status(gateway, instance: str) -> str:
+    """What `GET /v1/usage` says of an instance: ok, resting or limited."""
+    with urllib.request.urlopen(gateway.url + "/v1/usage", timeout=15) as answer:
+        keys = json.loads(answer.read())["keys"]
+    return next(key["status"] for key in keys if key["instance"] == instance)
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def keys_seen(fake) -> list[str]:
     """The upstream key of every request the fake received, oldest first."""
     return [seen["key"] for seen in fake.requests()]
@@ -114,7 +130,9 @@ def test_400_is_returned_at_once_without_trying_another_key(start_gateway, fake)
     gateway = start_gateway(env=TWO_KEYS)
     status, _, body = ask(gateway, text="[[fake: error=400]]")
     assert status == 400
-    assert json.loads(body)["error"]["message"] == "fake upstream error 400"
+    message = json.loads(body)["error"]["message"]
+    assert message.startswith("upstream opencode-go.")  # the instance that said it, no key
+    assert message.endswith(": fake upstream error 400")
     assert len(fake.requests()) == 1
 
 
@@ -142,7 +160,7 @@ def test_a_rested_key_is_used_again_once_retry_after_has_passed(start_gateway, f
     assert ask(gateway, session=later)[0] == 200   # k1 rests: the new conversation goes to k2
     assert keys_seen(fake)[2:] == ["k2"]
     fake.set_key("k1", None)
-    time.sleep(1.2)
+    assert wait_for(lambda: key_status(gateway, "opencode-go.1") == "ok", 5)
     assert ask(gateway, session=last)[0] == 200
     assert keys_seen(fake)[3:] == ["k1"]
 
@@ -155,7 +173,7 @@ def test_a_pinned_request_gets_the_429_with_retry_after_and_is_not_moved(start_g
         assert status == 429
         assert headers["retry-after"] == "30"
         error = json.loads(body)["error"]
-        assert error["message"] == "fake upstream error 429"
+        assert error["message"] == "upstream opencode-go.1: fake upstream error 429"
         assert error["type"] == "rate_limit_error"
     assert keys_seen(fake) == ["k1", "k1"]
 
@@ -248,6 +266,9 @@ def test_a_client_hang_up_before_the_answer_starts_cancels_the_upstream_request(
     if stream:  # the fake counts a stream it could not finish as aborted
         stats = fake.wait_stats(lambda s: s["aborted_streams"] == 1, timeout=5.0)
         assert stats["aborted_streams"] == 1 and stats["active_streams"] == 0, stats
+    else:  # and a whole answer whose caller went away while it waited
+        stats = fake.wait_stats(lambda s: s["abandoned_answers"] == 1, timeout=5.0)
+        assert stats["abandoned_answers"] == 1, stats
     deadline = time.monotonic() + 5.0
     while '"status":499' not in gateway.log() and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -11,7 +11,7 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 
 from gateway.errors import GatewayError
-from tests import translations
+from tests import fake_upstream, translations
 
 _event = pydantic.TypeAdapter(ResponseStreamEvent).validate_python
 
@@ -390,3 +390,48 @@ def test_reasoning_summary_parts_are_apart_in_a_stream_as_in_a_whole_answer():
                        for c in chat_deltas(out) if c["choices"])
     assert streamed == json.loads(whole)["choices"][0]["message"]["reasoning_content"] \
         == "First.\n\nThen."
+
+
+def _wire_answer(stream: bool, tools: int) -> bytes:
+    """A Responses-wire answer with `tools` calls, as the fake upstream renders it: each
+    function_call item has an item id (fc_fake_k) and a call id (call_fake_k)."""
+    shape = fake_upstream._shape("responses", stream, "gpt-5.6-luna", 1, True,
+                                 fake_upstream.Script(tools=tools))
+    if stream:
+        return b"".join(fake_upstream._responses_events(shape, "0.000100"))
+    return fake_upstream._responses_body(shape, "0.000100")
+
+
+def _tool_call_ids(client: str, out: bytes, stream: bool) -> list[str]:
+    if not stream:
+        answer = json.loads(out)
+        if client == "openai":
+            return [call["id"] for call in answer["choices"][0]["message"]["tool_calls"]]
+        return [block["id"] for block in answer["content"] if block["type"] == "tool_use"]
+    ids = []
+    for line in out.decode().split("\n"):
+        if not line.startswith("data: {"):
+            continue
+        event = json.loads(line[len("data: "):])
+        for choice in event.get("choices") or ():
+            ids += [call["id"] for call in choice["delta"].get("tool_calls") or () if "id" in call]
+        block = event.get("content_block") or {}
+        if block.get("type") == "tool_use":
+            ids.append(block["id"])
+    return ids
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+def test_a_responses_wire_tool_call_reaches_the_client_by_its_call_id(client, stream):
+    """The id a client answers a call with is the item's `call_id`, not its item `id`: the
+    upstream matches the tool's result to the call by it."""
+    raw = _wire_answer(stream, tools=2)
+    if stream:
+        translation = translations.stream("responses", client)
+        out = translation.feed(raw) + translation.end()
+    else:
+        out = translations.answer("responses", client, raw)[0]
+    expected = [fake_upstream.openai_tool_id(k) for k in range(2)]
+    assert _tool_call_ids(client, out, stream) == expected
+    assert fake_upstream.responses_call_item_id(0).encode() not in out

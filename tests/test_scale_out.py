@@ -112,12 +112,9 @@ def test_a_usage_limit_seen_by_one_process_is_honoured_by_the_other(start_pair, 
             break
     else:
         pytest.fail("no conversation went to key 1 through gateway A")
-    hit = time.monotonic()
     assert usage_keys(a)["opencode-go.1"]["status"] == "limited"
     assert wait_for(lambda: usage_keys(b)["opencode-go.1"]["status"] == "limited", 5), \
         b.log()[-2000:]
-    shared_after = time.monotonic() - hit
-    time.sleep(max(0.0, 1.0 - shared_after))
     for number in range(20):  # half of these would try key 1 first, were the limit unknown
         chat(b, f"b-conversation-{number:03d}")
     used = [key for number in range(20) for key in key_of(fake, f"b-conversation-{number:03d}")]
@@ -183,8 +180,7 @@ def test_reasoning_remembered_by_one_process_is_put_back_by_the_other(start_pair
                           headers=headers)
     assert status == 200, answer[:500]
     [tool_call] = json.loads(answer)["choices"][0]["message"]["tool_calls"]
-    time.sleep(0.2)  # the memory is written in the background, and a tool takes a moment
-    # A client that keeps only content and tool_calls; DeepSeek refuses the turn without its
+    # At once, as a fast tool would: the answer ended only once its reasoning was stored. A client that keeps only content and tool_calls; DeepSeek refuses the turn without its
     # reasoning, and only gateway A saw it.
     history = first + [{"role": "assistant", "content": None, "tool_calls": [tool_call]},
                        {"role": "tool", "tool_call_id": tool_call["id"], "content": "sunny"}]
@@ -247,10 +243,13 @@ def test_a_redis_that_stalls_and_wakes_counts_nothing_twice(start_pair, fake, re
     a, b = start_pair()
     stop = threading.Event()
 
+    answered = []
+
     def load(gateway, tag: str) -> None:
         number = 0
         while not stop.is_set():
             chat(gateway, f"stall-{tag}-{number:05d} [[fake: deltas={5 + number % 50}]]")
+            answered.append(tag)
             number += 1
 
     threads = [threading.Thread(target=load, args=(gateway, tag))
@@ -258,12 +257,22 @@ def test_a_redis_that_stalls_and_wakes_counts_nothing_twice(start_pair, fake, re
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.7)
-        os.kill(redis_server.process.pid, signal.SIGSTOP)
-        time.sleep(2.2)  # past the read timeout, several syncs
+        try:
+            assert wait_for(lambda: len(answered) >= 20, 10)
+            os.kill(redis_server.process.pid, signal.SIGSTOP)
+            # Past the read timeout: every process has seen a sync fail, and kept serving.
+            assert wait_for(lambda: all(metric(g, "opencode_gateway_state_store_up") == 0
+                                        for g in (a, b)), 10)
+            stalled_at = len(answered)
+            assert wait_for(lambda: len(answered) >= stalled_at + 20, 10)
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+        # Awake: the writes it held run, the processes write theirs again, under load.
+        assert wait_for(lambda: all(metric(g, "opencode_gateway_state_store_up") == 1
+                                    for g in (a, b)), 10)
+        resumed_at = len(answered)
+        assert wait_for(lambda: len(answered) >= resumed_at + 20, 10)
     finally:
-        os.kill(redis_server.process.pid, signal.SIGCONT)
-        time.sleep(0.7)
         stop.set()
         for thread in threads:
             thread.join()

@@ -187,5 +187,7 @@ async def test_an_upstream_error_quoting_the_key_reaches_the_client_masked():
                 await forwarder.forward(ctx, upstream_payload(ctx))
     finally:
         await session.close()
-    assert refused.value.status == 401
-    assert refused.value.message == "Incorrect API key provided: ****1111"
+    # The gateway's own key was refused: not the client's fault, so not a 401 to the client.
+    assert refused.value.status == 502
+    assert "Incorrect API key provided: ****1111" in refused.value.message
+    assert "refused the gateway's key for instance opencode-go.1" in refused.value.message

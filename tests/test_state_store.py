@@ -12,7 +12,7 @@ from gateway.config import State
 from gateway.state.memory import MemoryStore
 from gateway.state.sqlite import SQLiteStore
 from gateway.state.store import (Batch, KeyState, StoredClient, StoreError, UpstreamUsage,
-                                 UsageRow, WindowStarts)
+                                 UsageRow, WindowStarts, default_sqlite_path, make_store)
 
 NOW_MINUTE = int(time.time() // 60)
 DAY = NOW_MINUTE // 1440
@@ -36,7 +36,7 @@ def starts(rolling=NOW_MINUTE - 299, week=DAY - 3, month=DAY - 10):
 async def test_usage_adds_up_per_window(store):
     await store.record(Batch(usage=[
         UsageRow("k1", "glm-5.1", NOW_MINUTE, 1, 100, 20, 10, 0.5),
-        UsageRow("k1", "glm-5.1", NOW_MINUTE, 1, 100, 0, 10, 0.25),      # same bucket: adds
+        UsageRow("k1", "glm-5.1", NOW_MINUTE, 1, 100, 5, 10, 0.25),      # same bucket: adds
         UsageRow("k1", "kimi-k3", NOW_MINUTE - 400, 1, 10, 0, 1, 1.0),    # outside 5 hours
         UsageRow("k1", "kimi-k3", (DAY - 5) * 1440, 1, 10, 0, 1, 2.0),   # before this week
         UsageRow("k2", "glm-5.1", NOW_MINUTE - 1, 2, 1, 0, 1, 0.125)]))
@@ -46,7 +46,23 @@ async def test_usage_adds_up_per_window(store):
     rows = {(r.key_id, r.model, r.minute): r for r in await store.report(NOW_MINUTE - 10)}
     merged = rows[("k1", "glm-5.1", NOW_MINUTE)]
     assert (merged.requests, merged.input_tokens, merged.cached_tokens, merged.output_tokens,
-            merged.cost_usd) == (2, 200, 20, 20, 0.75)
+            merged.cost_usd) == (2, 200, 25, 20, 0.75)
+
+
+async def test_a_window_holds_its_first_minute_and_day_and_nothing_before(store):
+    """The window starts the book asks with are inclusive: spending in the first minute of
+    the rolling window and on the first day of the week or month counts, a minute or a day
+    earlier does not."""
+    today = DAY * 1440
+    await store.record(Batch(usage=[
+        UsageRow("k1", "glm-5.1", NOW_MINUTE - 299, 1, 1, 0, 1, 0.5),
+        UsageRow("k1", "glm-5.1", NOW_MINUTE - 300, 1, 1, 0, 1, 0.25),
+        UsageRow("k1", "glm-5.1", today - 1440, 1, 1, 0, 1, 2.0),       # yesterday
+        UsageRow("k1", "glm-5.1", today - 2 * 1440, 1, 1, 0, 1, 4.0)]))  # the day before
+    spent = (await store.snapshot({"k1": WindowStarts(NOW_MINUTE - 299, DAY - 1, DAY - 2)},
+                                  None)).spent["k1"]
+    assert spent == pytest.approx((0.5, 0.75 + 2.0, 0.75 + 2.0 + 4.0))
+    assert [row.cost_usd for row in await store.report(NOW_MINUTE - 299)] == [0.5]
 
 
 async def test_key_states_are_shared_whole(store):
@@ -176,6 +192,24 @@ async def test_a_path_under_a_file_is_reported(tmp_path):
     with pytest.raises(StoreError) as caught:
         await store.open()
     assert "state.path" in str(caught.value)
+
+
+def test_the_config_picks_the_store_and_sqlite_finds_its_file_per_user(monkeypatch, tmp_path):
+    memory = make_store(State(backend="memory"))
+    assert isinstance(memory, MemoryStore) and repr(memory) == "memory"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    chosen = make_store(State(backend="sqlite", path="~/ledger.sqlite3"), {})
+    assert isinstance(chosen, SQLiteStore) and chosen.path == tmp_path / "ledger.sqlite3"
+    assert make_store(State(backend="sqlite"), {"XDG_STATE_HOME": "/x"}).path == \
+        Path("/x/opencode-gateway/state.sqlite3")
+    # systemd's StateDirectory= (the first of several), then XDG, then ~/.local/state
+    assert default_sqlite_path({"STATE_DIRECTORY": "/var/lib/a:/var/lib/b"}) == \
+        Path("/var/lib/a/state.sqlite3")
+    assert default_sqlite_path({"XDG_STATE_HOME": "/x"}) == \
+        Path("/x/opencode-gateway/state.sqlite3")
+    assert default_sqlite_path({}) == tmp_path / ".local/state/opencode-gateway/state.sqlite3"
+    monkeypatch.setenv("XDG_STATE_HOME", "/from-the-environment")
+    assert default_sqlite_path() == Path("/from-the-environment/opencode-gateway/state.sqlite3")
 
 
 async def test_clients_spend_agents_and_stored_clients(store):

@@ -145,8 +145,11 @@ def test_every_chunk_has_choice_index_zero_and_the_same_id_and_model():
 
 def test_every_chunk_parses_with_the_openai_sdk():
     out, _ = run(RECORDED_LF, include_usage=True)
-    for chunk in chunks(out):
-        ChatCompletionChunk.model_validate(chunk)
+    parsed = [ChatCompletionChunk.model_validate(chunk) for chunk in chunks(out)]
+    assert len(parsed) > 3  # the opening, the text, the tool calls, the finish and the usage
+    assert parsed[0].choices[0].delta.role == "assistant"
+    assert parsed[-1].usage is not None and parsed[-1].usage.prompt_tokens == 130
+    assert any(choice.finish_reason == "tool_calls" for c in parsed for choice in c.choices)
 
 
 def test_openai_sdk_assembles_the_whole_answer():

@@ -126,7 +126,9 @@ def start_servers(args: argparse.Namespace) -> tuple[dict[str, str], list[Server
     try:
         fake_port = args.fake_port or _free_port()
         fake = Server("fake-upstream", [sys.executable, "-m", "tests.fake_upstream", "--host",
-                                        "127.0.0.1", "--port", str(fake_port), "--no-record"],
+                                        "127.0.0.1", "--port", str(fake_port), "--no-record",
+                                        # the floor proxy sends aiohttp's own User-Agent
+                                        "--no-edge"],
                       cwd=REPO, env=env, port=fake_port)
         started.append(fake)
         fake_url = f"http://127.0.0.1:{fake_port}/v1"

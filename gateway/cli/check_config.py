@@ -4,9 +4,9 @@ from __future__ import annotations
 import os
 
 from gateway.cli.common import load_gateway
-from gateway.masking import mask_url
 from gateway.routing.router import missing_key_message
-from gateway.upstream.instances import mask_key
+from gateway.upstream.identity import upstream_user_agent
+from gateway.upstream.instances import describe_layout, mask_key
 
 
 def add(commands) -> None:
@@ -23,8 +23,9 @@ def run(args) -> int:
     for name, pool in gateway.pools.items():
         print(f"backend {name}:")
         for instance in pool.instances:
-            print(f"  instance {instance.name}: {mask_url(instance.api_url)}, "
-                  f"key {mask_key(instance.api_key)}")
+            print(f"  instance {instance.name}: {describe_layout(instance)}, key "
+                  f"{mask_key(instance.api_key)}, user agent "
+                  f"{upstream_user_agent(None, instance.user_agent)}")
             if not instance.api_key:
                 print(f"  warning: {missing_key_message(name)}")
         overrides = config.backends[name].extra.model_protocol_overrides

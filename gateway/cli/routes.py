@@ -7,8 +7,10 @@ import sys
 from gateway.cli.common import load_gateway
 from gateway.errors import GatewayError
 from gateway.masking import mask_url
-from gateway.upstream.forwarder import ANTHROPIC_VERSION, upstream_url
-from gateway.upstream.instances import mask_key
+from gateway.upstream.forwarder import auth_headers
+from gateway.upstream.identity import upstream_user_agent
+from gateway.upstream.instances import describe_layout, mask_key
+from gateway.upstream.urls import call_url
 
 
 def add(commands) -> None:
@@ -44,11 +46,13 @@ def run(args) -> int:
     except GatewayError as exc:
         print(f"no route: {exc.message}", file=sys.stderr)
         return 1
-    url = upstream_url(ctx.instance.api_url, ctx.protocol, ctx.model_id, True)
-    auth = (f"x-api-key: <key>, anthropic-version: {ANTHROPIC_VERSION}"
-            if ctx.protocol == "anthropic" else "x-goog-api-key: <key>"
-            if ctx.protocol == "gemini" else "Authorization: Bearer <key>")
     instance = ctx.instance
+    url = call_url(instance, ctx.protocol, ctx.model_id, True)
+    sent = auth_headers(instance, ctx.protocol)
+    shown = {"x-api-key": "<key>", "Authorization": "Bearer <key>", "x-goog-api-key": "<key>"}
+    auth = ", ".join(f"{name}: {shown.get(name, value)}" for name, value in sent.items()
+                     if name in ("x-api-key", "Authorization", "anthropic-version",
+                                 "x-goog-api-key"))
     print(f"model string : {ctx.requested}")
     print(f"frontend     : {args.frontend}")
     print(f"backend      : {ctx.backend}")
@@ -57,7 +61,10 @@ def run(args) -> int:
     print(f"model id     : {ctx.model_id}")
     print(f"wire         : {ctx.protocol} "
           f"({ctx.catalogues[ctx.backend].wire(ctx.model_id).source})")
+    print(f"URL layout   : {describe_layout(instance)}")
     print(f"upstream URL : POST {mask_url(url)}")
+    print(f"user agent   : {upstream_user_agent(None, instance.user_agent)} (after the "
+          "client's own product token, when it sends one)")
     print(f"upstream auth: {auth}")
     print(f"translation  : {ctx.translation.name}")
     for rule, _is_async, _source in gateway.router.chain.rules:

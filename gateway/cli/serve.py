@@ -17,6 +17,8 @@ from gateway.logs import setup as setup_logs
 from gateway.routing.router import missing_key_message
 from gateway.server import hypercorn_config
 from gateway.state.store import StoreError
+from gateway.upstream.identity import upstream_user_agent
+from gateway.upstream.instances import describe_layout
 
 _log = logging.getLogger("gateway")
 
@@ -140,6 +142,11 @@ def run(args) -> int:
     _log.info("opencode-gateway %s starting on %s:%d with %d worker(s), %d models "
               "(`opencode-gateway models` lists them), state in %r", __version__, host, port,
               workers, len(gateway.router.advertised_models()), gateway.store)
+    for pool in gateway.pools.values():
+        first = pool.instances[0]
+        _log.info("%s: OpenCode Go's %s (%d key(s)), user agent %s", pool.backend,
+                  describe_layout(first), len(pool.instances),
+                  upstream_user_agent(None, first.user_agent))
     metrics_dir = _metrics_dir(workers)
     try:
         return run(config)

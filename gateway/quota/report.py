@@ -81,6 +81,10 @@ async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
                 "limit": instance.limit_name if status == "limited" else None,
                 "until": _iso(until) if until else None,
                 "headroom": round(account.headroom(now), 4),
+                # Limits OpenCode Go set on one model of this key (the others still served).
+                "model_caps": {model: {"limit": name, "until": _iso(until)}
+                               for model, (until, name) in sorted(instance.model_caps.items())
+                               if until > now},
                 "failures": instance.failures, "windows": windows})
     today = minute_of(now) // 1440 * 1440
     models: dict[str, dict[str, Any]] = {}

@@ -18,9 +18,10 @@ import msgspec
 from gateway.errors import DECODE_ERRORS
 
 from gateway.quota.book import KeyBook
-from gateway.upstream.forwarder import SESSION_HEADER
+from gateway.upstream.forwarder import read_headers
 from gateway.upstream.instances import Instance, InstancePool
 from gateway.upstream.reading import read_at_most
+from gateway.upstream.urls import call_url
 
 _log = logging.getLogger("gateway")
 _SESSION = "opencode-gateway-usage"
@@ -55,9 +56,8 @@ def _epoch(text: str | None) -> float | None:
 async def read_usage(session: aiohttp.ClientSession,
                      instance: Instance) -> dict[str, tuple[float, float]]:
     """window -> (percent, resets at) as the upstream reports it for `instance`'s key."""
-    headers = {"Authorization": "Bearer " + instance.api_key, "Accept-Encoding": "identity",
-               SESSION_HEADER: _SESSION}
-    async with session.get(instance.api_url + "/usage", headers=headers,
+    headers = read_headers(instance, _SESSION)
+    async with session.get(call_url(instance, "usage"), headers=headers,
                            timeout=aiohttp.ClientTimeout(total=15)) as answer:
         body = await read_at_most(answer.content, 256 * 1024)
         if answer.status == 404:

@@ -38,8 +38,8 @@ class RouteContext:
     __slots__ = ("requested", "frontend", "backend", "instance", "model_id", "protocol", "pin",
                  "body", "translation", "config", "pools", "catalogues", "quota", "session",
                  "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
-                 "limit_hit", "fallbacks", "adjusted", "sent_bytes", "events_seen", "client",
-                 "agent")
+                 "limit_hit", "fallbacks", "adjusted", "sent_bytes", "events_seen", "client_ua",
+                 "client_headers", "client", "agent")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
                  pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
@@ -70,6 +70,10 @@ class RouteContext:
         self.limit_hit: str | None = None  # a usage limit an instance reported on the way
         # Response headers saying what was fitted to the model (translate/model_limits.py).
         self.adjusted: dict[str, str] | None = None
+        # Who the client said it is (its User-Agent), and its OpenCode headers to pass on
+        # (upstream/identity.py).
+        self.client_ua: str | None = None
+        self.client_headers: tuple[tuple[str, str], ...] = ()
         # What a charge is estimated from when the upstream's usage never arrived: the size of
         # the request it received, and the stream events relayed before the end.
         self.sent_bytes = 0

@@ -14,6 +14,7 @@ from gateway.routing.chain import RuleChain
 from gateway.routing.context import RouteContext
 from gateway.routing.session import Sessions
 from gateway.suggest import did_you_mean
+from gateway.upstream.identity import forwarded_headers
 from gateway.upstream.instances import InstancePool
 
 
@@ -83,6 +84,9 @@ class Router:
         ctx = RouteContext(requested=requested, frontend=frontend, body=body, config=self.config,
                            pools=self.pools, catalogues=self.catalogues, backend=backend,
                            pin=pin, model_id=model_id, session=session, quota=self.quota)
+        if headers:
+            ctx.client_ua = headers.get("user-agent")
+            ctx.client_headers = forwarded_headers(headers)
         await self.chain.run(ctx)
         self._judge(ctx)
         return ctx
@@ -103,7 +107,7 @@ class Router:
                     404, f"model {ctx.requested!r} names instance {ctx.pin} of {ctx.backend}, "
                          f"which does not exist; its instances are: {numbers}",
                     param="model", code="model_not_found")
-            raise pool.all_resting_error()
+            raise pool.all_resting_error(model=ctx.model_id)
         if ctx.translation is None:
             raise GatewayError(
                 500, f"no rule chose a translation for {ctx.frontend} clients to the "

@@ -17,7 +17,9 @@ log says so.
 The cost on the request path: a scan of the messages for requests to such a model, and a store
 lookup only when a tool-call turn lacks its reasoning and this worker has not seen the call (its
 recent memories and misses first), given at most `RECALL_SECONDS`: a store that is down or busy
-delays no request by more.
+delays no request by more. The answer's last bytes wait (at most `WRITE_SECONDS`) until its
+reasoning is in the store: a client that sends the next turn the moment the answer ends may reach
+another worker, which must find it there.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ _log = logging.getLogger("gateway")
 NEUTRAL_REASONING = "(The reasoning behind this step is not available; continue from its result.)"
 _LOCAL = 4096
 RECALL_SECONDS = 0.5
+# How long an answer's end waits for its reasoning to reach the store (see `remember_now`).
+WRITE_SECONDS = 0.5
 
 
 def memory_key(session: str, call_id: str) -> str:
@@ -44,15 +48,23 @@ class ReasoningMemory:
         self._recent: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._writes: set[asyncio.Task] = set()
 
-    def remember(self, session: str, call_ids: list[str], reasoning: str) -> None:
+    def remember(self, session: str, call_ids: list[str], reasoning: str) -> asyncio.Task | None:
         """Keep `reasoning` for the answer's tool calls; written in the background."""
         if not reasoning or not call_ids:
-            return
+            return None
         items = {memory_key(session, call_id): reasoning for call_id in call_ids if call_id}
         self._keep(items)
         task = asyncio.get_running_loop().create_task(self._write(items))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+        return task
+
+    async def remember_now(self, session: str, call_ids: list[str], reasoning: str) -> None:
+        """`remember`, returning once the store has it (or after `WRITE_SECONDS`, the write
+        going on in the background): what the answer's end waits for."""
+        task = self.remember(session, call_ids, reasoning)
+        if task is not None:
+            await asyncio.wait((task,), timeout=WRITE_SECONDS)
 
     def _keep(self, items: dict[str, str]) -> None:
         """This worker's recent memories ("" for a call known to have none)."""

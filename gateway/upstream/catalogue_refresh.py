@@ -16,9 +16,10 @@ from gateway.errors import DECODE_ERRORS
 from gateway.masking import mask_url
 
 from gateway.routing.catalogue import Catalogue
-from gateway.upstream.forwarder import SESSION_HEADER
+from gateway.upstream.forwarder import read_headers
 from gateway.upstream.instances import Instance, InstancePool
 from gateway.upstream.reading import read_at_most
+from gateway.upstream.urls import call_url
 
 _log = logging.getLogger("gateway")
 _LIST_LIMIT = 4 * 1024 * 1024
@@ -44,10 +45,9 @@ class CatalogueError(Exception):
 async def fetch_model_ids(session: aiohttp.ClientSession, instance: Instance,
                           timeout: float = 15.0) -> frozenset[str]:
     """The ids the upstream lists, read with `instance`'s key."""
-    headers = {"Authorization": "Bearer " + instance.api_key, "Accept-Encoding": "identity",
-               SESSION_HEADER: _SESSION}
+    headers = read_headers(instance, _SESSION)
     try:
-        async with session.get(instance.api_url + "/models", headers=headers,
+        async with session.get(call_url(instance, "models"), headers=headers,
                                timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
             body = await read_at_most(answer.content, _LIST_LIMIT)
             if answer.status != 200:
@@ -71,8 +71,9 @@ async def refresh_once(session: aiohttp.ClientSession, pools: dict[str, Instance
         try:
             ids = await fetch_model_ids(session, instance)
         except CatalogueError as exc:
-            _log.warning("could not read %s's model list from %s/models (%s); %s", backend,
-                         mask_url(instance.api_url), exc, "keeping the last good list"
+            _log.warning("could not read %s's model list from %s (%s); %s", backend,
+                         mask_url(call_url(instance, "models")), exc,
+                         "keeping the last good list"
                          if catalogue.upstream_ids is not None else "using the model catalogue")
             continue
         catalogue.upstream_ids = ids

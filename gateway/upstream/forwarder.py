@@ -1,11 +1,18 @@
 """The upstream call: one pooled aiohttp session per worker, failover, and the relay.
 
-An unpinned request that fails before any byte reached the client (unreachable, timed out, or
-answered 401/403/408/429/5xx) moves to the next instance the key choice ranked for it, up to
-`failover_hops` times; any other error status goes back at once with the upstream's message.
-OpenCode Go's `GoUsageLimitError` rests that key until its reset for every request; a model sent
-to the wrong wire ("not supported for format …") is reported as `WrongWire`, so the caller can
-try the model's other wires.
+Every upstream answer is first read into a verdict (`verdict.py`: status, headers and the start
+of the body, since OpenCode Go's statuses do not say what happened), and the forwarder acts on
+the verdict alone. An unpinned request whose verdict says "this key, now" (a usage limit, a
+per-model cap, a refused or subscription-less key, unreachable, timed out, 408/429/5xx) moves to
+the next instance the key choice ranked for it, up to `failover_hops` times, before any byte
+reached the client; anything about the request itself (an unknown model, a console setting, a
+block at OpenCode's edge, a 400) goes back at once. Every error names the instance that produced
+it, never its key. A model sent to the wrong wire ("not supported for format …") is reported as
+`WrongWire`, so the caller can try the model's other wires.
+
+Each call carries the instance's key, the conversation's session, and a User-Agent that says
+which tool called through which gateway (`identity.py`); its URL follows the instance's layout
+(`urls.py`).
 
 Once the answer streams, bytes go to the client as they arrive: untouched on same-protocol
 routes (up to the protocol's end: OpenCode Go's cost frame after it is read, not relayed),
@@ -16,8 +23,7 @@ closed at once. Every byte that leaves passes the key redactor.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import re
+import difflib
 import time
 
 import aiohttp
@@ -35,61 +41,29 @@ from gateway.translate import chat_answer
 from gateway.translate.hub import StreamWriter
 from gateway.translate.responses_answer import stream_failure as responses_stream_error
 from gateway.translate.sse import SSELimitError
-from gateway.upstream.instances import Instance, InstancePool
+from gateway.upstream.identity import GATEWAY_TOKEN, upstream_user_agent
+from gateway.upstream.instances import NO_SUBSCRIPTION, Instance, InstancePool
 from gateway.upstream.passthrough import (END_MARKERS, ERROR_MARKERS, TRAILER_LIMIT, EndFinder,
                                           StreamTap, answer_usage, failed_end, stream_error,
                                           trailer_cost)
 from gateway.upstream.reading import read_at_most
 from gateway.upstream.redact import Redactor
+from gateway.upstream.urls import call_url
+from gateway.upstream.verdict import OK as OK_VERDICT
+from gateway.upstream.verdict import Kind, Verdict, judge, parse_retry_after  # noqa: F401
 
 ANTHROPIC_VERSION = "2023-06-01"
 SESSION_HEADER = "x-opencode-session"
-PATHS = {"openai": "/chat/completions", "anthropic": "/messages", "responses": "/responses"}
-
-
-def gemini_url(api_url: str, model_id: str, stream: bool) -> str:
-    """Google's wire names the model and the stream in the path, and exists only under the
-    `/inference/go` layout: `<root>/google/v1beta/models/<id>:generateContent` (or
-    `:streamGenerateContent?alt=sse`), the root being the API URL without its `/v1`, the
-    `/zen/go` layout's root moved to `/inference/go`."""
-    root = api_url.rstrip("/").removesuffix("/v1")
-    if root.endswith("/zen/go"):
-        root = root.removesuffix("/zen/go") + "/inference/go"
-    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
-    return f"{root}/google/v1beta/models/{model_id}:{method}"
-
-
-def upstream_url(api_url: str, protocol: str, model_id: str, stream: bool) -> str:
-    if protocol == "gemini":
-        return gemini_url(api_url, model_id, stream)
-    return api_url + PATHS[protocol]
 _ERROR_BODY_LIMIT = 64 * 1024
 POOL_RETRY_AFTER = "2"  # seconds: a busy pool frees connections as answers end
-USAGE_LIMIT_ERROR = "GoUsageLimitError"
-_WRONG_WIRE = re.compile(r"not supported for format", re.IGNORECASE)
-# DeepSeek's refusal of a tool-call turn that lost its reasoning.
-_REASONING_REQUIRED = re.compile(r"reasoning_content.*passed back", re.IGNORECASE | re.DOTALL)
-
-
-def _moves_on(status: int) -> bool:
-    """Statuses that say "this instance, now" rather than "this request": worth another instance."""
-    return status in (401, 403, 408, 429) or status >= 500
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+# Rests when the upstream gives no Retry-After: a window limit lasts at least until the 5-hour
+# window moves on; a missing subscription or a refused key is not fixed in minutes either.
+_LIMIT_REST = 3600.0
+_NO_SUBSCRIPTION_REST = 6 * 3600.0
+_BAD_KEY_REST = 300.0
+# Verdicts after which another key may do better.
+_MOVES_ON = frozenset((Kind.USAGE_LIMIT, Kind.MODEL_CAP, Kind.NO_ENTITLEMENT, Kind.BAD_KEY,
+                      Kind.RETRYABLE))
 
 
 def create_session(settings: Upstream) -> aiohttp.ClientSession:
@@ -104,8 +78,10 @@ def create_session(settings: Upstream) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout,
                                     connect=settings.pool_timeout,
                                     sock_read=settings.first_byte_timeout)
+    # Every call sets its own User-Agent (identity.py); the session's default only stands in
+    # for a call that forgot, so that none ever goes out as aiohttp's library default.
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                 skip_auto_headers=("User-Agent",))
+                                 headers={"User-Agent": GATEWAY_TOKEN})
 
 
 def auth_headers(instance: Instance, protocol: str) -> dict[str, str]:
@@ -113,14 +89,22 @@ def auth_headers(instance: Instance, protocol: str) -> dict[str, str]:
     # Answers are relayed (or translated) as the bytes arrive, never decompressed, so the
     # upstream must not compress them (aiohttp would offer gzip by default).
     headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-    if protocol == "anthropic":  # OpenCode Go's /messages takes x-api-key only
-        headers["x-api-key"] = instance.api_key
+    if protocol == "anthropic":
         headers["anthropic-version"] = ANTHROPIC_VERSION
+        if not instance.layout.bearer_messages:  # the zen layout's /messages: x-api-key only
+            headers["x-api-key"] = instance.api_key
+            return headers
     elif protocol == "gemini":
         headers["x-goog-api-key"] = instance.api_key
-    else:
-        headers["Authorization"] = "Bearer " + instance.api_key
+        return headers
+    headers["Authorization"] = "Bearer " + instance.api_key
     return headers
+
+
+def read_headers(instance: Instance, session: str) -> dict[str, str]:
+    """The headers of a read call (`/models`, `/usage`): Bearer, no conversation."""
+    return {"Authorization": "Bearer " + instance.api_key, "Accept-Encoding": "identity",
+            SESSION_HEADER: session, "User-Agent": upstream_user_agent(None, instance.user_agent)}
 
 
 class _IdleWatch:
@@ -170,12 +154,26 @@ class _Unreachable(Exception):
         self.message = message
 
 
-class WrongWire(GatewayError):
+class Refusal(GatewayError):
+    """An upstream refusal, as the client will see it, with the verdict it came from."""
+
+    def __init__(self, kind: Kind, status: int, message: str, **extra):
+        super().__init__(status, message, **extra)
+        self.kind = kind
+
+
+class WrongWire(Refusal):
     """The upstream refused the model on this wire ("Model X is not supported for format …")."""
 
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(Kind.WRONG_WIRE, status, message, **extra)
 
-class ReasoningRequired(GatewayError):
+
+class ReasoningRequired(Refusal):
     """The upstream refused a tool-call turn without its reasoning ("must be passed back")."""
+
+    def __init__(self, status: int, message: str, **extra):
+        super().__init__(Kind.REASONING_REQUIRED, status, message, **extra)
 
 
 class Forwarder:
@@ -202,12 +200,18 @@ class Forwarder:
             watch.cut("the gateway is shutting down and could not wait for the rest of the "
                       "answer (server.graceful_timeout); retry the request")
 
-    def _headers_for(self, instance: Instance, protocol: str, session: str) -> dict[str, str]:
-        key = (instance.name, protocol)
+    def _headers_for(self, instance: Instance, ctx: RouteContext) -> dict[str, str]:
+        key = (instance.name, ctx.protocol)
         headers = self._headers.get(key)
         if headers is None:
-            headers = self._headers[key] = auth_headers(instance, protocol)
-        return {**headers, SESSION_HEADER: session} if session else headers
+            headers = self._headers[key] = auth_headers(instance, ctx.protocol)
+        headers = {**headers, "User-Agent": upstream_user_agent(ctx.client_ua,
+                                                                instance.user_agent)}
+        if ctx.session:
+            headers[SESSION_HEADER] = ctx.session
+        for name, value in ctx.client_headers:
+            headers[name] = value
+        return headers
 
     async def forward(self, ctx: RouteContext, payload: bytes) -> Reply | StreamReply:
         pool = self._pools[ctx.backend]
@@ -220,23 +224,33 @@ class Forwarder:
             try:
                 upstream = await self._open(instance, ctx, payload)
             except _Unreachable as exc:
-                failure = GatewayError(exc.status, f"upstream {instance.name}: {exc.message}")
+                failure = Refusal(Kind.RETRYABLE, exc.status,
+                                  f"upstream {instance.name}: {exc.message}")
                 pool.failed(instance)
             else:
                 if upstream.status < 400:
-                    pool.succeeded(instance)
-                    self._observer.first_byte(ctx, time.monotonic() - started)
-                    return await self._answer(ctx, upstream)
-                failure = await self._refused(upstream, instance, pool, ctx)
-                if not _moves_on(upstream.status):
+                    body = None
+                    if not (ctx.stream and upstream.content_type == "text/event-stream"):
+                        # A whole answer is read here: a 200 may still carry a usage limit.
+                        body = await self._read_whole(ctx, upstream)
+                        verdict = judge(upstream.status, upstream.headers, body, ctx.model_id)
+                    if body is None or verdict is OK_VERDICT:
+                        pool.succeeded(instance)
+                        self._observer.first_byte(ctx, time.monotonic() - started)
+                        return await self._answer(ctx, upstream, body)
+                    failure = self._act(verdict, instance, pool, ctx)
+                else:
+                    failure = await self._refused(upstream, instance, pool, ctx)
+                if failure.kind not in _MOVES_ON:
                     raise failure
             tried.append(instance)
             following = self._next_instance(ctx, pool, tried) if hops_left > 0 else None
             if following is None:
                 if ctx.limit_hit is not None and not ctx.pinned:
-                    candidates = [i for i in pool.instances if i not in tried] + tried
-                    if all(i.limited(time.time()) for i in candidates):
-                        raise pool.all_resting_error()
+                    now = time.time()
+                    if all(i.limited(now) or i.capped(ctx.model_id, now)
+                           for i in pool.instances):
+                        raise pool.all_resting_error(model=ctx.model_id)
                 raise failure
             self._observer.failover(instance, failure.status)
             hops_left -= 1
@@ -248,13 +262,14 @@ class Forwarder:
         """The next of the instances the key choice ranked for this request, else any other."""
         now = time.time()
         for candidate in ctx.fallbacks:
-            if candidate not in tried and candidate.available(now):
+            if candidate not in tried and candidate.available(now) and \
+                    not candidate.capped(ctx.model_id, now):
                 return candidate
-        return pool.choose(avoid=tuple(tried))
+        return pool.choose(avoid=tuple(tried), model=ctx.model_id)
 
     async def _open(self, instance: Instance, ctx: RouteContext, payload: bytes):
-        url = upstream_url(instance.api_url, ctx.protocol, ctx.model_id, ctx.stream)
-        headers = self._headers_for(instance, ctx.protocol, ctx.session)
+        url = call_url(instance, ctx.protocol, ctx.model_id, ctx.stream)
+        headers = self._headers_for(instance, ctx)
         for attempt in (1, 2):
             try:
                 return await self._session.post(url, data=payload, headers=headers)
@@ -292,37 +307,86 @@ class Forwarder:
         return bool(limit) and len(getattr(connector, "_acquired", ())) >= limit
 
     async def _refused(self, upstream: aiohttp.ClientResponse, instance: Instance,
-                       pool: InstancePool, ctx: RouteContext) -> GatewayError:
-        """The error an upstream answered with; rests the instance when the error says to."""
+                       pool: InstancePool, ctx: RouteContext) -> "Refusal":
+        """The error an upstream answered with, acted on (see `_act`)."""
         try:
             body = await read_at_most(upstream.content, _ERROR_BODY_LIMIT)
         except (aiohttp.ClientError, TimeoutError, OSError):
             body = b""  # the status alone still says what happened
         finally:
             upstream.close()
-        status = upstream.status
-        headers = {}
-        retry_after_header = upstream.headers.get("retry-after")
-        if retry_after_header:
-            headers["retry-after"] = retry_after_header
-        said = read_upstream_error(body, status)
+        return self._act(judge(upstream.status, upstream.headers, body, ctx.model_id),
+                         instance, pool, ctx)
+
+    def _act(self, verdict: Verdict, instance: Instance, pool: InstancePool,
+             ctx: RouteContext) -> "Refusal":
+        """Rests what the verdict says to rest; the error the client gets if nothing else
+        answers, naming the instance (never its key)."""
+        kind = verdict.kind
         # Some upstreams quote the key they refused; the client must never see it.
-        message = self._redactor.text(said.message)
-        retry_after = parse_retry_after(retry_after_header)
-        if status == 429 and said.type == USAGE_LIMIT_ERROR:
-            limit = said.limit_name or "usage"
-            # Without a Retry-After the 5-hour window is the shortest a limit can last.
-            pool.limit_reached(instance, retry_after if retry_after else 3600.0, limit)
+        said = self._redactor.text(verdict.message)
+        name = instance.name
+        headers = {}
+        if verdict.retry_after is not None:
+            headers["retry-after"] = str(int(verdict.retry_after))
+        if kind is Kind.USAGE_LIMIT:
+            limit = verdict.limit_name
+            pool.limit_reached(instance, verdict.retry_after or _LIMIT_REST, limit)
             ctx.limit_hit = limit
             self._observer.limit_reached(instance, limit)
-            return GatewayError(429, message, headers=headers, code="usage_limit_reached")
-        if _moves_on(status):
-            pool.failed(instance, retry_after)
-        if status in (400, 404) and _WRONG_WIRE.search(message):
-            return WrongWire(status, message, headers=headers)
-        if status == 400 and _REASONING_REQUIRED.search(message):
-            return ReasoningRequired(status, message, headers=headers)
-        return GatewayError(status, message, headers=headers)
+            return Refusal(kind, 429, f"upstream {name}: {said}", headers=headers,
+                           code="usage_limit_reached")
+        if kind is Kind.MODEL_CAP:
+            limit = verdict.limit_name
+            pool.model_capped(instance, verdict.model, verdict.retry_after or _LIMIT_REST, limit)
+            ctx.limit_hit = limit
+            self._observer.limit_reached(instance, limit)
+            return Refusal(kind, 429, f"upstream {name}: {said} (this key's cap for "
+                                      f"{verdict.model} alone; its other models are still "
+                                      "served)", headers=headers, code="usage_limit_reached")
+        if kind is Kind.UNKNOWN_MODEL:
+            model = verdict.model or ctx.model_id
+            known = ctx.catalogues[ctx.backend].advertised()
+            near = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
+            hint = (f"; nearest known ids: {', '.join(near)}" if near else
+                    f"; known ids: {', '.join(sorted(known))}")
+            return Refusal(kind, 404, f"upstream {name}: OpenCode Go does not serve the model "
+                                      f"{model!r}{hint} (upstream said: {said})",
+                           param="model", code="model_not_found")
+        if kind is Kind.NO_ENTITLEMENT:
+            pool.limit_reached(instance, verdict.retry_after or _NO_SUBSCRIPTION_REST,
+                               NO_SUBSCRIPTION)
+            return Refusal(kind, 403, f"upstream {name}: OpenCode Go says this instance's "
+                                      "workspace has no Go subscription (EntitlementError); "
+                                      "subscribe to Go in that workspace's console or give the "
+                                      f"gateway another key (upstream said: {said})",
+                           code="no_go_subscription")
+        if kind is Kind.EDGE_BLOCKED:
+            ray = f", Cloudflare ray id {verdict.ray_id}" if verdict.ray_id else ""
+            return Refusal(kind, 403, f"upstream {name}: the request was blocked at OpenCode's "
+                                      f"edge (HTTP 403 from Cloudflare, {verdict.message}{ray}) "
+                                      "before OpenCode Go read it; another key would be blocked "
+                                      "the same way. Retry later; if it persists, report the "
+                                      "ray id to OpenCode", code="blocked_at_edge")
+        if kind is Kind.CONSOLE_SETTING:
+            return Refusal(kind, 400, f"upstream {name}: {ctx.model_id} needs the workspace "
+                                      f"setting \"{verdict.setting}\" turned on in the "
+                                      "OpenCode console of this instance's key (upstream "
+                                      f"said: {said})", param="model", code="console_setting")
+        if kind is Kind.BAD_KEY:
+            pool.failed(instance, max(verdict.retry_after or 0.0, _BAD_KEY_REST))
+            return Refusal(kind, 502, f"upstream {name}: OpenCode Go refused the gateway's key "
+                                      f"for instance {name} (HTTP {verdict.status}: {said}). "
+                                      "This is the gateway's own upstream key, not the one your "
+                                      "client sent: check the key the gateway is configured "
+                                      "with", code="upstream_key_refused")
+        if kind is Kind.WRONG_WIRE:
+            return WrongWire(verdict.status, f"upstream {name}: {said}", headers=headers)
+        if kind is Kind.REASONING_REQUIRED:
+            return ReasoningRequired(verdict.status, said, headers=headers)
+        if kind is Kind.RETRYABLE:
+            pool.failed(instance, verdict.retry_after)
+        return Refusal(kind, verdict.status, f"upstream {name}: {said}", headers=headers)
 
     def _keeps_reasoning(self, ctx: RouteContext) -> bool:
         """Whether this answer's reasoning must be remembered for the conversation's next turn."""
@@ -333,13 +397,20 @@ class Forwarder:
         if reasoning and call_ids:
             self._memory.remember(ctx.session, call_ids, reasoning)
 
-    async def _answer(self, ctx: RouteContext,
-                      upstream: aiohttp.ClientResponse) -> Reply | StreamReply:
+    async def _remember_now(self, ctx: RouteContext, reader) -> None:
+        """An answer's reasoning in the store before the client sees the answer end (the next
+        turn may reach another worker at once)."""
+        if reader.call_ids and reader.reasoning_parts:
+            await self._memory.remember_now(ctx.session, reader.call_ids,
+                                            "".join(reader.reasoning_parts))
+
+    async def _answer(self, ctx: RouteContext, upstream: aiohttp.ClientResponse,
+                      body: bytes | None = None) -> Reply | StreamReply:
         translation = ctx.translation
         keeps_reasoning = self._keeps_reasoning(ctx)
         if ctx.stream and upstream.content_type == "text/event-stream":
             if translation.stream is not None:
-                stream = translation.stream(ctx)
+                stream = self._redactor.guard(translation.stream(ctx))
                 if keeps_reasoning:
                     stream.reader.record()
                 relay = self._relay_translated(ctx, upstream, stream)
@@ -348,7 +419,8 @@ class Forwarder:
                     if keeps_reasoning else None
                 relay = self._relay_bytes(ctx, upstream, recorder)
             return StreamReply(relay, upstream.status, {"x-request-id": ctx.request_id})
-        body = await self._read_whole(ctx, upstream)
+        if body is None:
+            body = await self._read_whole(ctx, upstream)
         answer = None
         if translation.response is not None:
             body, answer = translation.response(body, ctx)
@@ -361,8 +433,9 @@ class Forwarder:
                     answer = chat_answer.read_answer(body)
                 except GatewayError:
                     answer = None
-            if answer is not None:
-                self._remember(ctx, answer.reasoning, [call.id for call in answer.tool_calls])
+            if answer is not None and answer.reasoning and answer.tool_calls:
+                await self._memory.remember_now(ctx.session, [call.id for call in
+                                                              answer.tool_calls], answer.reasoning)
         body = self._redactor.bytes(body)
         self._observer.finished(ctx, upstream.status, usage, cost)
         return Reply(body, upstream.status, {"x-request-id": ctx.request_id},
@@ -464,6 +537,9 @@ class Forwarder:
                     out = feed(chunk)
                     if not relaying:
                         out += redact.flush()
+                        if recorder is not None and failure is None:
+                            await self._remember_now(ctx, recorder)
+                            recorder = None  # remembered
                     if out:
                         yield out
                 elif len(trailer) < TRAILER_LIMIT:
@@ -509,6 +585,8 @@ class Forwarder:
         watch = self._start_relay(upstream)
         clock = watch._loop.time
         redact = self._redactor.bytes
+        reader = translation.reader
+        remembering = getattr(reader, "call_ids", None) is not None
         self._observer.stream_started(ctx)
         events = 0
         try:
@@ -517,6 +595,10 @@ class Forwarder:
                 watch.last = clock()
                 events += chunk.count(b"\n\n")
                 out = feed(chunk)
+                if remembering and reader.complete:
+                    remembering = False
+                    if translation.failure is None:
+                        await self._remember_now(ctx, reader)
                 if out:
                     yield redact(out)
             if watch.stopped:
@@ -544,8 +626,7 @@ class Forwarder:
             if failure is not None and status == 200:
                 status = failure[0]
             ctx.events_seen = events
-            reader = translation.reader
-            if finished and failure is None and getattr(reader, "call_ids", None):
+            if remembering and finished and failure is None and reader.call_ids:
                 self._remember(ctx, "".join(reader.reasoning_parts), reader.call_ids)
             error = stall or (self._redactor.text(failure[1]) if failure else None)
             self._observer.stream_finished(ctx, status, translation.full_usage, translation.cost,

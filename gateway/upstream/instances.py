@@ -9,8 +9,12 @@ An instance rests in two ways:
   cool-down): when every instance rests so, the one back first is still tried, because an
   answer from the upstream tells the client more than a refusal the gateway made up;
 - a usage-limit rest after OpenCode Go's `GoUsageLimitError` (5-hour, weekly or monthly dollar
-  limit), until the reset the upstream gave: such a key is not used at all until then, and when
-  every key is limited the client gets a 429 saying which limit ran out on which key.
+  limit), a `CreditsError` (the balance is spent) or an `EntitlementError` (the key's workspace
+  has no Go subscription), until the reset the upstream gave: such a key is not used at all until
+  then, and when every key is limited the client gets a 429 saying which limit ran out on which
+  key (a 403 when it is the subscription that is missing everywhere);
+- a per-model cap: a limit that names one model (one 5-hour window capped DeepSeek V4 Pro while
+  Flash still had room) rests the key for that model only.
 
 Times are wall-clock seconds, so a state store can share them between workers and machines.
 """
@@ -21,9 +25,11 @@ import math
 import re
 import time
 
-from gateway.config import DEFAULT_API_URL, Config, Upstream, check_api_url, env_prefix
+from gateway.config import DEFAULT_API_URL, Config, ConfigError, Upstream, check_api_url, env_prefix
 from gateway.errors import GatewayError
 from gateway.masking import mask_url
+from gateway.upstream.identity import GATEWAY_TOKEN, check_own_token
+from gateway.upstream.urls import ZEN, Layout, place, unplaceable
 
 
 def mask_key(key: str) -> str:
@@ -59,21 +65,31 @@ def describe_wait(seconds: float) -> str:
     return f"{secs}s"
 
 
+# `limit_name`s that are not a spending window.
+BALANCE = "balance"                  # CreditsError: the allowance and Zen balance are spent
+NO_SUBSCRIPTION = "no Go subscription"  # EntitlementError
+
+
 class Instance:
     __slots__ = ("name", "backend", "number", "api_url", "api_key", "key_id", "resting_until",
-                 "failures", "limit_until", "limit_name", "rested_at")
+                 "failures", "limit_until", "limit_name", "rested_at", "layout", "user_agent",
+                 "model_caps")
 
-    def __init__(self, name: str, backend: str, number: int, api_url: str, api_key: str):
+    def __init__(self, name: str, backend: str, number: int, api_url: str, api_key: str,
+                 layout: Layout = ZEN, user_agent: str = GATEWAY_TOKEN):
         self.name = name
         self.backend = backend
         self.number = number
-        self.api_url = api_url.rstrip("/")
+        self.api_url = api_url.rstrip("/")  # the layout's base: a call is api_url + its path
+        self.layout = layout
+        self.user_agent = user_agent       # the token that ends this instance's User-Agent
         self.api_key = clean_key(api_key)
         self.key_id = key_fingerprint(self.api_key)
         self.resting_until = 0.0   # a short rest (plain 429, run of failures)
         self.failures = 0
-        self.limit_until = 0.0     # a usage-limit rest (GoUsageLimitError)
-        self.limit_name = ""       # "5 hour", "weekly", "monthly"
+        self.limit_until = 0.0     # a usage-limit rest (GoUsageLimitError, CreditsError, ...)
+        self.limit_name = ""       # "5 hour", "weekly", "monthly", BALANCE, NO_SUBSCRIPTION
+        self.model_caps: dict[str, tuple[float, str]] = {}  # model -> (until, limit name)
         self.rested_at = 0.0       # when the latest rest began (a lift voids rests before it)
 
     def lift(self) -> None:
@@ -81,12 +97,26 @@ class Instance:
         self.limit_until = self.resting_until = 0.0
         self.limit_name = ""
         self.failures = 0
+        self.model_caps.clear()
 
     def limited(self, now: float) -> bool:
         return self.limit_until > now
 
     def available(self, now: float) -> bool:
         return self.limit_until <= now and self.resting_until <= now
+
+    def capped(self, model: str, now: float) -> bool:
+        """At a limit for `model` alone (other models still go to this key)."""
+        caps = self.model_caps
+        if not caps:
+            return False
+        cap = caps.get(model)
+        if cap is None:
+            return False
+        if cap[0] > now:
+            return True
+        del caps[model]
+        return False
 
     def __repr__(self) -> str:  # keys stay out of reprs, tracebacks and logs
         return f"Instance({self.name}, {mask_url(self.api_url)}, key {mask_key(self.api_key)})"
@@ -107,18 +137,19 @@ class InstancePool:
                 return instance
         return None
 
-    def choose(self, avoid: tuple[Instance, ...] = ()) -> Instance | None:
+    def choose(self, avoid: tuple[Instance, ...] = (), model: str = "") -> Instance | None:
         """The next instance round robin that is not resting and not in `avoid`.
 
         When every candidate rests briefly, the one whose rest ends first is still tried; an
-        instance at a usage limit is never chosen before its reset.
+        instance at a usage limit (for every model, or for `model`) is never chosen before its
+        reset.
         """
         count = len(self.instances)
         now = time.time()
         fallback = None
         for step in range(count):
             instance = self.instances[(self._next + step) % count]
-            if instance in avoid or instance.limited(now):
+            if instance in avoid or instance.limited(now) or instance.capped(model, now):
                 continue
             if instance.resting_until <= now:
                 self._next = (self._next + step + 1) % count
@@ -148,27 +179,60 @@ class InstancePool:
         if self.on_rest is not None:
             self.on_rest(instance)
 
+    def model_capped(self, instance: Instance, model: str, seconds: float,
+                     limit_name: str) -> None:
+        """OpenCode Go said this key's limit for `model` alone is spent for `seconds` more."""
+        instance.model_caps[model] = (time.time() + seconds, limit_name)
+        if self.on_rest is not None:
+            self.on_rest(instance)
+
     def succeeded(self, instance: Instance) -> None:
         if instance.failures:
             instance.failures = 0
 
-    def all_resting_error(self, instances: list[Instance] | None = None) -> GatewayError:
-        """The 429 for a request no key can take: which limit ran out on which key, and when
-        the first one is back."""
+    def all_resting_error(self, instances: list[Instance] | None = None,
+                          model: str = "") -> GatewayError:
+        """The 429 for a request no key can take: which limit ran out on which key (for every
+        model, or for `model` alone), and when the first one is back; a 403 when every key's
+        workspace lacks a Go subscription."""
         now = time.time()
-        limited = [i for i in (instances or self.instances) if i.limited(now)]
-        if not limited:
+        rests = []   # (until, instance name, what ran out)
+        for i in instances or self.instances:
+            if i.limited(now):
+                rests.append((i.limit_until, i.name, i.limit_name))
+            elif model and i.capped(model, now):
+                until, name = i.model_caps[model]
+                rests.append((until, i.name, f"{name} limit for {model}"))
+        if not rests:
             return GatewayError(503, f"no instance of {self.backend} can take the request now")
-        limited.sort(key=lambda i: i.limit_until)
-        parts = [f"{i.name}: {i.limit_name or 'usage'} limit, resets in "
-                 f"{describe_wait(i.limit_until - now)} "
-                 f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(i.limit_until))})"
-                 for i in limited]
-        wait = max(1, int(math.ceil(limited[0].limit_until - now)))
+        rests.sort()
+        if all(what == NO_SUBSCRIPTION for _, _, what in rests):
+            names = ", ".join(name for _, name, _ in rests)
+            return GatewayError(
+                403, f"OpenCode Go says the workspace of {names} has no Go subscription "
+                     "(EntitlementError): subscribe to Go in that workspace's console, or give "
+                     "the gateway a key of a workspace that has one", code="no_go_subscription")
+        # A spent balance has no known reset: the gateway only knows when it asks again.
+        parts = [f"{name}: {_describe_rest(what)}, "
+                 f"{'tried again' if what == BALANCE else 'resets'} in "
+                 f"{describe_wait(until - now)} "
+                 f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(until))})"
+                 for until, name, what in rests]
+        wait = max(1, int(math.ceil(rests[0][0] - now)))
         return GatewayError(
             429, f"every key of {self.backend} has reached an OpenCode Go usage limit: "
                  + "; ".join(parts) + f". The first is back in {describe_wait(wait)}.",
             code="usage_limit_reached", headers={"retry-after": str(wait)})
+
+
+def _describe_rest(limit_name: str) -> str:
+    if limit_name == BALANCE:
+        return "balance spent (Insufficient balance: the Go allowance and any Zen balance)"
+    if limit_name == NO_SUBSCRIPTION:
+        return "no Go subscription in its workspace"
+    if " limit for " in limit_name:  # a per-model cap, already worded
+        return limit_name
+    return f"{limit_name or 'usage'} limit"
 
 
 _NUMBERED = re.compile(r"_API_KEY_([0-9]+)$")
@@ -179,8 +243,10 @@ def build_pools(config: Config, env: dict[str, str]) -> dict[str, InstancePool]:
     for name, backend in config.backends.items():
         prefix = env_prefix(name)
         api_url = backend.api_url or env.get(prefix + "_API_URL") or DEFAULT_API_URL
-        if not backend.api_url and env.get(prefix + "_API_URL"):
-            check_api_url(api_url, prefix + "_API_URL")
+        url_field = (f"`backends.{name}.api_url`" if backend.api_url
+                     else f"{prefix}_API_URL" if env.get(prefix + "_API_URL") else None)
+        if url_field and not backend.api_url:
+            check_api_url(api_url, url_field)
         numbered = {}
         for var, value in env.items():
             if var.startswith(prefix + "_API_KEY_") and value:
@@ -194,5 +260,40 @@ def build_pools(config: Config, env: dict[str, str]) -> dict[str, InstancePool]:
         else:
             key = backend.api_key or env.get(prefix + "_API_KEY", "")
             instances = [Instance(name, name, 1, api_url, key)]
+        names = ", ".join(i.name for i in instances)
+        placed = place(api_url)
+        if placed is None:
+            raise ConfigError(unplaceable(api_url, f"instance {names}: {url_field}"))
+        unknown = set(backend.instances) - {i.name for i in instances}
+        if unknown:
+            raise ConfigError(f"`backends.{name}.instances` names {sorted(unknown)}, which are "
+                              f"not instances of {name} (its instances: {names})")
+        for instance in instances:
+            instance.api_url, instance.layout = placed
+            instance.user_agent = _own_token(instance, backend, env)
         pools[name] = InstancePool(name, instances, config.upstream)
     return pools
+
+
+def _own_token(instance: Instance, backend, env: dict[str, str]) -> str:
+    """The token that ends `instance`'s User-Agent: its own `user_agent`, else the backend's
+    (or `<NAME>_USER_AGENT`), else the gateway's; an empty one stops start-up, named."""
+    name, prefix = instance.backend, env_prefix(instance.backend)
+    token, field = backend.user_agent, f"`backends.{name}.user_agent`"
+    if token is None and prefix + "_USER_AGENT" in env:
+        token, field = env[prefix + "_USER_AGENT"], f"{prefix}_USER_AGENT"
+    settings = backend.instances.get(instance.name)
+    if settings is not None and settings.user_agent is not None:
+        token = settings.user_agent
+        field = f"`backends.{name}.instances.{instance.name}.user_agent`"
+    if token is None:
+        return GATEWAY_TOKEN
+    problem = check_own_token(token, field)
+    if problem:
+        raise ConfigError(f"instance {instance.name}: {problem}")
+    return token.strip()
+
+
+def describe_layout(instance: Instance) -> str:
+    """How start-up and `routes` say where an instance's calls go."""
+    return f"{instance.layout.name} layout at {mask_url(instance.api_url)}"

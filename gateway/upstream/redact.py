@@ -3,77 +3,294 @@
 An upstream may quote the key it refused, in an error status, an error event inside a 200
 stream, a 200 answer whose body is an error, or (a model echoing its prompt) plain answer text.
 Every byte the gateway relays or translates passes here first. A key is replaced only where it
-stands as a whole word (no letter or digit right before or after it), by its masked form
-(`****` and its last four characters): a short key must not eat into ordinary words.
+stands as a whole word (no letter or digit right before or after it; a JSON escape such as `\\n`
+right before it counts as a break, since it decodes to one), by its masked form (`****` and its
+last four characters): a short key must not eat into ordinary words.
 
-Streams are split anywhere by the network, so a key could arrive in two chunks. Keys hold no
-line breaks, and SSE events end with one, so a chunk that ends with `\\n` cannot hold the first
-half of a key; only the unfinished last line of a chunk that does not is held back until the
-next chunk — it could not have been read by the client before its line is complete anyway.
+Inside JSON a key may arrive escaped: `/` as `\\/`, `"` and `\\` backslashed, non-ASCII or HTML
+characters (`<`, `>`, `&`) as `\\uXXXX` in either case of hex. Every form a JSON encoder produces
+is searched for, and replaced by the mask escaped the same way. (A key travels in an HTTP header,
+so in practice it is printable ASCII; the other escapes cost nothing when no key needs them.)
+
+Streams are split anywhere by the network, so a key can arrive in pieces. A stream's redactor
+holds back exactly what could still become a key: the longest tail of the bytes not yet sent that
+begins some form of some key (a whole key too: the byte after it decides whether it is a whole
+word). Everything before that tail is final and goes out at once; a chunk whose end cannot begin
+a key and that holds no key goes out as it came, uncopied. The last few bytes sent are kept as
+context for the whole-word check of what follows.
+
+On a translated route the client reads text, not bytes: an answer's text arrives in deltas the
+client joins, so a key split across two deltas (or two upstream events) is only whole in the
+joined text. `Redactor.guard` puts the same holding-back on each text channel of the client's
+writer (answer text, reasoning, a tool call's arguments), released when the channel changes or
+the stream ends.
 """
 from __future__ import annotations
 
+import itertools
 import re
+from typing import AnyStr, Generic
 
+from gateway.translate.hub import StreamTranslation, StreamWriter, Usage
 from gateway.upstream.instances import mask_key
+
+# Enough bytes before a key to tell whether it starts a word: `\\u00e9` is the longest break.
+CONTEXT = 6
+_WORD_BEFORE = r"(?:(?<![A-Za-z0-9])|(?<=\\[bfnrt])|(?<=\\u[0-9A-Fa-f]{4}))"
+_WORD_AFTER = r"(?![A-Za-z0-9])"
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
+                  "\t": "\\t"}
+
+
+def json_escaped(text: str, slash: bool, ascii_only: bool, html: bool, upper: bool) -> str:
+    """`text` as a JSON encoder writes it inside a string, with that encoder's choices:
+    `/` as `\\/`, non-ASCII as `\\uXXXX`, `<>&` as `\\uXXXX` (Go), upper-case hex."""
+    out = []
+    hex_format = "\\u{:04X}" if upper else "\\u{:04x}"
+    for char in text:
+        code = ord(char)
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
+        elif char == "/" and slash:
+            out.append("\\/")
+        elif code < 0x20 or (html and char in "<>&"):
+            out.append(hex_format.format(code))
+        elif code > 0x7F and ascii_only:
+            if code > 0xFFFF:  # a surrogate pair
+                code -= 0x10000
+                out.append(hex_format.format(0xD800 + (code >> 10)))
+                out.append(hex_format.format(0xDC00 + (code & 0x3FF)))
+            else:
+                out.append(hex_format.format(code))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def key_forms(key: str) -> dict[str, str]:
+    """Every form of `key` a client or log might see (itself and its JSON escapes), each with
+    the masked form that replaces it, escaped the same way."""
+    mask = mask_key(key)
+    forms = {key: mask}
+    for choices in itertools.product((False, True), repeat=4):
+        forms.setdefault(json_escaped(key, *choices), json_escaped(mask, *choices))
+    return forms
+
+
+def _as_text(form: str | bytes) -> str:
+    return form.decode("utf-8", "surrogatepass") if isinstance(form, bytes) else form
+
+
+class _Matcher(Generic[AnyStr]):
+    """The keys' forms in one string type (bytes for the wire, str for a writer's text)."""
+    __slots__ = ("forms", "masks", "pattern", "_ends")
+
+    def __init__(self, masks: dict[AnyStr, AnyStr]):
+        self.forms = sorted(masks, key=len, reverse=True)
+        self.masks = masks
+        words = "|".join(re.escape(form) for form in map(_as_text, self.forms))
+        source = _WORD_BEFORE + "(" + words + ")" + _WORD_AFTER
+        self.pattern = re.compile(source.encode("utf-8", "surrogatepass")
+                                  if isinstance(self.forms[0], bytes) else source)
+        # Every beginning of every form, by its last item (a byte or a character), longest
+        # first: the tail of a chunk that could still become a key is found from its last item.
+        ends: dict = {}
+        for form in self.forms:
+            for length in range(1, len(form) + 1):
+                ends.setdefault(form[length - 1], set()).add(form[:length])
+        self._ends = {last: sorted(prefixes, key=len, reverse=True)
+                      for last, prefixes in ends.items()}
+
+    def unfinished(self, data: AnyStr, start: int) -> int:
+        """The length of the longest tail of `data[start:]` that begins some form of a key."""
+        prefixes = self._ends.get(data[-1]) if data else None
+        if not prefixes:
+            return 0
+        room = len(data) - start
+        for prefix in prefixes:
+            if len(prefix) <= room and data.endswith(prefix):
+                return len(prefix)
+        return 0
+
+    def touches(self, chunk: AnyStr) -> bool:
+        """Whether `chunk` holds a form of a key or ends with the start of one."""
+        for form in self.forms:
+            if form in chunk:
+                return True
+        return self.unfinished(chunk, 0) > 0
+
+    def sub(self, data: AnyStr) -> AnyStr:
+        return self.pattern.sub(lambda match: self.masks[match.group(1)], data)
 
 
 class Redactor:
-    __slots__ = ("_keys", "_pattern", "_masks", "_hold")
+    __slots__ = ("_bytes", "_text")
 
     def __init__(self, keys: list[str]):
-        unique = sorted({key for key in keys if key}, key=len, reverse=True)
-        self._keys = [key.encode() for key in unique]
-        self._masks = {key.encode(): mask_key(key).encode() for key in unique}
-        self._pattern = re.compile(
-            rb"(?<![A-Za-z0-9])(" + b"|".join(re.escape(key) for key in self._keys)
-            + rb")(?![A-Za-z0-9])") if unique else None
-        self._hold = max((len(key) for key in self._keys), default=0)
+        unique = {key for key in keys if key}
+        text_masks: dict[str, str] = {}
+        for key in unique:
+            for form, mask in key_forms(key).items():
+                text_masks.setdefault(form, mask)
+        self._text = _Matcher(text_masks) if unique else None
+        self._bytes = _Matcher({form.encode("utf-8", "surrogatepass"): mask.encode()
+                                for form, mask in text_masks.items()},
+                               ) if unique else None
 
     def bytes(self, data: bytes) -> bytes:
-        if self._pattern is None:
+        matcher = self._bytes
+        if matcher is None:
             return data
-        for key in self._keys:
-            if key in data:
-                return self._pattern.sub(lambda match: self._masks[match.group(1)], data)
+        for form in matcher.forms:
+            if form in data:
+                return matcher.sub(data)
         return data
 
     def text(self, text: str) -> str:
-        if self._pattern is None or not text:
+        if self._text is None or not text:
             return text
         return self.bytes(text.encode("utf-8", "surrogatepass")).decode("utf-8", "replace")
 
     def stream(self) -> "StreamRedactor":
-        return StreamRedactor(self)
+        return StreamRedactor(self._bytes, b"")
+
+    def text_stream(self) -> "StreamRedactor":
+        """A redactor for text a client joins from pieces (an answer's deltas)."""
+        return StreamRedactor(self._text, "")
+
+    def guard(self, translation: StreamTranslation) -> StreamTranslation:
+        """`translation` with its text channels held back while they could end in a key."""
+        if self._text is not None:
+            reader = translation.reader
+            reader.writer = RedactingWriter(reader.writer, self)
+        return translation
 
 
-class StreamRedactor:
-    """One stream's redaction, holding back an unfinished line's tail (see the module doc)."""
-    __slots__ = ("_redactor", "_held")
+class StreamRedactor(Generic[AnyStr]):
+    """One stream's redaction, holding back what could still become a key (see the module doc).
+    `feed` and `flush` take and give bytes, or str for a text stream."""
+    __slots__ = ("_matcher", "_held", "_before")
 
-    def __init__(self, redactor: Redactor):
-        self._redactor = redactor
-        self._held = b""
+    def __init__(self, matcher: _Matcher | None, empty: AnyStr):
+        self._matcher = matcher
+        self._held = empty  # what could still become a key, not yet sent
+        self._before = empty  # what was sent last (its end is the next piece's context)
 
-    def feed(self, chunk: bytes) -> bytes:
-        redactor = self._redactor
-        if redactor._pattern is None:
+    def feed(self, chunk: AnyStr) -> AnyStr:
+        matcher = self._matcher
+        if matcher is None or not chunk:
             return chunk
-        if self._held:
-            chunk = self._held + chunk
-            self._held = b""
-        elif chunk[-1:] == b"\n":  # the common chunk: whole lines
-            for key in redactor._keys:
-                if key in chunk:
-                    return redactor.bytes(chunk)
+        held = self._held
+        if not held and not matcher.touches(chunk):  # the common chunk: out as it came
+            self._before = chunk if len(chunk) >= CONTEXT else (self._before + chunk)[-CONTEXT:]
             return chunk
-        if chunk[-1:] != b"\n":
-            cut = chunk.rfind(b"\n") + 1
-            keep = max(cut, len(chunk) - redactor._hold + 1)
-            self._held = chunk[keep:]
-            chunk = chunk[:keep]
-        return redactor.bytes(chunk)
+        return self._release(chunk, held, final=False)
 
-    def flush(self) -> bytes:
-        held, self._held = self._held, b""
-        return self._redactor.bytes(held)
+    def flush(self) -> AnyStr:
+        held = self._held
+        if not held:
+            return held
+        return self._release(held[:0], held, final=True)
+
+    def _release(self, chunk: AnyStr, held: AnyStr, final: bool) -> AnyStr:
+        matcher = self._matcher
+        before = self._before[-CONTEXT:]
+        data = before + held + chunk
+        start = len(before)
+        end = len(data) if final else len(data) - matcher.unfinished(data, start)
+        pieces = []
+        at = start
+        for match in matcher.pattern.finditer(data, start):
+            if match.start() >= end:
+                break
+            pieces.append(data[at:match.start()])
+            pieces.append(matcher.masks[match.group(1)])
+            at = match.end()
+        cut = max(end, at)
+        pieces.append(data[at:cut])
+        self._held = data[cut:]
+        self._before = data[max(0, cut - CONTEXT):cut]
+        return data[:0].join(pieces)
+
+
+class RedactingWriter(StreamWriter):
+    """A client writer's text channels held back while they could end in a key: answer text,
+    reasoning, and the arguments of one tool call at a time. A channel's held text goes out
+    before anything else the writer is told, so the order of events is kept."""
+    __slots__ = ("_writer", "_text", "_reasoning", "_arguments", "_call")
+
+    def __init__(self, writer: StreamWriter, redactor: Redactor):
+        # No StreamWriter.__init__: `out`, `done` and `failure` are the wrapped writer's.
+        self._writer = writer
+        self._text = redactor.text_stream()
+        self._reasoning = redactor.text_stream()
+        self._arguments = redactor.text_stream()
+        self._call = -1  # the tool call whose arguments are held
+
+    @property
+    def done(self) -> bool:  # type: ignore[override]
+        return self._writer.done
+
+    @property
+    def failure(self) -> tuple[int, str] | None:  # type: ignore[override]
+        return self._writer.failure
+
+    def take(self) -> bytes:
+        return self._writer.take()
+
+    def _release(self, keep: StreamRedactor | None = None) -> None:
+        writer = self._writer
+        if keep is not self._text:
+            held = self._text.flush()
+            if held:
+                writer.text(held)
+        if keep is not self._reasoning:
+            held = self._reasoning.flush()
+            if held:
+                writer.reasoning(held)
+        if keep is not self._arguments:
+            held = self._arguments.flush()
+            if held:
+                writer.tool_arguments(self._call, held)
+
+    def start(self, id: str, model: str) -> None:
+        self._writer.start(id, model)
+
+    def text(self, text: str) -> None:
+        self._release(self._text)
+        out = self._text.feed(text)
+        if out:
+            self._writer.text(out)
+
+    def reasoning(self, text: str) -> None:
+        self._release(self._reasoning)
+        out = self._reasoning.feed(text)
+        if out:
+            self._writer.reasoning(out)
+
+    def tool_call(self, index: int, id: str, name: str) -> None:
+        self._release()
+        self._writer.tool_call(index, id, name)
+
+    def tool_arguments(self, index: int, fragment: str) -> None:
+        self._release(self._arguments if index == self._call else None)
+        self._call = index
+        out = self._arguments.feed(fragment)
+        if out:
+            self._writer.tool_arguments(index, out)
+
+    def finish(self, reason: str) -> None:
+        self._release()
+        self._writer.finish(reason)
+
+    def usage(self, usage: Usage) -> None:
+        self._release()
+        self._writer.usage(usage)
+
+    def end(self) -> None:
+        self._release()
+        self._writer.end()
+
+    def error(self, status: int, message: str) -> None:
+        self._release()
+        self._writer.error(status, message)
