@@ -121,3 +121,16 @@ def test_routes_shows_the_fallbacks(tmp_path, fake):
                            timeout=60, env={"OPENCODE_GO_API_KEY": "k", "PATH": "/usr/bin"})
     assert shown.returncode == 0, shown.stderr
     assert "fallbacks    : deepseek-v4-flash, backup/glm-5.1" in shown.stdout
+
+
+def test_a_model_capped_on_every_key_falls_back_on_the_same_key(start_gateway, fake):
+    gateway = start_gateway(config_text=config_text(
+        fake, "    deepseek-v4-pro: [deepseek-v4-flash]", backup=False))
+    fake.cap_model("test-key", "deepseek-v4-pro")
+    status, headers, body = chat(gateway, "opencode-go/deepseek-v4-pro")
+    assert status == 200, body
+    assert json.loads(body)["model"] == "deepseek-v4-flash"
+    said = {n.lower(): v for n, v in headers.items()}["x-gateway-fallback"]
+    assert said.startswith("deepseek-v4-pro -> deepseek-v4-flash; ") and "capped" in said
+    # The cap rests the key for that model only: the fallback ran on the same key.
+    assert upstream_models(fake)[-1] == ("test-key", "deepseek-v4-flash")
