@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.config import Config, ConfigError
+from gateway.access.clients import Directory
+from gateway.access.rate import RequestRate
+from gateway.config import Config, ConfigError, load_config
 from gateway.frontends import gemini
 from gateway.frontends.anthropic_messages import messages
 from gateway.frontends.common import Frontend
@@ -36,6 +39,7 @@ from gateway.quota.book import KeyBook
 from gateway.quota.upstream_usage import poll_forever
 from gateway.routing.catalogue_store import load as load_catalogue
 from gateway.routing.chain import builtin_rules_dir, load_rule_chain
+from gateway.routing.fallbacks import Fallbacks
 from gateway.routing.router import Router, build_catalogues
 from gateway.routing.session import Sessions, session_secret
 from gateway.server import on_shutdown
@@ -77,16 +81,22 @@ class Gateway:
         upstream_keys = [i.api_key for pool in self.pools.values() for i in pool.instances]
         self.router = Router(config, self.pools, load_rule_chain(rule_directories(config, rules_dir)),
                              self.catalogues, sessions=Sessions(session_secret(upstream_keys)))
-        keys = list(config.server.api_keys)
+        self.fallbacks = Fallbacks(config, self.catalogues)
         listed = env.get(CLIENT_KEYS_ENV, "")
-        from_env = [key.strip() for key in listed.split(",") if key.strip()]
-        if listed.strip() and not from_env:
+        self._env_keys = [key.strip() for key in listed.split(",") if key.strip()]
+        if listed.strip() and not self._env_keys:
             raise ConfigError(f"{CLIENT_KEYS_ENV}={listed!r} holds no key; the gateway will not "
                               "start open when client keys were asked for")
-        self.client_keys = [key.encode() for key in keys + from_env if key]
+        self.clients = Directory(config, self._env_keys)
+        self.rate = RequestRate()
         self.redactor = Redactor(upstream_keys)
         self.store = make_store(config.state, env)
         self.book = KeyBook(config, self.pools, self.store, self.known_models)
+        self.book.set_clients({name: client.budget
+                               for name, client in self.clients.clients.items()})
+        self.book.on_snapshot = self._stored_state
+        self._reloads: int | None = None  # the store's reload count when this worker last read
+        self.config_path: str | None = None  # the file a reload re-reads (set by the app)
         self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
@@ -97,6 +107,40 @@ class Gateway:
         self.forwarder: Forwarder | None = None
         self.session = None  # the worker's pooled upstream client session (attach)
         self.last_doctor = None  # GET /v1/doctor's last report (frontends/doctor.py)
+
+    def _stored_state(self, clients, reloads: int) -> None:
+        """After each sync: the stored clients, and a reload another process asked for."""
+        if self._reloads is not None and reloads != self._reloads:
+            self.reload()
+        self._reloads = reloads
+        if self.clients.update_stored(clients):
+            self._clients_changed()
+
+    def _clients_changed(self) -> None:
+        named = self.clients.clients
+        self.book.set_clients({name: client.budget for name, client in named.items()})
+        self.rate.forget(set(named))
+
+    def reload(self) -> bool:
+        """Re-read the config file: its keys and clients take effect; a config that does not
+        load is reported and the one in use kept. Other sections need a restart."""
+        if not self.config_path:
+            return False
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            _log.error("config reload refused, the running config stays: %s", exc)
+            return False
+        if config.routing != self.config.routing:
+            _log.warning("config reload: routing changes take effect at the next restart")
+        self.config.server.api_keys = config.server.api_keys
+        self.config.server.admin_keys = config.server.admin_keys
+        self.config.server.clients = config.server.clients
+        self.clients.configure(self.config, self._env_keys)
+        self._clients_changed()
+        _log.warning("config reloaded from %s: %d named client(s)", self.config_path,
+                     len(self.clients.clients))
+        return True
 
     def _rested(self, instance) -> None:
         self.observer.rest(instance)
@@ -168,6 +212,11 @@ def create_app(gateway: Gateway) -> HotPaths:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         settings = gateway.config.upstream
+        gateway.config_path = gateway.config_path or os.environ.get(CONFIG_ENV) or None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            # SIGHUP re-reads the config (the main thread's loop only: a test's app has none)
+            loop.add_signal_handler(signal.SIGHUP, gateway.reload)
         try:
             await gateway.store.open()
         except OSError:

@@ -4,6 +4,7 @@
 (OPENCODE_GATEWAY_CONFIG, OPENCODE_GATEWAY_RULES_DIR), so `hypercorn gateway.asgi:app` works too.
 """
 import os
+import signal
 
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
@@ -15,6 +16,9 @@ from gateway.server import close_connections_clients_closed
 # make its log JSON lines (before anything logs).
 setup_logs()
 close_connections_clients_closed()
+# A SIGHUP the serving process passes on (a reload) must not end a worker still starting: its
+# app's lifespan installs the handler that re-reads the config.
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 _config = load_config(os.environ.get(CONFIG_ENV) or None)
 app = RequestGuard(create_app(Gateway(_config, rules_dir=os.environ.get(RULES_DIR_ENV) or None)),

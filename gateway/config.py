@@ -58,12 +58,35 @@ class Backend(msgspec.Struct, forbid_unknown_fields=True):
     extra: BackendExtra = msgspec.field(default_factory=BackendExtra)  # per-backend extras
 
 
+class ClientBudget(msgspec.Struct, forbid_unknown_fields=True):
+    """Dollars a named client may spend per window (the key's windows: the rolling 5 hours, the
+    week from Monday, the month from the 1st, UTC); an absent window has no budget."""
+    rolling: Dollars | None = None
+    weekly: Dollars | None = None
+    monthly: Dollars | None = None
+
+
+class Client(msgspec.Struct, forbid_unknown_fields=True):
+    """A named client of a shared subscription (`server.clients`)."""
+    name: str
+    key: str
+    budget: ClientBudget = msgspec.field(default_factory=ClientBudget)
+    # Model id globs (`glm-*`) the client may use; absent: every model.
+    models: list[str] | None = None
+    # Requests per minute, per worker process; absent: no cap.
+    rpm: Positive | None = None
+
+
 class Server(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"  # the address to listen on; 0.0.0.0 for every interface
     port: Port = 8000  # the port to listen on
     workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1  # worker processes sharing the port
     # Client keys; empty leaves the gateway open. GATEWAY_API_KEYS (comma-separated) adds to them.
     api_keys: list[str] = []
+    # Keys that may see everyone's usage and the dashboard (and use every model, unbudgeted).
+    admin_keys: list[str] = []
+    # Named clients with their own key, budget, model list and request rate (docs/sharing.md).
+    clients: list[Client] = []
     max_body_bytes: Positive = 32 * 1024 * 1024  # larger bodies get 413 before they are read
     max_header_bytes: Bytes = 64 * 1024  # larger header blocks get 431
     # Bounds on what one body holds, so that no request's decoding holds the event loop long
@@ -180,6 +203,11 @@ class Quota(msgspec.Struct, forbid_unknown_fields=True):
     prompt_cache: PromptCache = msgspec.field(default_factory=PromptCache)
 
 
+class Routing(msgspec.Struct, forbid_unknown_fields=True):
+    # model id -> the ids to try, in order, when no key can take it (docs/sharing.md).
+    fallbacks: dict[str, list[str]] = {}
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     # Backend name -> its upstream; the name is the prefix clients use (`opencode-go/glm-5.1`).
     backends: dict[str, Backend] = msgspec.field(
@@ -189,6 +217,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     translation: Translation = msgspec.field(default_factory=Translation)  # between protocols
     state: State = msgspec.field(default_factory=State)  # what outlives a request, shared
     quota: Quota = msgspec.field(default_factory=Quota)  # dollar windows per key
+    routing: Routing = msgspec.field(default_factory=Routing)  # model fallbacks
     # A directory of extra rule modules, added to the built-in ones.
     rules_dir: str | None = None
 
@@ -248,6 +277,7 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
         return Config()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (backends:, server:, ...)")
+    _check_clients(raw, env, path)
     unset: list[tuple[str, str]] = []
     expanded = _expand_tree(raw, env, unset)
     if unset:
@@ -261,6 +291,63 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
             from None
     _check(config, path)
     return config
+
+
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+ANONYMOUS = "anonymous"
+RESERVED_NAMES = (ANONYMOUS, "admin")  # what the ledger calls the other keys' requests
+
+
+def check_client(client: Client, where: str) -> None:
+    """What a client's struct cannot say; shared with `opencode-gateway clients`."""
+    if not CLIENT_NAME.fullmatch(client.name) or client.name in RESERVED_NAMES:
+        raise ConfigError(f"{where}: client name {client.name!r} must be 1-64 letters, digits, "
+                          f"`_.@-`, and neither {' nor '.join(map(repr, RESERVED_NAMES))}")
+    if len(client.key.strip()) < 8:
+        raise ConfigError(f"{where}: client {client.name!r}: `key` must be at least 8 characters")
+    for glob in client.models or ():
+        if not glob.strip():
+            raise ConfigError(f"{where}: client {client.name!r}: `models` holds an empty glob")
+
+
+def _check_clients(raw: dict, env: dict[str, str], path: str) -> None:
+    """Each `server.clients` entry alone, before the whole file, so that every problem names
+    the client: an unset `${VAR}` (named), an unknown field, a budget that is no positive
+    number, a duplicate name or key."""
+    server = raw.get("server")
+    entries = server.get("clients") if isinstance(server, dict) else None
+    if not isinstance(entries, list):
+        return  # absent, or a wrong type the whole-file check names
+    names: dict[str, int] = {}
+    keys: dict[str, str] = {}
+    for index, entry in enumerate(entries):
+        where = f"{path}: `server.clients[{index}]`"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping with name, key, budget, models, rpm")
+        name = entry.get("name") if isinstance(entry.get("name"), str) else f"#{index}"
+        unset: list[tuple[str, str]] = []
+        expanded = _expand_tree(entry, env, unset)
+        if unset:
+            field, variable = unset[0]
+            raise ConfigError(f"{where}: client {name!r}: `{field}` uses ${{{variable}}}, and "
+                              f"{variable} is not set; set it, or remove the client")
+        try:
+            client = msgspec.convert(expanded, Client)
+        except msgspec.ValidationError as exc:
+            message, _, at = str(exc).partition(" - at `$")
+            field = at.rstrip("`").lstrip(".")
+            raise ConfigError(f"{where}: client {name!r}"
+                              + (f": `{field}`" if field else "") + f": {message}") from None
+        check_client(client, where)
+        if client.name in names:
+            raise ConfigError(f"{where}: client name {client.name!r} is also "
+                              f"`server.clients[{names[client.name]}]`; names must differ")
+        names[client.name] = index
+        if client.key in keys:
+            raise ConfigError(f"{where}: client {client.name!r}: `key` is also client "
+                              f"{keys[client.key]!r}'s; every client needs its own key")
+        keys[client.key] = client.name
+
 
 
 def _misspelling(node, schema, where: str) -> str | None:
@@ -323,6 +410,19 @@ def _check(config: Config, path: str) -> None:
             raise ConfigError(f"{path}: `server.api_keys[{index}]` is empty (is the variable it "
                               "names set?); the gateway will not start open when client keys "
                               "were asked for")
+    for index, key in enumerate(config.server.admin_keys):
+        if not key.strip():
+            raise ConfigError(f"{path}: `server.admin_keys[{index}]` is empty (is the variable "
+                              "it names set?)")
+    everyone = [("`server.api_keys`", key) for key in config.server.api_keys] + \
+        [("`server.admin_keys`", key) for key in config.server.admin_keys] + \
+        [(f"client {client.name!r}", client.key) for client in config.server.clients]
+    seen: dict[str, str] = {}
+    for owner, key in everyone:
+        if key in seen and seen[key] != owner:
+            raise ConfigError(f"{path}: {owner} has the same key as {seen[key]}; each key "
+                              "must say who is asking")
+        seen.setdefault(key, owner)
     if config.state.backend == "redis" and not config.state.url.startswith(
             ("redis://", "rediss://", "unix://")):
         raise ConfigError(f"{path}: `state.url` must be a redis://, rediss:// or unix:// URL, "

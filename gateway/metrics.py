@@ -22,6 +22,9 @@ from starlette.responses import Response
 
 MAX_MODELS = 64
 OTHER_MODEL = "other"
+# Client names come from the config and `opencode-gateway clients`: bounded the same way.
+MAX_CLIENTS = 64
+OTHER_CLIENT = "other"
 # LLM answers take from tens of milliseconds (a cached refusal) to minutes (a long reasoning
 # stream); the low buckets also show the gateway's own cost against a fast upstream.
 TTFB_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -63,6 +66,13 @@ class Metrics:
             prefix + "requests", "Requests answered, by client protocol, model id and HTTP "
             "status (499: the client left mid-stream; model empty when refused before routing).",
             ("frontend", "model", "status"), registry=registry)
+        self._client_requests = Counter(
+            prefix + "client_requests", "Requests answered, by named client (server.clients; "
+            "anonymous for the other keys) and HTTP status.", ("client", "status"),
+            registry=registry)
+        self._client_cost = Counter(
+            prefix + "client_cost_usd", "Dollars spent, by named client (anonymous for the "
+            "other keys).", ("client",), registry=registry)
         self._duration = Histogram(
             prefix + "request_duration_seconds", "From a routed request's arrival to the last "
             "byte of its answer (streams included).",
@@ -121,6 +131,7 @@ class Metrics:
         if self.multiprocess:
             MultiProcessCollector(self.registry)
         self._models: set[str] = set()
+        self._clients: set[str] = set()
         # Label children bound once: (frontend, model, status) -> the request counter's child;
         # (model, instance) -> the children of the series a routed request updates.
         self._request_children: dict[tuple[str, str, int], object] = {}
@@ -136,6 +147,21 @@ class Metrics:
             self._models.add(model)
             return model
         return OTHER_MODEL
+
+    def _client(self, client: str) -> str:
+        if client in self._clients:
+            return client
+        if len(self._clients) < MAX_CLIENTS:
+            self._clients.add(client)
+            return client
+        return OTHER_CLIENT
+
+    def client(self, client: str, status: int, cost: float | None) -> None:
+        """One request of a client (its name, or anonymous) and what it cost."""
+        label = self._client(client)
+        self._for_instance(self._client_requests, label, status).inc()
+        if cost:
+            self._for_instance(self._client_cost, label).inc(cost)
 
     def _route(self, model: str | None, instance: str) -> _RouteSeries:
         key = (model or "", instance)

@@ -85,6 +85,8 @@ class AccessRecord(msgspec.Struct, omit_defaults=True):
     cost_usd: float | None = None
     cost_estimated: bool = False
     limit: str | None = None
+    client: str | None = None
+    agent: str | None = None
     dropped_tools: list[str] | None = None
     error: str | None = None
 
@@ -150,6 +152,7 @@ class Observer:
             metrics.estimated_charge()
         metrics.request(ctx.frontend, ctx.model_id, status)
         metrics.routed(ctx.model_id, instance, duration, usage, cost)
+        metrics.client(ctx.client, status, cost)
         if self.quota is not None:
             self.quota.finished(ctx, status, usage, cost)
         ttfb = ctx.first_byte_seconds
@@ -166,21 +169,25 @@ class Observer:
             prompt_tokens=usage.input_tokens if usage else None,
             cached_tokens=usage.cached_tokens if usage and usage.cached_tokens else None,
             completion_tokens=usage.output_tokens if usage else None,
-            cost_usd=cost, cost_estimated=estimated, limit=ctx.limit_hit, dropped_tools=ctx.dropped_tools, error=error)
+            cost_usd=cost, cost_estimated=estimated, limit=ctx.limit_hit, client=ctx.client,
+            agent=ctx.agent, dropped_tools=ctx.dropped_tools, error=error)
         self._access.write(_encode(record))
 
     def rejected(self, request_id: str, frontend: str, started: float, status: int,
-                 model: str | None, error: str) -> None:
-        """A request refused before it had a route (bad body, unknown model, no client key)."""
+                 model: str | None, error: str, client: str | None = None) -> None:
+        """A request refused before it had a route (bad body, unknown model, no client key,
+        a client's budget)."""
         # The model label stays empty: before routing it is whatever the client typed.
         self.metrics.request(frontend, None, status)
+        if client is not None:
+            self.metrics.client(client, status, None)
         self._remember_error(status, model, None, error)
         self.health.add("", "", status, None)   # refused before routing: no instance, no model
         if not self.access_log:
             return
         record = AccessRecord(request_id=request_id, frontend=frontend, status=status,
                               duration_ms=round((time.monotonic() - started) * 1000, 2),
-                              model=model, error=error)
+                              model=model, client=client, error=error)
         self._access.write(_encode(record))
 
     def close(self) -> None:

@@ -421,3 +421,43 @@ def test_the_dashboard_shows_traffic_health_per_instance_and_model(gateway):
     assert shown.find(data_field="upstream_errors").text == "1"
     assert shown.find(data_field="ttfb_p95_ms").text.endswith(" ms")
     assert "refused before routing" in table.text
+
+
+def test_the_dashboard_shows_clients_and_agents_to_an_admin_only(start_gateway):
+    chromium()
+    gateway = start_gateway(config_text="""
+server:
+  admin_keys: [admin-key-0001]
+  clients:
+    - {name: alice, key: alice-key-0001, budget: {weekly: 0.0000001}}
+    - {name: bob, key: bob-key-00001}
+""")
+    assert chat(gateway, "opencode-go/glm-5.1", key="alice-key-0001") == 200
+    assert chat(gateway, "opencode-go/glm-5.1", key="bob-key-00001") == 200
+    wait_for_usage(gateway, lambda r: sum(requests_today(r).values()) == 2, key="admin-key-0001")
+
+    async def steps(page: DevTools) -> None:
+        # a client's key is refused for everyone's usage: the form asks again
+        await page.wait_for("document.getElementById('auth-form')?.hidden === false")
+        await page.evaluate("""(() => {
+            document.getElementById('auth-key').value = 'bob-key-00001';
+            document.getElementById('auth-form').requestSubmit(); })()""")
+        # bob's own key shows bob only
+        await page.wait_for("document.querySelectorAll('#clients tr[data-client]').length")
+        assert await page.evaluate(
+            "[...document.querySelectorAll('#clients tr[data-client]')]"
+            ".map(row => row.dataset.client)") == ["bob"]
+        await page.evaluate("""(() => {
+            localStorage.setItem('opencode-gateway.client-key', 'admin-key-0001');
+            location.reload(); })()""")
+        await page.wait_for("document.querySelectorAll('#clients tr[data-client]').length == 2")
+        over = await page.evaluate(
+            "document.querySelector('#clients tr[data-client=alice] td[data-window=week]')"
+            ".dataset.over")
+        assert over == "true"
+        names = await page.evaluate(
+            "[...document.querySelectorAll('#spend-by tr[data-by]')]"
+            ".map(row => row.dataset.by + ':' + row.dataset.name)")
+        assert sorted(names) == ["agent:other", "client:alice", "client:bob"]
+
+    asyncio.run(_drive(gateway.url + "/dashboard", steps))

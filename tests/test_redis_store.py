@@ -16,6 +16,7 @@ from tests.fake_upstream_client import free_port
 from tests.redis_server import RedisServer, redis_binary, redis_server, redis_url  # noqa: F401
 # The contract: collected here too, where `store` is a RedisStore.
 from tests.test_state_store import (NOW_MINUTE, starts,  # noqa: F401
+                                    test_clients_spend_agents_and_stored_clients,
                                     test_a_window_holds_its_first_minute_and_day_and_nothing_before,
                                     test_key_states_are_shared_whole,
                                     test_old_sessions_are_forgotten,
@@ -246,3 +247,13 @@ async def test_usage_buckets_expire_after_about_two_days_and_day_totals_after_fo
     day = minute // 1440
     day_ttl = await client.ttl(f"ocg:d:k:{day}")
     assert 40 * 86400 < day_ttl <= 41 * 86400
+
+
+async def test_buckets_written_before_clients_read_as_the_anonymous_clients(store):
+    """A gateway of the version before clients wrote `MODEL|field`; this one reads them."""
+    await store._client.hset(f"ocg:u:k1:{NOW_MINUTE}",
+                             mapping={"glm-5.1|requests": 2, "glm-5.1|cost": "0.5"})
+    await store._client.zadd("ocg:buckets", {f"k1:{NOW_MINUTE}": NOW_MINUTE})
+    [row] = await store.report(NOW_MINUTE - 1)
+    assert (row.model, row.requests, row.cost_usd, row.client, row.agent) == \
+        ("glm-5.1", 2, 0.5, "anonymous", "other")

@@ -11,8 +11,8 @@ import pytest
 from gateway.config import State
 from gateway.state.memory import MemoryStore
 from gateway.state.sqlite import SQLiteStore
-from gateway.state.store import (Batch, KeyState, StoreError, UpstreamUsage, UsageRow,
-                                 WindowStarts, default_sqlite_path, make_store)
+from gateway.state.store import (Batch, KeyState, StoredClient, StoreError, UpstreamUsage,
+                                 UsageRow, WindowStarts, default_sqlite_path, make_store)
 
 NOW_MINUTE = int(time.time() // 60)
 DAY = NOW_MINUTE // 1440
@@ -210,3 +210,54 @@ def test_the_config_picks_the_store_and_sqlite_finds_its_file_per_user(monkeypat
     assert default_sqlite_path({}) == tmp_path / ".local/state/opencode-gateway/state.sqlite3"
     monkeypatch.setenv("XDG_STATE_HOME", "/from-the-environment")
     assert default_sqlite_path() == Path("/from-the-environment/opencode-gateway/state.sqlite3")
+
+
+async def test_clients_spend_agents_and_stored_clients(store):
+    await store.record(Batch(usage=[
+        UsageRow("k1", "glm-5.1", NOW_MINUTE, 1, 10, 0, 1, 0.5, "alice", "opencode"),
+        UsageRow("k2", "glm-5.1", NOW_MINUTE, 1, 10, 0, 1, 0.25, "alice", "codex"),
+        UsageRow("k1", "glm-5.1", NOW_MINUTE - 400, 1, 10, 0, 1, 1.0, "alice", "codex"),
+        UsageRow("k1", "glm-5.1", NOW_MINUTE, 1, 10, 0, 1, 2.0, "bob", "opencode"),
+        UsageRow("k1", "glm-5.1", NOW_MINUTE, 1, 10, 0, 1, 4.0)]))
+    week = WindowStarts(NOW_MINUTE - 299, DAY - 3, DAY - 10)
+    snapshot = await store.snapshot({"k1": week, "@alice": week}, None)
+    assert snapshot.spent["@alice"] == pytest.approx((0.75, 1.75, 1.75))
+    assert snapshot.spent["k1"] == pytest.approx((6.5, 7.5, 7.5))
+    rows = await store.report(NOW_MINUTE - 10)
+    who = sorted((r.key_id, r.client, r.agent, r.cost_usd) for r in rows)
+    assert who == [("k1", "alice", "opencode", 0.5), ("k1", "anonymous", "other", 4.0),
+                   ("k1", "bob", "opencode", 2.0), ("k2", "alice", "codex", 0.25)]
+    carol = StoredClient("carol", "ab" * 32, {"weekly": 5.0}, ["glm-*"], 30, changed_at=1.0)
+    await store.put_client(carol)
+    await store.put_client(StoredClient("dave", revoked=True))
+    assert (await store.request_reload(), await store.request_reload()) == (1, 2)
+    snapshot = await store.snapshot({}, None)
+    assert snapshot.clients == {"carol": carol, "dave": StoredClient("dave", revoked=True)}
+    assert snapshot.reloads == 2
+
+
+async def test_a_ledger_from_before_clients_is_kept_as_the_anonymous_clients(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('seq', 0), ('schema', 1);
+        CREATE TABLE usage (
+            key_id TEXT NOT NULL, model TEXT NOT NULL, minute INTEGER NOT NULL,
+            requests INTEGER NOT NULL, input_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL, PRIMARY KEY (key_id, minute, model)) WITHOUT ROWID;""")
+    old.execute("INSERT INTO usage VALUES ('k1', 'glm-5.1', ?, 3, 30, 0, 3, 1.5)", (NOW_MINUTE,))
+    old.commit()
+    old.close()
+    store = SQLiteStore(path, State())
+    await store.open()
+    try:
+        [row] = await store.report(NOW_MINUTE - 1)
+        assert (row.key_id, row.requests, row.cost_usd, row.client, row.agent) == \
+            ("k1", 3, 1.5, "anonymous", "other")
+        snapshot = await store.snapshot(starts(), None)
+        assert snapshot.spent["k1"][0] == pytest.approx(1.5)
+    finally:
+        await store.close()

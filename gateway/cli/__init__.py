@@ -1,4 +1,5 @@
-"""`opencode-gateway serve | routes | models | usage | rests | check-config | doctor | connect`.
+"""`opencode-gateway serve | routes | models | usage | rests | clients | reload | check-config |
+doctor | connect`.
 
 One module per command: each has `add(commands)`, which registers its parser and sets `run`.
 A new command is a new module and one line in COMMANDS.
@@ -10,9 +11,10 @@ import os
 import sys
 
 from gateway import __version__
-from gateway.cli import check_config, connect, doctor, models, rests, routes, serve, usage
+from gateway.cli import (check_config, clients, connect, doctor, models, reload, rests, routes,
+                         serve, usage)
 
-COMMANDS = (serve, routes, models, usage, rests, check_config, doctor, connect)
+COMMANDS = (serve, routes, models, usage, rests, clients, reload, check_config, doctor, connect)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,5 +32,8 @@ def run(args) -> int:
         if overrides:
             print(f"  protocol overrides: {', '.join(f'{m}={p}' for m, p in overrides.items())}")
     print(f"rules: {', '.join(os.path.basename(s) for s in gateway.router.chain.sources)}")
-    print(f"client keys: {len(gateway.client_keys) or 'none (the gateway is open)'}")
+    server = gateway.config.server
+    print(f"client keys: {len(server.api_keys) or 'none'} anonymous, {len(server.admin_keys)} "
+          f"admin, {len(server.clients)} named clients"
+          + ("" if gateway.clients.locked else " (the gateway is open)"))
     return 0

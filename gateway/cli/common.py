@@ -64,7 +64,8 @@ def on_the_store(gateway: Gateway, work):
     async def run():
         await gateway.store.open()
         try:
-            await gateway.book.sync()
+            await gateway.book.sync()  # learns the stored clients ...
+            await gateway.book.sync()  # ... and reads what they spent
             return await work()
         finally:
             await gateway.store.close()

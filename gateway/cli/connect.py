@@ -151,10 +151,10 @@ _SETTINGS = {"claude-code": _claude_code, "opencode": _opencode, "codex": _codex
 
 def run(args) -> int:
     gateway = load_gateway(args)
-    key = args.key or ("anything" if not gateway.client_keys else None)
+    key = args.key or ("anything" if not gateway.clients.locked else None)
     if key is None:
-        print("opencode-gateway: this gateway has client keys (server.api_keys or "
-              "GATEWAY_API_KEYS): pass one with --key", file=sys.stderr)
+        print("opencode-gateway: this gateway has client keys (server.api_keys, admin_keys, "
+              "clients or GATEWAY_API_KEYS): pass one with --key", file=sys.stderr)
         return 2
     model = args.model or DEFAULT_MODELS[args.client]
     models = gateway.router.advertised_models()

@@ -72,4 +72,7 @@ def run(args) -> int:
         if callable(describe):
             for line in describe(ctx):
                 print(line)
+    fallbacks = gateway.fallbacks.after(ctx.model_id)
+    print(f"fallbacks    : {', '.join(fallbacks) if fallbacks else 'none'}"
+          + (" (in order, when no key can serve the model)" if fallbacks else ""))
     return 0

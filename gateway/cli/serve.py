@@ -4,8 +4,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 
 from gateway import __version__
@@ -95,8 +97,32 @@ def _metrics_dir(workers: int) -> str | None:
     return path
 
 
+class _ForwardedSighup:
+    """hypercorn.run's view of the `signal` module, in which SIGHUP is passed on to the workers.
+
+    With several workers hypercorn's own SIGHUP handler restarts them all, and a config that no
+    longer loads would then stop the server. Each worker re-reads its config on SIGHUP itself
+    (app.py), keeping the one in use when the new one does not load: the serving process only
+    has to pass the signal on.
+    """
+
+    def __getattr__(self, name):
+        return getattr(signal, name)
+
+    @staticmethod
+    def signal(signum, handler):
+        if signum == signal.SIGHUP:
+            def forward(*_):
+                for worker in multiprocessing.active_children():
+                    os.kill(worker.pid, signal.SIGHUP)
+            return signal.signal(signum, forward)
+        return signal.signal(signum, handler)
+
+
 def run(args) -> int:
+    import hypercorn.run
     from hypercorn.run import run
+    hypercorn.run.signal = _ForwardedSighup()
     # gateway.asgi builds its app when imported, from the environment set below: not before.
 
     setup_logs()

@@ -1,16 +1,20 @@
-"""`opencode-gateway usage`: where every key stands, read from the state store."""
+"""`opencode-gateway usage`: where every key and client stands, read from the state store."""
 from __future__ import annotations
 
 import json
 import sys
 
 from gateway.cli.common import load_gateway, nothing_to_read, on_the_store
-from gateway.quota.report import usage_report
+from gateway.quota.report import SPEND_BY, usage_report
 
 
 def add(commands) -> None:
-    usage = commands.add_parser("usage", help="where every key stands in its usage windows")
+    usage = commands.add_parser("usage", help="where every key and client stands in its usage "
+                                              "windows")
     usage.add_argument("--config")
+    usage.add_argument("--by", choices=tuple(SPEND_BY),
+                       help="also show the spend of the last 5 hours and of today grouped by "
+                            "client, agent, model or key")
     usage.add_argument("--json", action="store_true", help="the same as GET /v1/usage")
     usage.set_defaults(run=run)
 
@@ -23,7 +27,8 @@ def run(args) -> int:
         print(f"opencode-gateway: {nothing}", file=sys.stderr)
         return 1
 
-    report = on_the_store(gateway, lambda: usage_report(gateway.book, gateway.pools))
+    by = [args.by] if args.by else None
+    report = on_the_store(gateway, lambda: usage_report(gateway.book, gateway.pools, by=by))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -37,6 +42,25 @@ def run(args) -> int:
             print(f"  {window['label']:<8} ${window['spent_usd']:>9.4f} of ${window['limit_usd']:<6g}"
                   f" {window['used_percent']:>6.1f}%   resets in {hours}h{rest // 60:02d}m"
                   f"   ({window['source']})")
+    if report["clients"]:
+        print("\nclients:")
+        for client in report["clients"]:
+            cells = []
+            for window in client["windows"].values():
+                budget = window["budget_usd"]
+                cells.append(f"{window['label']} ${window['spent_usd']:.4f}"
+                             + (f" of ${budget:g}" + (" OVER" if window["over"] else "")
+                                if budget is not None else ""))
+            print(f"  {client['client']:<16} " + "   ".join(cells))
+    for name, windows in report["spend_by"].items() if args.by else ():
+        for window, label in (("rolling", "last 5 hours"), ("today", "today")):
+            print(f"\n{label}, by {name}:")
+            if not windows[window]:
+                print("  (nothing yet)")
+            for group in windows[window]:
+                print(f"  {group['name']:<20} {group['requests']:>6} requests  "
+                      f"{group['input_tokens']:>9} in  {group['output_tokens']:>8} out  "
+                      f"${group['cost_usd']:.4f}")
     print("\ntoday, by model:")
     if not report["models_today"]:
         print("  (nothing yet)")

@@ -4,7 +4,6 @@ frontend's own shape."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import logging
 import os
@@ -14,10 +13,14 @@ from typing import Callable
 import msgspec
 from starlette.requests import ClientDisconnect, Request
 
+from gateway.access.agents import agent_of
+from gateway.access.budget import check_budget
+from gateway.access.clients import Directory, Principal
 from gateway.errors import GatewayError
 from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
-from gateway.routing.router import missing_key_message
+from gateway.routing.fallbacks import FALLBACK_HEADER
+from gateway.routing.router import missing_key_message, parse_model_string
 from gateway.suggest import did_you_mean
 from gateway.upstream.forwarder import ReasoningRequired, WrongWire
 
@@ -44,23 +47,45 @@ def presented_key(request: Request) -> str | None:
     return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
-def check_client_key(request: Request, keys: list[bytes]) -> str | None:
-    """The client's key once it is one of `keys` (None for an open gateway); 401 otherwise."""
-    if not keys:
-        return None
+def check_client_key(request: Request, directory: Directory) -> Principal:
+    """Who the request's key names (access/clients.py: compared as hashes); 401 for none."""
     presented = presented_key(request)
-    if presented is None:
-        raise GatewayError(401, "this gateway requires a client key: send it as "
-                                "`Authorization: Bearer <key>`, `x-api-key: <key>` or "
-                                "`x-goog-api-key: <key>`")
-    candidate = presented.encode()
-    # Compare against every key, never stopping early, so timing tells nothing about which matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(candidate, key)
-    if not matched:
+    principal = directory.who(presented)
+    if principal is None:
+        if presented is None:
+            raise GatewayError(401, "this gateway requires a client key: send it as "
+                                    "`Authorization: Bearer <key>`, `x-api-key: <key>` or "
+                                    "`x-goog-api-key: <key>`")
         raise GatewayError(401, "the client key is not valid for this gateway")
-    return presented
+    return principal
+
+
+def sees_everyone(gateway, principal: Principal) -> bool:
+    """Whether the key may see every key's and client's figures (usage, doctor, dashboard): an
+    admin key, or any key while no client or admin key is configured."""
+    return principal.kind == "admin" or (principal.kind == "anonymous"
+                                         and not gateway.clients.admin_required)
+
+
+def admin_only() -> GatewayError:
+    return GatewayError(403, "this needs an admin key (server.admin_keys); a named client's key "
+                             "shows its own usage at GET /v1/usage")
+
+
+def admit(gateway, principal: Principal, model: str) -> None:
+    """A named client's model list, request rate and budget, checked before anything goes
+    upstream (from this worker's view: no store round trip)."""
+    if not principal.is_client:
+        return
+    bare = parse_model_string(model, gateway.config.backends)[2]
+    if not principal.may_use(bare):
+        raise GatewayError(403, f"model {model!r} is not one client {principal.name!r} may use; "
+                                f"its models: {', '.join(principal.models)}",
+                           param="model", code="model_not_allowed")
+    now = time.time()
+    if principal.rpm is not None:
+        gateway.rate.admit(principal.name, principal.rpm, now)
+    check_budget(principal.name, gateway.book.clients.get(principal.name), now)
 
 
 async def read_json_object(request: Request, limit: int, timeout: float,
@@ -327,20 +352,44 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     request_id = request.headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
     ctx = None
     model = None
+    client = None
     try:
-        client_key = check_client_key(request, gateway.client_keys)
+        principal = check_client_key(request, gateway.clients)
+        client = principal.name
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
                                       server.max_body_containers)
         check_counts(body, server)
         model = validate(body)
-        ctx = await gateway.router.route(model, frontend, body, headers=request.headers,
-                                         client_key=client_key)
-        ctx.request_id = request_id
-        ctx.started = started
-        if not ctx.instance.api_key:  # said at start too; OpenCode Go would say "Missing API key"
-            raise GatewayError(503, missing_key_message(ctx.backend), code="no_upstream_key")
-        response = await _forward_on_its_wire(request, gateway, ctx)
+        admit(gateway, principal, model)
+        plan = gateway.fallbacks.plan(model, body, principal.may_use)
+        attempt = model
+        while True:
+            ctx = None
+            try:
+                ctx = await gateway.router.route(attempt, frontend, body, headers=request.headers,
+                                                 client_key=presented_key(request))
+                ctx.request_id = request_id
+                ctx.started = started
+                ctx.client = client
+                ctx.agent = agent_of(request.headers.get("user-agent"))
+                if not ctx.instance.api_key:  # said at start too (OpenCode Go: "Missing API key")
+                    raise GatewayError(503, missing_key_message(ctx.backend),
+                                       code="no_upstream_key")
+                response = await _forward_on_its_wire(request, gateway, ctx)
+                break
+            except GatewayError as exc:
+                following = plan.next(exc, ctx.model_id if ctx else attempt) if plan else None
+                if following is None:
+                    if plan is not None and plan.tried:
+                        exc.message += f" (fallbacks tried: {'; '.join(plan.tried)})"
+                    raise
+                # Nothing reached the client yet: the next model in the list answers instead.
+                _log.warning("%s: %s could not answer (%s); falling back to %s", request_id,
+                             attempt, plan.tried[-1], following[0])
+                if ctx is not None:
+                    gateway.observer.finished(ctx, exc.status, None, error=exc.message)
+                attempt, body = following
     except GatewayError as exc:
         error = exc
     except Exception:  # a bug must still answer in the client's shape, and be logged
@@ -350,6 +399,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     else:
         if ctx.adjusted:  # what was fitted to the model (translate/model_limits.py)
             response.headers.extend(header_list(ctx.adjusted))
+        if plan is not None and plan.tried:  # the answer's `model` names the one that answered
+            response.headers.extend(header_list({FALLBACK_HEADER: plan.header(ctx.model_id)}))
         return response  # the forwarder gave it its x-request-id
     # An upstream may have quoted a key in a message that became this error.
     error.message = gateway.redactor.text(error.message)
@@ -358,7 +409,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     if ctx is not None:
         gateway.observer.finished(ctx, error.status, None, error=error.message)
     else:
-        gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message)
+        gateway.observer.rejected(request_id, frontend, started, error.status, model, error.message,
+                                  client)
     return render_error(error, request_id)
 
 

@@ -1,7 +1,7 @@
 """`GET /v1/doctor`: the facts of `opencode-gateway doctor` (without probes) as JSON, behind the
-client keys, for the dashboard. Each check reads every key's `/usage` and the live model list,
-so a worker answers from its last report for `FRESH_SECONDS`, and concurrent requests share one
-run."""
+client keys (an admin key once clients are named), for the dashboard. Each check reads every
+key's `/usage` and the live model list, so a worker answers from its last report for
+`FRESH_SECONDS`, and concurrent requests share one run."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from gateway.doctor import diagnose
 from gateway.errors import GatewayError
-from gateway.frontends.common import check_client_key
+from gateway.frontends.common import admin_only, check_client_key, sees_everyone
 from gateway.frontends.openai_chat import openai_error
 from gateway.replies import Reply
 
@@ -30,7 +30,8 @@ class _LastReport:
 async def doctor(request: Request) -> Reply:
     gateway = request.app.state.gateway
     try:
-        check_client_key(request, gateway.client_keys)
+        if not sees_everyone(gateway, check_client_key(request, gateway.clients)):
+            raise admin_only()
     except GatewayError as exc:
         return openai_error(exc)
     last = gateway.last_doctor

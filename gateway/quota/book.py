@@ -24,13 +24,13 @@ import logging
 import time
 import zlib
 
-from gateway.config import Config, ConfigError, WindowLimits
+from gateway.config import Config, ConfigError
 from gateway.quota.prices import Prices
 from gateway.routing.catalogue_store import CatalogueFacts
 from gateway.quota.windows import (LIMIT_NAMES, WINDOWS, day_of, minute_of, month_start,
                                    rolling_start_minute, week_start)
-from gateway.state.store import (Batch, KeyState, Snapshot, StateStore, UpstreamUsage, UsageRow,
-                                 WindowStarts, add_usage)
+from gateway.state.store import (ANONYMOUS, Batch, KeyState, Snapshot, StateStore, UpstreamUsage,
+                                 UsageKey, UsageRow, WindowStarts, add_usage, client_id)
 from gateway.translate.hub import Usage
 from gateway.upstream.instances import Instance, InstancePool
 
@@ -46,10 +46,10 @@ class Account:
     __slots__ = ("key_id", "instances", "limits", "anchor_day", "stored", "pending", "taken",
                  "upstream", "lifted_at")
 
-    def __init__(self, key_id: str, limits: WindowLimits, anchor_day: int):
+    def __init__(self, key_id: str, limits: tuple[float, float, float], anchor_day: int):
         self.key_id = key_id
         self.instances: list[Instance] = []
-        self.limits = (limits.rolling, limits.weekly, limits.monthly)
+        self.limits = limits  # dollars per window; inf where a client has no budget
         self.anchor_day = anchor_day
         self.stored = [0.0, 0.0, 0.0]    # dollars per window, as the store last said
         self.pending = 0.0               # dollars this worker spent that the store has not seen
@@ -111,7 +111,8 @@ class KeyBook:
                 if account is None:
                     limits = settings.limits if settings and settings.limits else config.quota.limits
                     account = self.accounts[instance.key_id] = Account(
-                        instance.key_id, limits, settings.anchor_day if settings else 1)
+                        instance.key_id, (limits.rolling, limits.weekly, limits.monthly),
+                        settings.anchor_day if settings else 1)
                 account.instances.append(instance)
                 self._by_instance[instance.name] = account
         unknown = sorted(set(config.quota.keys) - set(self._by_instance))
@@ -128,7 +129,11 @@ class KeyBook:
         self._share_every = min([self.prompt_cache.lifetime_seconds,
                                  *self.prompt_cache.families.values()]) / 10
         self.on_decision = None  # set by the app: counts a placement or move (metrics)
-        self._usage: dict[tuple[str, str, int], UsageRow] = {}
+        # Named clients' spending (client name -> its account, id `@name`, anchored on the 1st).
+        self.clients: dict[str, Account] = {}
+        # Set by the app: called with the stored clients and the reload count after each sync.
+        self.on_snapshot = None
+        self._usage: dict[UsageKey, UsageRow] = {}
         self._keys: dict[str, KeyState] = {}
         self._new_sessions: dict[str, tuple[str, float]] = {}
         self._cursor = None
@@ -138,6 +143,16 @@ class KeyBook:
 
     def account(self, instance: Instance) -> Account:
         return self._by_instance[instance.name]
+
+    def set_clients(self, budgets: dict[str, tuple[float, float, float]]) -> None:
+        """The named clients now known (name -> dollars per window, inf for none): their
+        accounts, keeping what a client already spent."""
+        clients = {}
+        for name, limits in budgets.items():
+            account = self.clients.get(name) or Account(client_id(name), limits, 1)
+            account.limits = limits
+            clients[name] = account
+        self.clients = clients
 
     # ---- read by the key choice (rules/10_instance_selection.py) ----
 
@@ -241,7 +256,7 @@ class KeyBook:
         if instance is None:
             return
         if usage is not None or cost is not None:
-            self.record(instance, ctx.model_id, usage, cost)
+            self.record(instance, ctx.model_id, usage, cost, ctx.client, ctx.agent)
         if status < 400 and ctx.session:
             held = self._sessions.get(ctx.session)
             if held is not None and held.key_id != instance.key_id and not held.decided \
@@ -253,16 +268,21 @@ class KeyBook:
             self.stick(ctx.session, instance, time.time())
 
     def record(self, instance: Instance, model: str, usage: Usage | None,
-               cost: float | None) -> None:
-        """An answer's usage, for the ledger (the upstream's cost, else the price table's)."""
+               cost: float | None, client: str = ANONYMOUS, agent: str = "other") -> None:
+        """An answer's usage, for the ledger (the upstream's cost, else the price table's),
+        charged to the key and to the named client that asked."""
         if cost is None:
             cost = self.prices.cost(model, usage) if usage is not None else 0.0
         account = self._by_instance[instance.name]
         account.pending += cost
-        key = (account.key_id, model, minute_of(time.time()))
+        spender = self.clients.get(client)
+        if spender is not None:
+            spender.pending += cost
+        key = (account.key_id, model, minute_of(time.time()), client, agent)
         row = self._usage.get(key)
         if row is None:
-            row = self._usage[key] = UsageRow(account.key_id, model, key[2])
+            row = self._usage[key] = UsageRow(account.key_id, model, key[2], client=client,
+                                              agent=agent)
         row.requests += 1
         row.cost_usd += cost
         if usage is not None:
@@ -313,7 +333,7 @@ class KeyBook:
         """Write what this worker gathered, read back what every worker wrote."""
         batch = Batch(list(self._usage.values()), self._keys, self._new_sessions)
         self._usage, self._keys, self._new_sessions = {}, {}, {}
-        for account in self.accounts.values():
+        for account in self._spenders():
             account.taken = account.pending
         now = time.time()
         recorded = False
@@ -322,7 +342,7 @@ class KeyBook:
                 await self.store.record(batch)
             recorded = True
             snapshot = await self.store.snapshot(
-                {key_id: account.starts(now) for key_id, account in self.accounts.items()},
+                {account.key_id: account.starts(now) for account in self._spenders()},
                 self._cursor)
         except asyncio.CancelledError:  # the worker is stopping: its last sync writes this
             if not recorded:
@@ -341,6 +361,12 @@ class KeyBook:
         self.store_up = True
         self.synced_at = now
         self._apply(snapshot)
+        if self.on_snapshot is not None:
+            self.on_snapshot(snapshot.clients, snapshot.reloads)
+
+    def _spenders(self) -> list[Account]:
+        """Every account whose windows the store sums: the keys', then the clients'."""
+        return [*self.accounts.values(), *self.clients.values()]
 
     def _requeue(self, batch: Batch) -> None:
         """A batch the store did not take goes back, merged with what came since."""
@@ -351,12 +377,13 @@ class KeyBook:
         for session, held in batch.sessions.items():
             if len(self._new_sessions) < MAX_PENDING_SESSIONS:
                 self._new_sessions.setdefault(session, held)
-        for account in self.accounts.values():
+        for account in self._spenders():
             account.taken = 0.0
 
     def _apply(self, snapshot: Snapshot) -> None:
+        spenders = {account.key_id: account for account in self._spenders()}
         for key_id, spent in snapshot.spent.items():
-            account = self.accounts.get(key_id)
+            account = spenders.get(key_id)
             if account is not None:
                 account.stored = list(spent)
                 account.pending -= account.taken

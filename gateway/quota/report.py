@@ -3,7 +3,12 @@ dashboard.
 
 Per key: each window's dollars spent, limit, share used, where the figure came from (the
 upstream's `/usage`, or the ledger), and when it resets; whether the key rests and why. Per
-model: today's requests, tokens and dollars (UTC day), and the last 24 hours by hour.
+named client: each window's dollars spent against its budget. Per model: today's requests,
+tokens and dollars (UTC day), and the last 24 hours by hour. `spend_by`: the ledger's spend
+grouped by client, agent, model or key, over the rolling 5 hours and today.
+
+A report for one client (`only_client`) holds only that client's own figures: no keys, no other
+client, no errors.
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from gateway.upstream.instances import InstancePool, mask_key
 
 WINDOW_LABELS = {"rolling": "5 hours", "weekly": "week", "monthly": "month"}
 _HOURS = 24
+# What the ledger's spend can be grouped by: the field of a usage row each names.
+SPEND_BY = {"client": "client", "agent": "agent", "model": "model", "key": "key_id"}
 
 
 def _iso(when: float) -> str:
@@ -26,12 +33,16 @@ def _iso(when: float) -> str:
 async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
                        recent_errors: list[dict] | None = None,
                        now: float | None = None,
-                       health: list[dict] | None = None) -> dict[str, Any]:
+                       health: list[dict] | None = None, by: list[str] | None = None,
+                       only_client: str | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     try:
         rows = await book.store.report(minute_of(now) - _HOURS * 60)
     except Exception:  # the store is down: the windows still come from this worker's view
         rows = []
+    if only_client is not None:
+        rows = [row for row in rows if row.client == only_client]
+        pools, recent_errors = {}, []
     oldest: dict[str, float] = {}   # key id -> its oldest spend inside the rolling window
     rolling_from = minute_of(now - 5 * 3600)
     for row in rows:
@@ -84,18 +95,53 @@ async def usage_report(book: KeyBook, pools: dict[str, InstancePool],
         hour = row.minute // 60 * 60
         _add(hourly.setdefault((hour, row.model), _zero(hour=_iso(hour * 60), model=row.model)),
              row)
+    clients = [_client_windows(name, account, now) for name, account in book.clients.items()
+               if only_client is None or name == only_client]
     return {
         "generated_at": _iso(now),
         "state": {"backend": book.store.name, "where": repr(book.store), "up": book.store_up,
                   "synced_at": _iso(book.synced_at) if book.synced_at else None},
         "threshold": book.threshold,
         "keys": keys,
+        "clients": clients,
+        "spend_by": {name: _spend_by(rows, SPEND_BY[name], now) for name in by or SPEND_BY},
         "models_today": sorted(models.values(), key=lambda m: -m["cost_usd"]),
         "hourly": [hourly[key] for key in sorted(hourly)],
         "recent_errors": recent_errors or [],
         # This worker's last 5 minutes per instance and model (gateway/health.py).
         "health": health or [],
     }
+
+
+def _client_windows(name: str, account, now: float) -> dict[str, Any]:
+    """A named client's spend in each window against its budget (None: no budget)."""
+    windows = {}
+    for index, window in enumerate(WINDOWS):
+        limit = account.limits[index]
+        budget = limit if limit != float("inf") else None
+        spent = account.spent(index)
+        windows[window] = {
+            "label": WINDOW_LABELS[window], "spent_usd": round(spent, 6), "budget_usd": budget,
+            "used_percent": round(spent / budget * 100, 1) if budget else None,
+            "over": budget is not None and spent >= budget,
+            "resets_at": _iso(resets_at(window, now, account.anchor_day, None))
+            if window != "rolling" else None}
+    return {"client": name, "windows": windows}
+
+
+def _spend_by(rows, field: str, now: float) -> dict[str, list[dict[str, Any]]]:
+    """The ledger's rows grouped by one field, over the rolling 5 hours and today (UTC)."""
+    rolling_from = minute_of(now - 5 * 3600)
+    today = minute_of(now) // 1440 * 1440
+    windows: dict[str, dict[str, dict[str, Any]]] = {"rolling": {}, "today": {}}
+    for row in rows:
+        name = getattr(row, field)
+        if row.minute > rolling_from:
+            _add(windows["rolling"].setdefault(name, _zero(name=name)), row)
+        if row.minute >= today:
+            _add(windows["today"].setdefault(name, _zero(name=name)), row)
+    return {window: sorted(groups.values(), key=lambda g: (-g["cost_usd"], g["name"]))
+            for window, groups in windows.items()}
 
 
 def _zero(**fields) -> dict[str, Any]:

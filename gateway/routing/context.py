@@ -39,7 +39,7 @@ class RouteContext:
                  "body", "translation", "config", "pools", "catalogues", "quota", "session",
                  "stream", "request_id", "started", "first_byte_seconds", "dropped_tools",
                  "limit_hit", "fallbacks", "adjusted", "sent_bytes", "events_seen", "client_ua",
-                 "client_headers")
+                 "client_headers", "client", "agent")
 
     def __init__(self, *, requested: str, frontend: str, body: dict, config: "Config",
                  pools: dict[str, "InstancePool"], catalogues: dict[str, "Catalogue"],
@@ -78,6 +78,9 @@ class RouteContext:
         # the request it received, and the stream events relayed before the end.
         self.sent_bytes = 0
         self.events_seen = 0
+        # Who asked (access/clients.py) and with which program (access/agents.py): the ledger's.
+        self.client = "anonymous"
+        self.agent = "other"
 
     @property
     def pinned(self) -> bool:

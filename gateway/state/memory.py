@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 
-from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
-                                 UsageRow, WindowStarts, add_usage)
+from gateway.state.store import (ANONYMOUS, CLIENT_ID_PREFIX, DAYS_KEPT, MINUTES_KEPT, Batch,
+                                 KeyState, Snapshot, StateStore, StoredClient, UsageKey, UsageRow,
+                                 WindowStarts, add_usage, client_id)
 
 _PRUNE_EVERY = 600.0
 
@@ -19,8 +20,10 @@ class MemoryStore(StateStore):
     def __init__(self, settings):
         self._session_ttl = settings.session_ttl_hours * 3600
         self._max_reasoning = settings.max_reasoning
-        self._usage: dict[tuple[str, str, int], UsageRow] = {}   # the last MINUTES_KEPT
-        self._days: dict[tuple[str, int], float] = {}            # (key, day) -> dollars
+        self._usage: dict[UsageKey, UsageRow] = {}               # the last MINUTES_KEPT
+        self._days: dict[tuple[str, int], float] = {}  # (key or @client, day) -> dollars
+        self._clients: dict[str, StoredClient] = {}
+        self._reloads = 0
         self._keys: dict[str, KeyState] = {}
         self._sessions: dict[str, tuple[str, float, int]] = {}
         self._seq = 0
@@ -33,8 +36,10 @@ class MemoryStore(StateStore):
     async def record(self, batch: Batch) -> None:
         for row in batch.usage:
             add_usage(self._usage, row)
-            day = (row.key_id, row.minute // 1440)
-            self._days[day] = self._days.get(day, 0.0) + row.cost_usd
+            for spender in (row.key_id, client_id(row.client)) if row.client != ANONYMOUS \
+                    else (row.key_id,):
+                day = (spender, row.minute // 1440)
+                self._days[day] = self._days.get(day, 0.0) + row.cost_usd
         self._keys.update(batch.keys)
         if batch.sessions:
             self._seq += 1
@@ -58,9 +63,11 @@ class MemoryStore(StateStore):
     async def snapshot(self, starts: dict[str, WindowStarts], cursor) -> Snapshot:
         spent = {}
         for key_id, start in starts.items():
+            client = key_id[1:] if key_id.startswith(CLIENT_ID_PREFIX) else None
             spent[key_id] = (
                 sum(row.cost_usd for row in self._usage.values()
-                    if row.key_id == key_id and row.minute >= start.rolling_minute),
+                    if (row.client == client if client else row.key_id == key_id)
+                    and row.minute >= start.rolling_minute),
                 sum(dollars for (key, day), dollars in self._days.items()
                     if key == key_id and day >= start.week_day),
                 sum(dollars for (key, day), dollars in self._days.items()
@@ -71,7 +78,15 @@ class MemoryStore(StateStore):
                  for session, (key_id, assigned, seq) in self._sessions.items()
                  if seq > since and assigned >= oldest}
         return Snapshot(spent, dict(self._keys), {s: held[0] for s, held in fresh.items()},
-                        self._seq, {s: held[1] for s, held in fresh.items()})
+                        self._seq, {s: held[1] for s, held in fresh.items()},
+                        clients=dict(self._clients), reloads=self._reloads)
+
+    async def put_client(self, client: StoredClient) -> None:
+        self._clients[client.name] = client
+
+    async def request_reload(self) -> int:
+        self._reloads += 1
+        return self._reloads
 
     async def report(self, since_minute: int) -> list[UsageRow]:
         return sorted((row for row in self._usage.values() if row.minute >= since_minute),

@@ -7,13 +7,17 @@ round trips: `record` one MULTI/EXEC, `snapshot` one pipeline.
 
 Keys (prefix `ocg:`; the URL's database number keeps gateways that must not share apart):
 
-    ocg:u:KEY:MINUTE   hash, one usage bucket: `MODEL|requests`, `MODEL|input`, `MODEL|cached`,
-                       `MODEL|output` (HINCRBY), `MODEL|cost` (HINCRBYFLOAT); expires 2 days
-                       after its minute
+    ocg:u:KEY:MINUTE   hash, one usage bucket: `MODEL|CLIENT|AGENT|requests`, `…|input`,
+                       `…|cached`, `…|output` (HINCRBY), `…|cost` (HINCRBYFLOAT); expires 2
+                       days after its minute (fields of an older gateway, `MODEL|requests`,
+                       read as the anonymous client's)
     ocg:m:KEY:MINUTE   string, the bucket's dollars over every model (INCRBYFLOAT): the rolling
                        5 hours is a sum of 300 of these, made inside Redis by a script that
                        answers three numbers per key (`_SUMS`); expires with the bucket
     ocg:d:KEY:DAY      string, the key's dollars that UTC day; expires 40 days after it ends
+                       (`m:` and `d:` also hold each named client's, under `@NAME` for KEY)
+    ocg:clients        hash, client name -> the StoredClient `opencode-gateway clients` wrote
+    ocg:reloads        string, how many `opencode-gateway reload`s were asked for
     ocg:buckets        sorted set of `KEY:MINUTE`, score the minute: the index of the buckets,
                        trimmed to 2 days on every write; `report` reads the buckets it names
                        inside Redis and answers them as one JSON text (`_REPORT`)
@@ -45,8 +49,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.masking import mask_url
-from gateway.state.store import (DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot, StateStore,
-                                 StoreError, UsageRow, WindowStarts, add_usage)
+from gateway.state.store import (ANONYMOUS, DAYS_KEPT, MINUTES_KEPT, Batch, KeyState, Snapshot,
+                                 StateStore, StoredClient, StoreError, UsageKey, UsageRow,
+                                 WindowStarts, add_usage, client_id)
 
 _PREFIX = "ocg:"
 _BUCKETS = _PREFIX + "buckets"
@@ -54,6 +59,8 @@ _KEYS = _PREFIX + "keys"
 _SESSIONS = _PREFIX + "sessions"
 _REASONING = _PREFIX + "reasoning"
 _REASONING_EXPIRES = _PREFIX + "reasoning:expires"
+_CLIENTS = _PREFIX + "clients"
+_RELOADS = _PREFIX + "reloads"
 _TIMEOUT = 1.0
 _PAGE = 10_000       # stream entries per read
 _MARKER_SECONDS = 600  # how long a write's marker says it was applied
@@ -63,6 +70,7 @@ _FIELDS = dict(_COUNTS)
 _encode = msgspec.json.encode
 _decode_state = msgspec.json.Decoder(KeyState).decode
 _decode_report = msgspec.json.Decoder(list[str | list[str]]).decode
+_decode_client = msgspec.json.Decoder(StoredClient).decode
 
 # Each key's dollars in its three windows, summed here so that three numbers per key cross the
 # wire instead of some 340 (the per-minute and per-day totals). ARGV: the prefix, then per key:
@@ -149,13 +157,13 @@ def _day_total(key_id: str, day: int) -> str:
     return f"{_PREFIX}d:{key_id}:{day}"
 
 
-def _less(usage: list[UsageRow], owed: dict[tuple[str, str, int], UsageRow]) -> list[UsageRow]:
+def _less(usage: list[UsageRow], owed: dict[UsageKey, UsageRow]) -> list[UsageRow]:
     """`usage` without what is `owed` (already in Redis), bucket by bucket."""
     if not owed:
         return usage
     left = []
     for row in usage:
-        paid = owed.get((row.key_id, row.model, row.minute))
+        paid = owed.get(row.bucket)
         if paid is None:
             left.append(row)
             continue
@@ -164,7 +172,7 @@ def _less(usage: list[UsageRow], owed: dict[tuple[str, str, int], UsageRow]) -> 
                         max(row.input_tokens - paid.input_tokens, 0),
                         max(row.cached_tokens - paid.cached_tokens, 0),
                         max(row.output_tokens - paid.output_tokens, 0),
-                        max(row.cost_usd - paid.cost_usd, 0.0))
+                        max(row.cost_usd - paid.cost_usd, 0.0), row.client, row.agent)
         if rest.requests or rest.cost_usd > 1e-12:
             left.append(rest)
     return left
@@ -194,7 +202,7 @@ class RedisStore(StateStore):
         # batch: `_unsure` is that write (its marker, its usage), `_owed` the usage known to be
         # in Redis that the book will send again.
         self._unsure: tuple[str, list[UsageRow]] | None = None
-        self._owed: dict[tuple[str, str, int], UsageRow] = {}
+        self._owed: dict[UsageKey, UsageRow] = {}
 
     def __repr__(self) -> str:
         return mask_url(self.url)
@@ -274,17 +282,21 @@ class RedisStore(StateStore):
         days: dict[tuple[str, int], float] = {}
         for row in usage:
             bucket = _bucket(row.key_id, row.minute)
+            who = f"{row.model}|{row.client}|{row.agent}"
             for field, attribute in _COUNTS:
                 count = getattr(row, attribute)
                 if count:
-                    pipe.hincrby(bucket, f"{row.model}|{field}", count)
-            pipe.hincrbyfloat(bucket, f"{row.model}|cost", row.cost_usd)
+                    pipe.hincrby(bucket, f"{who}|{field}", count)
+            pipe.hincrbyfloat(bucket, f"{who}|cost", row.cost_usd)
             pipe.expireat(bucket, (row.minute + MINUTES_KEPT) * 60)
             pipe.zadd(_BUCKETS, {f"{row.key_id}:{row.minute}": row.minute})
-            minutes[(row.key_id, row.minute)] = minutes.get((row.key_id, row.minute), 0.0) \
-                + row.cost_usd
-            day = (row.key_id, row.minute // 1440)
-            days[day] = days.get(day, 0.0) + row.cost_usd
+            spenders = (row.key_id, client_id(row.client)) if row.client != ANONYMOUS \
+                else (row.key_id,)
+            for spender in spenders:
+                minute = (spender, row.minute)
+                minutes[minute] = minutes.get(minute, 0.0) + row.cost_usd
+                day = (spender, row.minute // 1440)
+                days[day] = days.get(day, 0.0) + row.cost_usd
         for (key_id, minute), dollars in minutes.items():
             pipe.incrbyfloat(_minute_total(key_id, minute), dollars)
             pipe.expireat(_minute_total(key_id, minute), (minute + MINUTES_KEPT) * 60)
@@ -323,6 +335,8 @@ class RedisStore(StateStore):
         pipe.hgetall(_KEYS)
         since = cursor if isinstance(cursor, str) else None
         pipe.xrange(_SESSIONS, f"({since}" if since else "-", "+", count=_PAGE)
+        pipe.hgetall(_CLIENTS)
+        pipe.get(_RELOADS)
         answers = await pipe.execute()
         figures = iter(float(value) for value in answers[0])
         spent = {key_id: (next(figures), next(figures), next(figures)) for key_id in starts}
@@ -347,7 +361,20 @@ class RedisStore(StateStore):
             except (KeyError, ValueError):
                 continue
         new_cursor = entries[-1][0] if entries else (since or "0-0")
-        return Snapshot(spent, keys, sessions, new_cursor, seen)
+        clients = {}
+        for name, record in answers[3].items():
+            try:
+                clients[name] = _decode_client(record)
+            except msgspec.DecodeError:
+                continue
+        return Snapshot(spent, keys, sessions, new_cursor, seen, clients=clients,
+                        reloads=int(answers[4] or 0))
+
+    async def put_client(self, client: StoredClient) -> None:
+        await self._client.hset(_CLIENTS, client.name, _encode(client))
+
+    async def request_reload(self) -> int:
+        return await self._client.incr(_RELOADS)
 
     async def report(self, since_minute: int) -> list[UsageRow]:
         found = await self._client.eval(_REPORT, 1, _BUCKETS, since_minute, _PREFIX + "u:")
@@ -355,17 +382,23 @@ class RedisStore(StateStore):
         rows = []
         for member, fields in zip(held[::2], held[1::2]):
             key_id, _, minute = member.rpartition(":")
-            by_model: dict[str, UsageRow] = {}
+            by_who: dict[tuple[str, str, str], UsageRow] = {}
             for field, value in zip(fields[::2], fields[1::2]):
-                model, _, name = field.rpartition("|")
-                row = by_model.get(model)
+                parts = field.rsplit("|", 3)
+                if len(parts) == 4:
+                    model, client, agent, name = parts
+                else:  # written before clients and agents
+                    (model, name), client, agent = field.rsplit("|", 1), ANONYMOUS, "other"
+                who = (model, client, agent)
+                row = by_who.get(who)
                 if row is None:
-                    row = by_model[model] = UsageRow(key_id, model, int(minute))
+                    row = by_who[who] = UsageRow(key_id, model, int(minute), client=client,
+                                                 agent=agent)
                 if name == "cost":
                     row.cost_usd = float(value)
                 elif name in _FIELDS:
                     setattr(row, _FIELDS[name], int(value))
-            rows.extend(by_model.values())
+            rows.extend(by_who.values())
         return rows
 
     # ---- reasoning memory ----

@@ -29,8 +29,19 @@ MINUTES_KEPT = 2 * 24 * 60
 DAYS_KEPT = 40
 
 
+ANONYMOUS = "anonymous"
+# Spending of a named client is summed in the stores under this prefix and its name, next to
+# the keys' own ids (key ids are hex fingerprints: they never start with it).
+CLIENT_ID_PREFIX = "@"
+
+
+def client_id(name: str) -> str:
+    return CLIENT_ID_PREFIX + name
+
+
 class UsageRow(msgspec.Struct, array_like=True):
-    """Usage of one key with one model in one minute (a bucket), or what to add to one."""
+    """Usage of one key with one model in one minute by one client and agent (a bucket), or
+    what to add to one."""
     key_id: str
     model: str
     minute: int           # minutes since the epoch, UTC
@@ -39,11 +50,21 @@ class UsageRow(msgspec.Struct, array_like=True):
     cached_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    client: str = ANONYMOUS  # the named client (server.clients), anonymous, or admin
+    agent: str = "other"     # the program that asked (access/agents.py)
+
+    @property
+    def bucket(self) -> tuple[str, str, int, str, str]:
+        return (self.key_id, self.model, self.minute, self.client, self.agent)
 
 
-def add_usage(rows: dict[tuple[str, str, int], UsageRow], row: UsageRow) -> None:
-    """Add `row` to its bucket (key, model, minute) in `rows`; a new bucket is a copy of it."""
-    key = (row.key_id, row.model, row.minute)
+UsageKey = tuple[str, str, int, str, str]
+
+
+def add_usage(rows: dict[UsageKey, UsageRow], row: UsageRow) -> None:
+    """Add `row` to its bucket (key, model, minute, client, agent) in `rows`; a new bucket is a
+    copy of it."""
+    key = row.bucket
     held = rows.get(key)
     if held is None:
         rows[key] = msgspec.structs.replace(row)
@@ -73,6 +94,18 @@ class KeyState(msgspec.Struct, omit_defaults=True):
     lifted_at: float = 0.0    # when the rests were last lifted: any that began before are void
 
 
+class StoredClient(msgspec.Struct, omit_defaults=True):
+    """A client managed with `opencode-gateway clients` (its key kept only as a hash), or the
+    revocation of one from the config (`revoked`)."""
+    name: str
+    key_hash: str = ""
+    budget: dict[str, float] = {}     # window -> dollars
+    models: list[str] | None = None
+    rpm: int | None = None
+    revoked: bool = False
+    changed_at: float = 0.0
+
+
 class Batch(msgspec.Struct):
     """What one worker gathered since its last write."""
     usage: list[UsageRow] = []
@@ -96,6 +129,8 @@ class Snapshot(msgspec.Struct):
     sessions: dict[str, str]                       # sessions assigned since the cursor
     cursor: int | str | None
     seen: dict[str, float] = {}                    # of those: when each was assigned or seen
+    clients: dict[str, StoredClient] = {}          # every client the CLI manages
+    reloads: int = 0                               # `opencode-gateway reload`s so far
 
 
 class StoreError(Exception):
@@ -118,9 +153,17 @@ class StateStore:
 
     async def snapshot(self, starts: dict[str, WindowStarts],
                        cursor: int | str | None) -> Snapshot:
-        """Window totals for the keys in `starts`, every key's state, and the sessions
-        assigned or seen since `cursor` (all of them within the session TTL when it is None),
-        with the time each was written with."""
+        """Window totals for the keys in `starts` (and the clients, `@name`), every key's state,
+        the sessions assigned or seen since `cursor` (all of them within the session TTL when it
+        is None) with the time each was written with, the stored clients and the reload count."""
+        raise NotImplementedError
+
+    async def put_client(self, client: StoredClient) -> None:
+        """Add, change or revoke (`revoked`) a client managed at run time."""
+        raise NotImplementedError
+
+    async def request_reload(self) -> int:
+        """Ask every worker to re-read its config file at its next sync; the new count."""
         raise NotImplementedError
 
     async def report(self, since_minute: int) -> list[UsageRow]:
