@@ -48,6 +48,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
+from gateway.translate.hub import hub_messages
 
 
 # ---- Anthropic client -> hub --------------------------------------------------------------
@@ -410,16 +411,12 @@ _decode_json = msgspec.json.decode
 def from_hub(body: dict, *, default_max_tokens: int, thinking: bool = True) -> dict:
     """The Anthropic Messages body that asks what the hub `body` asks (`thinking`: whether the
     upstream takes a `thinking` field)."""
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise GatewayError(400, f"n={n!r} is not supported for this model: it returns one choice "
-                                "per request; send n=1 (or omit n) and repeat the request for more",
-                           param="n")
+    messages = hub_messages(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise GatewayError(400, "model must be a non-empty string", param="model")
 
-    system, messages = _messages(body.get("messages"))
+    system, messages = _messages(messages)
     out: dict = {"model": model, "messages": messages}
     if system:
         out["system"] = system

@@ -47,6 +47,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
+from gateway.translate.hub import hub_messages
 
 _encode_json = msgspec.json.Encoder().encode
 _SEPARATOR = "\n\n"
@@ -446,13 +447,7 @@ def _generation_config(config: Any, out: dict) -> None:
 
 def from_hub(body: dict) -> dict:
     """The Gemini `generateContent` body that asks what the hub `body` asks."""
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise _bad(f"n={n!r} is not supported for this model: it returns one answer per "
-                   "request; send n=1 (or omit n) and repeat the request for more", "n")
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise _bad("`messages` must be a list of message objects", "messages")
+    messages = hub_messages(body)
     system: list[str] = []
     contents: list[dict] = []
     names: dict[str, str] = {}  # call id -> function name, for the responses

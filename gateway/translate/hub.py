@@ -25,6 +25,8 @@ import os
 
 import msgspec
 
+from gateway.errors import GatewayError
+
 # Chat Completions' finish reasons: the hub's vocabulary.
 STOP, LENGTH, TOOL_CALLS, CONTENT_FILTER = "stop", "length", "tool_calls", "content_filter"
 
@@ -185,6 +187,20 @@ class StreamTranslation:
     def failure(self) -> tuple[int, str] | None:
         """(status, message) when the client's stream ended in an error event."""
         return self.writer.failure
+
+
+def hub_messages(body: dict) -> list:
+    """The hub body's messages, for a codec writing it for one upstream wire: every wire gives
+    one answer per request, so `n` other than 1 is refused here, once for all of them."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise GatewayError(400, f"n={n!r} is not supported for this model: it returns one answer "
+                                "per request; send n=1 (or omit n) and repeat the request for more",
+                           param="n")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise GatewayError(400, "`messages` must be a list of message objects", param="messages")
+    return messages
 
 
 def parse_cost(value: object) -> float | None:

@@ -46,6 +46,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
+from gateway.translate.hub import hub_messages
 from gateway.translate.responses_answer import CUSTOM_TOOL_INPUT, namespaced_name
 
 _encode_json = msgspec.json.Encoder().encode
@@ -422,13 +423,7 @@ def _response_format(text: Any) -> dict | None:
 
 def from_hub(body: dict) -> dict:
     """The Responses body that asks what the hub `body` asks."""
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise _bad(f"n={n!r} is not supported for this model: it returns one answer per "
-                   "request; send n=1 (or omit n) and repeat the request for more", "n")
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        raise _bad("`messages` must be a list of message objects", "messages")
+    messages = hub_messages(body)
     items: list[dict] = []
     for i, message in enumerate(messages):
         _hub_message(message, f"messages[{i}]", items)
