@@ -180,9 +180,7 @@ async def test_a_conversation_answered_by_a_fallback_key_stays_on_it():
     ctx = await route(gw, "the-conversation")
     first, fallback = ctx.instance, ctx.fallbacks[0]
     # The first key failed before the answer started; the fallback answered, seconds later.
-    answered = SimpleNamespace(instance=fallback, session="the-conversation",
-                               model_id="glm-5.1")
-    gw.book.finished(answered, 200, Usage(10, 5), 0.001)
+    gw.book.finished(answered(fallback, "the-conversation"), 200, Usage(10, 5), 0.001)
     for _ in range(3):
         assert (await route(gw, "the-conversation")).instance is fallback
     assert first.available(time.time())
@@ -344,7 +342,8 @@ async def test_the_usage_report_still_shows_the_keys_when_the_store_is_down():
 
 def answered(instance, session="conversation", model="glm-5.1"):
     """The route context of a request `instance` answered, as the observer hands it over."""
-    return SimpleNamespace(instance=instance, session=session, model_id=model)
+    return SimpleNamespace(instance=instance, session=session, model_id=model,
+                           client="anonymous", agent="other")
 
 
 async def test_an_answer_is_recorded_by_model_and_minute_and_its_conversation_stays():

@@ -141,8 +141,11 @@ class Connection:
             if self.connection is None:
                 self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
             try:
+                # Round robin talks to the fake OpenCode Go directly: like any tool, it says
+                # who it is (the fake's edge, as Cloudflare does, refuses a request without).
                 self.connection.request("POST", self.prefix + path, data,
-                                        {"Content-Type": "application/json", **headers})
+                                        {"Content-Type": "application/json",
+                                         "User-Agent": "cache-workload-bench/1", **headers})
                 answer = self.connection.getresponse()
                 return answer.status, answer.read()
             except (ConnectionError, http.client.HTTPException):
