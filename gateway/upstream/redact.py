@@ -23,7 +23,9 @@ On a translated route the client reads text, not bytes: an answer's text arrives
 client joins, so a key split across two deltas (or two upstream events) is only whole in the
 joined text. `Redactor.guard` puts the same holding-back on each text channel of the client's
 writer (answer text, reasoning, a tool call's arguments), released when the channel changes or
-the stream ends.
+the stream ends. A pass-through stream's bytes go out as they came, so `SplitKeyGuard` does
+the same there on the wire: it holds a stream from a text value that ends with the start of a
+key until the next text values say whether they finish it (see its doc).
 """
 from __future__ import annotations
 
@@ -153,6 +155,11 @@ class Redactor:
 
     def stream(self) -> "StreamRedactor":
         return StreamRedactor(self._bytes, b"")
+
+    def passthrough(self, protocol: str) -> "PassThroughRedactor":
+        """A same-protocol stream's redaction: keys cut by the network or split across the
+        `protocol`'s events."""
+        return PassThroughRedactor(self.stream(), SplitKeyGuard(self._bytes, protocol))
 
     def text_stream(self) -> "StreamRedactor":
         """A redactor for text a client joins from pieces (an answer's deltas)."""
@@ -294,3 +301,189 @@ class RedactingWriter(StreamWriter):
     def error(self, status: int, message: str) -> None:
         self._release()
         self._writer.error(status, message)
+
+
+# The JSON string fields whose values a client joins into one text, per wire: answer text,
+# reasoning, a tool call's arguments.
+TEXT_FIELDS: dict[str, tuple[bytes, ...]] = {
+    "openai": (b"content", b"reasoning_content", b"reasoning", b"arguments"),
+    "anthropic": (b"text", b"thinking", b"partial_json"),
+    "responses": (b"delta",),
+}
+# What a guard holds at most while it waits for the rest of a key: past that it lets go.
+SPLIT_HOLD_LIMIT = 64 * 1024
+
+
+class SplitKeyGuard:
+    """A pass-through stream's keys split across two or more SSE events' text values.
+
+    The byte redactor sees a key only while its bytes are contiguous; a model streaming the key
+    token by token puts it in several events (`"content":"xx sk-ab"` then `"content":"cdef
+    yy"`) that the client joins. One regex per chunk looks for a JSON string ending, right
+    before its closing quote, with a start of some form of a key at a word break; only then is
+    that stream held, from that start on, until the next text values say whether they go on
+    with the key. If they do, the start becomes the mask and the rest is cut from the following
+    values (edits inside JSON strings that keep them valid); if not, or the stream ends, the
+    held bytes go out as they came. Only what follows the start of a key is held, so the
+    events before it and their order are untouched.
+    """
+    __slots__ = ("_matcher", "_suspect", "_word", "_field", "_held", "_scan", "_matched",
+                 "_candidates", "_cuts")
+
+    def __init__(self, matcher: _Matcher | None, protocol: str):
+        self._matcher = matcher
+        self._held = b""
+        if matcher is None:
+            return
+        firsts = {form[0] for form in matcher.forms if form[0] not in b'\\"'}
+        inner = {byte for form in matcher.forms for byte in form if byte not in b'\\"'}
+        head = b"(?:[" + b"".join(re.escape(bytes([b])) for b in sorted(firsts)) + rb"]|\\.)"
+        body = b"(?:[" + b"".join(re.escape(bytes([b])) for b in sorted(inner)) + rb"]|\\.)*"
+        self._suspect = re.compile(_WORD_BEFORE.encode() + head + body + b'"')
+        self._word = re.compile(_WORD_BEFORE.encode())
+        fields = TEXT_FIELDS.get(protocol) or {name for names in TEXT_FIELDS.values()
+                                               for name in names}
+        names = b"|".join(re.escape(name) for name in sorted(fields))
+        self._field = re.compile(b'"(?:' + names + rb')"\s*:\s*"')
+        self._reset()
+
+    def _reset(self) -> None:
+        self._held = b""
+        self._scan = 0  # where the search for the next text value goes on in `_held`
+        self._matched = b""  # the start of the key found so far, joined over the values
+        self._candidates: list[bytes] = []  # the forms that start with `_matched`
+        self._cuts: list[tuple[int, int]] = []  # the key's pieces in `_held`, the first first
+
+    def feed(self, data: bytes) -> bytes:
+        if not self._held:
+            if not data or self._matcher is None or self._suspect.search(data) is None:
+                return data  # the common chunk
+            pending = data
+        else:
+            self._held += data
+            pending = b""
+        out = []
+        while True:
+            if not self._held:
+                start = self._key_start(pending)
+                if start < 0:
+                    out.append(pending)
+                    break
+                out.append(pending[:start])
+                self._hold(pending, start)
+            decided = self._decide()
+            if decided is None:  # waiting for the next text value
+                if len(self._held) > SPLIT_HOLD_LIMIT:
+                    out.append(self._held)
+                    self._reset()
+                break
+            done, pending = decided
+            out.append(done)
+            self._reset()
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """What is held, as it came: the stream ended before the key was whole."""
+        held = self._held
+        self._reset() if held else None
+        return held
+
+    def _key_start(self, data: bytes) -> int:
+        """Where in `data` the first string that ends with a start of a key has it, or -1."""
+        ends = self._matcher._ends
+        for match in self._suspect.finditer(data):
+            quote = match.end() - 1
+            for prefix in ends.get(data[quote - 1], ()):
+                start = quote - len(prefix)
+                if (start >= 0 and data.startswith(prefix, start)
+                        and self._word.match(data, start) is not None
+                        and any(len(form) > len(prefix) and form.startswith(prefix)
+                                for form in self._matcher.forms)):
+                    return start
+        return -1
+
+    def _hold(self, data: bytes, start: int) -> None:
+        quote = data.index(b'"', start)
+        while not _closes(data, quote):  # the start of the key holds an escaped quote
+            quote = data.index(b'"', quote + 1)
+        prefix = data[start:quote]
+        self._held = data[start:]
+        self._matched = prefix
+        self._candidates = [form for form in self._matcher.forms
+                            if len(form) > len(prefix) and form.startswith(prefix)]
+        self._cuts = [(0, len(prefix))]
+        self._scan = len(prefix) + 1
+
+    def _decide(self) -> tuple[bytes, bytes] | None:
+        """(what goes out, what is to be looked at again) once the key is whole or is not
+        the key after all; None while the next text value has not come whole."""
+        held = self._held
+        while True:
+            field = self._field.search(held, self._scan)
+            if field is None:
+                return None
+            begin = field.end()
+            close = _string_end(held, begin)
+            if close < 0:
+                return None
+            piece = held[begin:close]
+            matched = len(self._matched)
+            for form in self._candidates:  # longest first
+                rest = form[matched:]
+                if piece.startswith(rest) and (len(piece) == len(rest)
+                                               or not piece[len(rest):len(rest) + 1].isalnum()):
+                    self._cuts.append((begin, begin + len(rest)))
+                    return self._masked(self._matcher.masks[form]), held[begin + len(rest):]
+            going_on = [form for form in self._candidates if form[matched:].startswith(piece)]
+            if not going_on:  # not the key: out as it came, after the first value
+                first_end = self._cuts[0][1] + 1
+                return held[:first_end], held[first_end:]
+            self._candidates = going_on
+            self._matched += piece
+            self._cuts.append((begin, close))
+            self._scan = close + 1
+
+    def _masked(self, mask: bytes) -> bytes:
+        held = self._held
+        pieces = [mask]
+        for (_, end), (start, _) in zip(self._cuts, self._cuts[1:]):
+            pieces.append(held[end:start])
+        return b"".join(pieces)
+
+
+class PassThroughRedactor:
+    """The bytes of a relayed stream: keys whole in the bytes (`StreamRedactor`), then keys
+    split across events (`SplitKeyGuard`)."""
+    __slots__ = ("_bytes", "_events")
+
+    def __init__(self, bytes_redactor: StreamRedactor, events: SplitKeyGuard):
+        self._bytes = bytes_redactor
+        self._events = events
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._events.feed(self._bytes.feed(chunk))
+
+    def flush(self) -> bytes:
+        """Everything held: the stream has ended."""
+        return self._events.feed(self._bytes.flush()) + self._events.flush()
+
+    def whole_events(self) -> bytes:
+        """The events held for a key that did not come whole, before the stream's error (the
+        bytes of a key cut by the network stay out: the error ends the stream there)."""
+        return self._events.flush()
+
+
+def _closes(data: bytes, quote: int) -> bool:
+    """Whether the `"` at `quote` ends a JSON string (is not escaped)."""
+    slashes = 0
+    while quote - slashes - 1 >= 0 and data[quote - slashes - 1] == 0x5C:
+        slashes += 1
+    return slashes % 2 == 0
+
+
+def _string_end(data: bytes, begin: int) -> int:
+    """The closing quote of the JSON string whose value starts at `begin`, or -1."""
+    quote = data.find(b'"', begin)
+    while quote >= 0 and not _closes(data, quote):
+        quote = data.find(b'"', quote + 1)
+    return quote
