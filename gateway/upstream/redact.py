@@ -40,6 +40,8 @@ from gateway.upstream.instances import mask_key
 CONTEXT = 6
 _WORD_BEFORE = r"(?:(?<![A-Za-z0-9])|(?<=\\[bfnrt])|(?<=\\u[0-9A-Fa-f]{4}))"
 _WORD_AFTER = r"(?![A-Za-z0-9])"
+# `_WORD_BEFORE` checked one byte further on (right after a key's first byte).
+_WORD_BEFORE_ONE_BACK = (rb"(?:(?<![A-Za-z0-9].)|(?<=\\[bfnrt].)|(?<=\\u[0-9A-Fa-f]{4}.))")
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                   "\t": "\\t"}
 
@@ -328,18 +330,15 @@ class SplitKeyGuard:
     events before it and their order are untouched.
     """
     __slots__ = ("_matcher", "_suspect", "_word", "_field", "_held", "_scan", "_matched",
-                 "_candidates", "_cuts")
+                 "_candidates", "_cuts", "_before")
 
     def __init__(self, matcher: _Matcher | None, protocol: str):
         self._matcher = matcher
         self._held = b""
+        self._before = b""  # the last bytes sent: an escape there is the next key's word break
         if matcher is None:
             return
-        firsts = {form[0] for form in matcher.forms if form[0] not in b'\\"'}
-        inner = {byte for form in matcher.forms for byte in form if byte not in b'\\"'}
-        head = b"(?:[" + b"".join(re.escape(bytes([b])) for b in sorted(firsts)) + rb"]|\\.)"
-        body = b"(?:[" + b"".join(re.escape(bytes([b])) for b in sorted(inner)) + rb"]|\\.)*"
-        self._suspect = re.compile(_WORD_BEFORE.encode() + head + body + b'"')
+        self._suspect = re.compile(_prefix_pattern(matcher.forms) + b'"')
         self._word = re.compile(_WORD_BEFORE.encode())
         fields = TEXT_FIELDS.get(protocol) or {name for names in TEXT_FIELDS.values()
                                                for name in names}
@@ -355,17 +354,25 @@ class SplitKeyGuard:
         self._cuts: list[tuple[int, int]] = []  # the key's pieces in `_held`, the first first
 
     def feed(self, data: bytes) -> bytes:
+        if not data or self._matcher is None:
+            return data
+        sent = 0  # how many bytes at the start of `pending` went out before
         if not self._held:
-            if not data or self._matcher is None or self._suspect.search(data) is None:
-                return data  # the common chunk
+            if b"\\" in self._before:  # a key may start right after that escape (`\n`)
+                sent = len(self._before)
+                data = self._before + data
+            if self._suspect.search(data) is None:
+                return self._sent(data, sent)  # the common chunk
             pending = data
         else:
             self._held += data
             pending = b""
         out = []
+        floor = sent
         while True:
             if not self._held:
-                start = self._key_start(pending)
+                start = self._key_start(pending, floor)
+                floor = 0
                 if start < 0:
                     out.append(pending)
                     break
@@ -380,7 +387,15 @@ class SplitKeyGuard:
             done, pending = decided
             out.append(done)
             self._reset()
-        return b"".join(out)
+        return self._sent(b"".join(out), sent)
+
+    def _sent(self, out: bytes, sent: int) -> bytes:
+        """`out` without the bytes that went out before, its end noted as the next context."""
+        if sent:
+            out = out[sent:]
+        before = out if len(out) >= CONTEXT else self._before + out
+        self._before = before[-CONTEXT:]
+        return out
 
     def flush(self) -> bytes:
         """What is held, as it came: the stream ended before the key was whole."""
@@ -388,14 +403,17 @@ class SplitKeyGuard:
         self._reset() if held else None
         return held
 
-    def _key_start(self, data: bytes) -> int:
-        """Where in `data` the first string that ends with a start of a key has it, or -1."""
+    def _key_start(self, data: bytes, sent: int) -> int:
+        """Where in `data` (past its first `sent` bytes) the first string that ends with a start
+        of a key has it, or -1."""
         ends = self._matcher._ends
         for match in self._suspect.finditer(data):
             quote = match.end() - 1
+            if not _closes(data, quote):  # `\"`: a quote inside the text, not its end
+                continue
             for prefix in ends.get(data[quote - 1], ()):
                 start = quote - len(prefix)
-                if (start >= 0 and data.startswith(prefix, start)
+                if (start >= sent and data.startswith(prefix, start)
                         and self._word.match(data, start) is not None
                         and any(len(form) > len(prefix) and form.startswith(prefix)
                                 for form in self._matcher.forms)):
@@ -471,6 +489,38 @@ class PassThroughRedactor:
         """The events held for a key that did not come whole, before the stream's error (the
         bytes of a key cut by the network stay out: the error ends the stream there)."""
         return self._events.flush()
+
+
+# How many bytes of a key's start the fast regex matches exactly (a deeper nest of groups is
+# slower to compile, and the recursion of Python's regex compiler is bounded); past them it
+# takes any run of the keys' bytes, `_key_start` checks.
+_PREFIX_DEPTH = 16
+
+
+def _prefix_pattern(forms: list[bytes]) -> bytes:
+    """A regex for a start of any of `forms` at a word break, as a tree of optional groups: the
+    engine skips to a first byte, the word break is checked behind it, and a run that leaves
+    the forms' starts (`"object"`, `"choices"`) fails at its first wrong byte."""
+    tree: dict = {}
+    for form in forms:
+        node = tree
+        for byte in form[:_PREFIX_DEPTH]:
+            node = node.setdefault(byte, {})
+    inner = {byte for form in forms for byte in form if byte not in b'\\"'}
+    run = b"(?:[" + b"".join(re.escape(bytes([b])) for b in sorted(inner)) + rb"]|\\.)*+"
+
+    def branch(byte: int, node: dict, depth: int) -> bytes:
+        pattern = re.escape(bytes([byte]))
+        if depth == 1:
+            pattern += _WORD_BEFORE_ONE_BACK
+        if depth == _PREFIX_DEPTH:
+            return pattern + run
+        if node:
+            pattern += (b"(?:" + b"|".join(branch(b, child, depth + 1)
+                                           for b, child in node.items()) + b")?")
+        return pattern
+
+    return b"(?:" + b"|".join(branch(b, child, 1) for b, child in tree.items()) + b")"
 
 
 def _closes(data: bytes, quote: int) -> bool:
