@@ -503,24 +503,34 @@ def _prefix_pattern(forms: list[bytes]) -> bytes:
     the forms' starts (`"object"`, `"choices"`) fails at its first wrong byte."""
     tree: dict = {}
     for form in forms:
+        depth = _PREFIX_DEPTH
+        while depth < len(form) and _escape_open(form[:depth]):
+            depth += 1  # the tree ends between escapes: the run takes whole escapes
         node = tree
-        for byte in form[:_PREFIX_DEPTH]:
+        for byte in form[:depth]:
             node = node.setdefault(byte, {})
+        if depth < len(form):
+            node[None] = {}  # the rest of the form: any run of the keys' bytes
     inner = {byte for form in forms for byte in form if byte not in b'\\"'}
     run = b"(?:[" + b"".join(re.escape(bytes([b])) for b in sorted(inner)) + rb"]|\\.)*+"
 
-    def branch(byte: int, node: dict, depth: int) -> bytes:
+    def branch(byte: int | None, node: dict, depth: int) -> bytes:
+        if byte is None:
+            return run
         pattern = re.escape(bytes([byte]))
         if depth == 1:
             pattern += _WORD_BEFORE_ONE_BACK
-        if depth == _PREFIX_DEPTH:
-            return pattern + run
         if node:
             pattern += (b"(?:" + b"|".join(branch(b, child, depth + 1)
                                            for b, child in node.items()) + b")?")
         return pattern
 
     return b"(?:" + b"|".join(branch(b, child, 1) for b, child in tree.items()) + b")"
+
+
+def _escape_open(data: bytes) -> bool:
+    """Whether `data` ends inside a JSON escape's backslash (an odd run of backslashes)."""
+    return (len(data) - len(data.rstrip(b"\\"))) % 2 == 1
 
 
 def _closes(data: bytes, quote: int) -> bool:
