@@ -358,11 +358,15 @@ class SplitKeyGuard:
             return data
         sent = 0  # how many bytes at the start of `pending` went out before
         if not self._held:
-            if b"\\" in self._before:  # a key may start right after that escape (`\n`)
-                sent = len(self._before)
-                data = self._before + data
+            # (An escape in the last bytes sent, `\n`, is a word break the chunk cannot show.)
+            if b"\\" not in self._before and self._suspect.search(data) is None:
+                return self._sent(data, 0)  # the common chunk
+            # A closer look, with the last bytes sent before the chunk: whether a key's start at
+            # the chunk's first byte is at a word break is told by the byte before it.
+            sent = len(self._before)
+            data = self._before + data
             if self._suspect.search(data) is None:
-                return self._sent(data, sent)  # the common chunk
+                return self._sent(data, sent)
             pending = data
         else:
             self._held += data
