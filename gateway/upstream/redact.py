@@ -404,7 +404,8 @@ class SplitKeyGuard:
     def flush(self) -> bytes:
         """What is held, as it came: the stream ended before the key was whole."""
         held = self._held
-        self._reset() if held else None
+        if held:
+            self._reset()
         return held
 
     def _key_start(self, data: bytes, sent: int) -> int:
