@@ -79,6 +79,8 @@ items after the last assistant message / function_call / reasoning item):
                      text and the stream error's message carry it): a key-leaking upstream
     split=N          with leak on a stream: the whole stream in two writes, the first ending N
                      bytes after the quoted key's first byte (a `slow` pause between them)
+    keysplit=N       with leak on a stream: each quoted key split across two text deltas, the
+                     first ending N characters into the key (a model streaming it token by token)
     error200         200 with an error body (in the endpoint's error shape) instead of an answer
     refuse=WHAT      OpenCode's odd answers: `model` 401 {"type":"ModelError","message":"Model
                      <id> is not supported"}; `edge` the Cloudflare 403 page (as Codex users
@@ -459,12 +461,13 @@ class Script(NamedTuple):
     garbage: int = 0
     refuse: str | None = None
     split: int = 0
+    keysplit: int = 0
 
 
 DEFAULT_SCRIPT = Script()
 _DIRECTIVE = "[[fake:"
 _REFUSALS = ("model", "edge", "regions", "training")
-_INT_KEYS = {"deltas", "tools", "error", "garbage", "split"}
+_INT_KEYS = {"deltas", "tools", "error", "garbage", "split", "keysplit"}
 _FLOAT_KEYS = {"slow", "ttfb"}
 _FLAG_KEYS = {"reasoning", "text", "length", "stream_error", "cut", "leak", "error200",
               "bad_utf8"}
@@ -503,7 +506,7 @@ def parse_script(text: str) -> Script:
                                 "reasoning tools=N text length error=STATUS retry_after=S "
                                 "stream_error cut slow=SECONDS ttfb=SECONDS run=TOOL leak error200 "
                                 "bad_utf8 garbage=N refuse=model|edge|regions|training "
-                                "split=N") from None
+                                "split=N keysplit=N") from None
     if fields.get("deltas", 1) < 1:
         raise _BadDirective("fake upstream: deltas must be at least 1")
     if fields.get("run"):
@@ -722,6 +725,7 @@ class _Shape(NamedTuple):
     failing: str         # "", "stream_error" or "cut": the short failing stream
     run: str | None = None  # the client's shell tool, called once (`run=TOOL`)
     cached: int | None = None  # prompt tokens read from the key's cache (None: no cache model)
+    keysplit: int = 0    # the quoted key's characters in the first of its two deltas (`keysplit=N`)
 
 
 class _Rendered(NamedTuple):
@@ -734,7 +738,7 @@ def _shape(flavour: str, stream: bool, model: str, n_messages: int, include_usag
     failing = "stream_error" if s.stream_error else "cut" if s.cut else ""
     return _Shape(flavour, stream, model, n_messages, include_usage, s.deltas,
                   s.reasoning or thinking_model(model), s.tools, s.text, s.length, failing,
-                  s.run)
+                  s.run, keysplit=s.keysplit if s.leak else 0)
 
 
 def _call_name(sh: _Shape, k: int) -> str:
@@ -751,10 +755,20 @@ def _call_json(sh: _Shape, k: int) -> str:
 
 def _text_deltas(sh: _Shape) -> list[str]:
     if sh.failing:
-        return answer_deltas(min(sh.deltas, FAILING_STREAM_DELTAS))
-    if sh.tools and not sh.text:
+        deltas = answer_deltas(min(sh.deltas, FAILING_STREAM_DELTAS))
+    elif sh.tools and not sh.text:
         return []
-    return answer_deltas(sh.deltas)
+    else:
+        deltas = answer_deltas(sh.deltas)
+    if not sh.keysplit:
+        return deltas
+    split = []  # the leak word's delta in two: the key's start and its rest (see _misbehave)
+    for delta in deltas:
+        if delta.startswith(_LEAK_WORD_TEXT):
+            split += [_KEY_HEAD, _KEY_TAIL + delta[len(_LEAK_WORD_TEXT):]]
+        else:
+            split.append(delta)
+    return split
 
 
 def _output_tokens(sh: _Shape) -> int:
@@ -1582,13 +1596,20 @@ def _error_text(script: Script, key: str) -> str:
     return f"fake upstream error {script.error}" + (f" for key {key}" if script.leak else "")
 
 
-_LEAK_WORD = "wörld".encode()
+_LEAK_WORD_TEXT = "wörld"
+_LEAK_WORD = _LEAK_WORD_TEXT.encode()
+# Where the key's two pieces go with `keysplit=N` (words the answer text has nowhere else).
+_KEY_HEAD = "kéyhead"
+_KEY_TAIL = "kéytail"
 _STREAM_ERROR_WORDS = b"fake upstream stream error"
 
 
 def _misbehave(data: bytes, script: Script, key: str) -> bytes:
     """An answer's bytes as a misbehaving upstream sends them (leak, bad_utf8)."""
     if script.leak:
+        if script.keysplit:
+            data = data.replace(_KEY_HEAD.encode(), key[:script.keysplit].encode()).replace(
+                _KEY_TAIL.encode(), key[script.keysplit:].encode())
         data = data.replace(_LEAK_WORD, key.encode()).replace(
             _STREAM_ERROR_WORDS, _STREAM_ERROR_WORDS + b" for key " + key.encode())
     if script.bad_utf8:

@@ -161,6 +161,133 @@ def test_a_key_after_a_json_escaped_line_break_is_still_a_whole_word():
 
 
 # ---------------------------------------------------------------------------------------------
+# Pass-through: a key split across the text values of several events
+
+# (wire, channel): the events each wire carries a joined text in.
+CHANNELS = [("openai", "content"), ("openai", "reasoning_content"), ("openai", "arguments"),
+            ("anthropic", "text"), ("anthropic", "thinking"), ("anthropic", "partial_json"),
+            ("responses", "output_text"), ("responses", "reasoning_summary_text"),
+            ("responses", "function_call_arguments")]
+_ANTHROPIC_DELTAS = {"text": "text_delta", "thinking": "thinking_delta",
+                     "partial_json": "input_json_delta"}
+
+
+def delta_event(wire: str, channel: str, text: str, style: str) -> bytes:
+    """One event carrying `text` on `channel`, as the `wire` protocol streams it."""
+    if wire == "openai":
+        delta = ({"tool_calls": [{"index": 0, "function": {"arguments": text}}]}
+                 if channel == "arguments" else {channel: text})
+        event = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                 "choices": [{"index": 0, "delta": delta}]}
+        return ("data: " + json_encoded(event, style) + "\n\n").encode()
+    if wire == "anthropic":
+        event = {"type": "content_block_delta", "index": 0,
+                 "delta": {"type": _ANTHROPIC_DELTAS[channel], channel: text}}
+        return ("event: content_block_delta\ndata: " + json_encoded(event, style)
+                + "\n\n").encode()
+    name = f"response.{channel}.delta"
+    event = {"type": name, "item_id": "item_1", "output_index": 0, "delta": text}
+    return ("event: " + name + "\ndata: " + json_encoded(event, style) + "\n\n").encode()
+
+
+def channel_stream(wire: str, channel: str, deltas: list[str], style: str) -> bytes:
+    end = {"openai": b"data: [DONE]\n\n",
+           "anthropic": b'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+           "responses": b'event: response.completed\ndata: {"type":"response.completed"}\n\n'}
+    return b"".join(delta_event(wire, channel, d, style) for d in deltas) + end[wire]
+
+
+def channel_text(wire: str, stream: bytes) -> str:
+    """The text a client joins from the deltas of a stream made by `channel_stream`."""
+    text = []
+    for line in stream.decode("utf-8").split("\n"):
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[len("data: "):])
+        if wire == "openai":
+            delta = event["choices"][0]["delta"]
+            text.append(delta["tool_calls"][0]["function"]["arguments"]
+                        if "tool_calls" in delta else next(iter(delta.values())))
+        elif wire == "anthropic" and "delta" in event:
+            text.append(event["delta"][next(k for k in event["delta"] if k != "type")])
+        elif "delta" in event:
+            text.append(event["delta"])
+    return "".join(text)
+
+
+def relay_passthrough(redactor: Redactor, wire: str, chunks: list[bytes]) -> list[bytes]:
+    """What the forwarder's pass-through relay writes for these upstream chunks."""
+    stream = redactor.passthrough(wire)
+    return [stream.feed(chunk) for chunk in chunks] + [stream.flush()]
+
+
+@st.composite
+def deltas_splitting(draw, text: str, key: str) -> list[str]:
+    """`text` in deltas, the (first) quoted `key` split into 2 to 4 of them at random points,
+    the text around it maybe split too."""
+    at = text.index(key)
+    inside = draw(st.sets(st.integers(at + 1, at + len(key) - 1), min_size=1, max_size=3))
+    around = draw(st.sets(st.sampled_from([i for i in range(1, len(text))
+                                           if not at <= i <= at + len(key)] or [at]),
+                          max_size=3))
+    splits = sorted((inside | around) - {0, len(text)})
+    return [text[a:b] for a, b in zip([0, *splits], [*splits, len(text)])]
+
+
+# A key with a `"` is left out here: its raw form can match a JSON string's opening quote and
+# the text after it (`"` + `0000…`), which the byte redactor then masks across the quote.
+unquoted_keys = keys().filter(lambda key: '"' not in key)
+
+
+@PROPERTY
+@given(data=st.data(), key=unquoted_keys, channel=st.sampled_from(CHANNELS),
+       style=st.sampled_from(ENCODERS), cuts=st.sets(st.integers(0, 1200), max_size=10))
+def test_a_key_split_across_passed_through_deltas_never_reaches_the_client(data, key, channel,
+                                                                          style, cuts):
+    text = data.draw(texts_quoting(key))
+    deltas = data.draw(deltas_splitting(text, key))
+    stream = channel_stream(*channel, deltas, style)
+    redactor = Redactor([key, "another-key-that-is-not-quoted"])
+    writes = relay_passthrough(redactor, channel[0], cut(stream, cuts))
+    seen = channel_text(channel[0], b"".join(writes))
+    assert_no_key(key, seen)
+    assert seen.replace(mask_key(key), "") == text.replace(key, "")  # nothing else touched
+
+
+@PROPERTY
+@given(data=st.data(), key=unquoted_keys, channel=st.sampled_from(CHANNELS),
+       style=st.sampled_from(ENCODERS), cuts=st.sets(st.integers(0, 1200), max_size=10))
+def test_passed_through_deltas_without_a_key_go_out_byte_for_byte(data, key, channel, style,
+                                                                  cuts):
+    # Text made of starts of the key: what makes the relay hold a stream and let it go.
+    pieces = st.one_of(st.text(TEXT_ALPHABET, max_size=12),
+                       st.integers(1, len(key) - 1).map(lambda n: " " + key[:n]))
+    deltas = data.draw(st.lists(pieces, min_size=1, max_size=8))
+    stream = channel_stream(*channel, deltas, style)
+    if key in "".join(deltas) or any(form.encode() in stream for form in key_forms(key)):
+        return  # the key, whole after all (`message_stop` is a key too): not this test's case
+    writes = relay_passthrough(Redactor([key]), channel[0], cut(stream, cuts))
+    assert b"".join(writes) == stream
+
+
+def test_a_key_in_three_chat_deltas_is_masked_where_it_began():
+    key = "sk-the-upstream-key-0123"
+    stream = channel_stream("openai", "content", ["xx sk-the", "-upstream-", "key-0123 yy"],
+                            "ascii")
+    for at in range(len(stream) + 1):
+        out = b"".join(relay_passthrough(Redactor([key]), "openai", cut(stream, {at})))
+        assert channel_text("openai", out) == "xx " + mask_key(key) + " yy"
+        assert out.count(b"\n\n") == stream.count(b"\n\n")  # every event still there
+
+
+def test_a_plain_chunk_goes_through_the_pass_through_relay_uncopied():
+    stream = Redactor(["sk-the-upstream-key-0123"]).passthrough("openai")
+    for chunk in (b'data: {"choices":[{"delta":{"content":"an ordinary wo', b'rd"}}]}\n\n'):
+        assert stream.feed(chunk) is chunk
+    assert stream.flush() == b""
+
+
+# ---------------------------------------------------------------------------------------------
 # Translated routes: the text a client joins from deltas
 
 def upstream_stream(wire: str, deltas: list[str]) -> bytes:
@@ -332,4 +459,26 @@ def test_a_key_quoted_in_a_streamed_delta_never_reaches_any_client(start_gateway
             seen = post(gateway.url + FRONTENDS[frontend], streamed_request(frontend, model, text))
             assert key.encode() not in seen, (frontend, model, offset)
             assert_no_key(key, client_text(seen))
+    assert key not in gateway.log()
+
+
+# Each frontend from a model of its own wire: the upstream's bytes relayed as they come.
+PASS_THROUGH_ROUTES = [("openai", "glm-5.1"), ("anthropic", "minimax-m2.7"),
+                       ("responses", "gpt-5.6-luna")]
+
+
+@pytest.mark.parametrize("length", KEY_LENGTHS)
+def test_a_key_split_across_two_streamed_deltas_never_reaches_a_passed_through_client(
+        start_gateway, fake, length):
+    key = ("oc_sk_" + string.ascii_letters + string.digits)[:length]
+    mask = mask_key(key)
+    gateway = start_gateway(env={"OPENCODE_GO_API_KEY": key})
+    for frontend, model in PASS_THROUGH_ROUTES:
+        for offset in range(1, length):
+            text = f"[[fake: leak keysplit={offset} slow=0.002]]"
+            seen = post(gateway.url + FRONTENDS[frontend], streamed_request(frontend, model, text))
+            assert key.encode() not in seen, (frontend, model, offset)
+            # The text as the model wrote it, the key masked where it stood, nothing else lost.
+            assert client_text(seen) == fake_upstream.answer_text().replace("wörld", mask), \
+                (frontend, model, offset)
     assert key not in gateway.log()

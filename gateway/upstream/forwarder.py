@@ -512,7 +512,7 @@ class Forwarder:
         tap = StreamTap(ctx.protocol)
         find_end = EndFinder(END_MARKERS[ctx.protocol]).find
         error_marker = ERROR_MARKERS[ctx.protocol]
-        redact = self._redactor.stream()
+        redact = self._redactor.passthrough(ctx.protocol)
         feed = redact.feed
         trailer = b""
         relaying = True
@@ -557,7 +557,7 @@ class Forwarder:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             failure = self._broken(ctx, watch, exc)
             status = failure[0]
-            yield _stream_error(ctx.frontend, tap, *failure)
+            yield redact.whole_events() + _stream_error(ctx.frontend, tap, *failure)
         finally:
             self._end_relay(watch)
             # A finished answer frees its connection for reuse; anything else (the client left,

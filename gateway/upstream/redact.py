@@ -23,7 +23,9 @@ On a translated route the client reads text, not bytes: an answer's text arrives
 client joins, so a key split across two deltas (or two upstream events) is only whole in the
 joined text. `Redactor.guard` puts the same holding-back on each text channel of the client's
 writer (answer text, reasoning, a tool call's arguments), released when the channel changes or
-the stream ends.
+the stream ends. A pass-through stream's bytes go out as they came, so `SplitKeyGuard` does
+the same there on the wire: it holds a stream from a text value that ends with the start of a
+key until the next text values say whether they finish it (see its doc).
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ from gateway.upstream.instances import mask_key
 CONTEXT = 6
 _WORD_BEFORE = r"(?:(?<![A-Za-z0-9])|(?<=\\[bfnrt])|(?<=\\u[0-9A-Fa-f]{4}))"
 _WORD_AFTER = r"(?![A-Za-z0-9])"
+# `_WORD_BEFORE` checked one byte further on (right after a key's first byte).
+_WORD_BEFORE_ONE_BACK = (rb"(?:(?<![A-Za-z0-9].)|(?<=\\[bfnrt].)|(?<=\\u[0-9A-Fa-f]{4}.))")
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r",
                   "\t": "\\t"}
 
@@ -153,6 +157,11 @@ class Redactor:
 
     def stream(self) -> "StreamRedactor":
         return StreamRedactor(self._bytes, b"")
+
+    def passthrough(self, protocol: str) -> "PassThroughRedactor":
+        """A same-protocol stream's redaction: keys cut by the network or split across the
+        `protocol`'s events."""
+        return PassThroughRedactor(self.stream(), SplitKeyGuard(self._bytes, protocol))
 
     def text_stream(self) -> "StreamRedactor":
         """A redactor for text a client joins from pieces (an answer's deltas)."""
@@ -294,3 +303,252 @@ class RedactingWriter(StreamWriter):
     def error(self, status: int, message: str) -> None:
         self._release()
         self._writer.error(status, message)
+
+
+# The JSON string fields whose values a client joins into one text, per wire: answer text,
+# reasoning, a tool call's arguments.
+TEXT_FIELDS: dict[str, tuple[bytes, ...]] = {
+    "openai": (b"content", b"reasoning_content", b"reasoning", b"arguments"),
+    "anthropic": (b"text", b"thinking", b"partial_json"),
+    "responses": (b"delta",),
+}
+# What a guard holds at most while it waits for the rest of a key: past that it lets go.
+SPLIT_HOLD_LIMIT = 64 * 1024
+
+
+class SplitKeyGuard:
+    """A pass-through stream's keys split across two or more SSE events' text values.
+
+    The byte redactor sees a key only while its bytes are contiguous; a model streaming the key
+    token by token puts it in several events (`"content":"xx sk-ab"` then `"content":"cdef
+    yy"`) that the client joins. One regex per chunk looks for a JSON string ending, right
+    before its closing quote, with a start of some form of a key at a word break; only then is
+    that stream held, from that start on, until the next text values say whether they go on
+    with the key. If they do, the start becomes the mask and the rest is cut from the following
+    values (edits inside JSON strings that keep them valid); if not, or the stream ends, the
+    held bytes go out as they came. Only what follows the start of a key is held, so the
+    events before it and their order are untouched.
+    """
+    __slots__ = ("_matcher", "_suspect", "_word", "_field", "_held", "_scan", "_matched",
+                 "_candidates", "_cuts", "_before")
+
+    def __init__(self, matcher: _Matcher | None, protocol: str):
+        self._matcher = matcher
+        self._held = b""
+        self._before = b""  # the last bytes sent: an escape there is the next key's word break
+        if matcher is None:
+            return
+        self._suspect = re.compile(_prefix_pattern(matcher.forms) + b'"')
+        self._word = re.compile(_WORD_BEFORE.encode())
+        fields = TEXT_FIELDS.get(protocol) or {name for names in TEXT_FIELDS.values()
+                                               for name in names}
+        names = b"|".join(re.escape(name) for name in sorted(fields))
+        self._field = re.compile(b'"(?:' + names + rb')"\s*:\s*"')
+        self._reset()
+
+    def _reset(self) -> None:
+        self._held = b""
+        self._scan = 0  # where the search for the next text value goes on in `_held`
+        self._matched = b""  # the start of the key found so far, joined over the values
+        self._candidates: list[bytes] = []  # the forms that start with `_matched`
+        self._cuts: list[tuple[int, int]] = []  # the key's pieces in `_held`, the first first
+
+    def feed(self, data: bytes) -> bytes:
+        if not data or self._matcher is None:
+            return data
+        sent = 0  # how many bytes at the start of `pending` went out before
+        if not self._held:
+            # (An escape in the last bytes sent, `\n`, is a word break the chunk cannot show.)
+            if b"\\" not in self._before and self._suspect.search(data) is None:
+                return self._sent(data, 0)  # the common chunk
+            # A closer look, with the last bytes sent before the chunk: whether a key's start at
+            # the chunk's first byte is at a word break is told by the byte before it.
+            sent = len(self._before)
+            data = self._before + data
+            if self._suspect.search(data) is None:
+                return self._sent(data, sent)
+            pending = data
+        else:
+            self._held += data
+            pending = b""
+        out = []
+        floor = sent
+        while True:
+            if not self._held:
+                start = self._key_start(pending, floor)
+                floor = 0
+                if start < 0:
+                    out.append(pending)
+                    break
+                out.append(pending[:start])
+                self._hold(pending, start)
+            decided = self._decide()
+            if decided is None:  # waiting for the next text value
+                if len(self._held) > SPLIT_HOLD_LIMIT:
+                    out.append(self._held)
+                    self._reset()
+                break
+            done, pending = decided
+            out.append(done)
+            self._reset()
+        return self._sent(b"".join(out), sent)
+
+    def _sent(self, out: bytes, sent: int) -> bytes:
+        """`out` without the bytes that went out before, its end noted as the next context."""
+        if sent:
+            out = out[sent:]
+        before = out if len(out) >= CONTEXT else self._before + out
+        self._before = before[-CONTEXT:]
+        return out
+
+    def flush(self) -> bytes:
+        """What is held, as it came: the stream ended before the key was whole."""
+        held = self._held
+        if held:
+            self._reset()
+        return held
+
+    def _key_start(self, data: bytes, sent: int) -> int:
+        """Where in `data` (past its first `sent` bytes) the first string that ends with a start
+        of a key has it, or -1."""
+        ends = self._matcher._ends
+        for match in self._suspect.finditer(data):
+            quote = match.end() - 1
+            if not _closes(data, quote):  # `\"`: a quote inside the text, not its end
+                continue
+            for prefix in ends.get(data[quote - 1], ()):
+                start = quote - len(prefix)
+                if (start >= sent and data.startswith(prefix, start)
+                        and self._word.match(data, start) is not None
+                        and any(len(form) > len(prefix) and form.startswith(prefix)
+                                for form in self._matcher.forms)):
+                    return start
+        return -1
+
+    def _hold(self, data: bytes, start: int) -> None:
+        quote = data.index(b'"', start)
+        while not _closes(data, quote):  # the start of the key holds an escaped quote
+            quote = data.index(b'"', quote + 1)
+        prefix = data[start:quote]
+        self._held = data[start:]
+        self._matched = prefix
+        self._candidates = [form for form in self._matcher.forms
+                            if len(form) > len(prefix) and form.startswith(prefix)]
+        self._cuts = [(0, len(prefix))]
+        self._scan = len(prefix) + 1
+
+    def _decide(self) -> tuple[bytes, bytes] | None:
+        """(what goes out, what is to be looked at again) once the key is whole or is not
+        the key after all; None while the next text value has not come whole."""
+        held = self._held
+        while True:
+            field = self._field.search(held, self._scan)
+            if field is None:
+                return None
+            begin = field.end()
+            close = _string_end(held, begin)
+            if close < 0:
+                return None
+            piece = held[begin:close]
+            matched = len(self._matched)
+            for form in self._candidates:  # longest first
+                rest = form[matched:]
+                if piece.startswith(rest) and (len(piece) == len(rest)
+                                               or not piece[len(rest):len(rest) + 1].isalnum()):
+                    self._cuts.append((begin, begin + len(rest)))
+                    return self._masked(self._matcher.masks[form]), held[begin + len(rest):]
+            going_on = [form for form in self._candidates if form[matched:].startswith(piece)]
+            if not going_on:  # not the key: out as it came, after the first value
+                first_end = self._cuts[0][1] + 1
+                return held[:first_end], held[first_end:]
+            self._candidates = going_on
+            self._matched += piece
+            self._cuts.append((begin, close))
+            self._scan = close + 1
+
+    def _masked(self, mask: bytes) -> bytes:
+        held = self._held
+        pieces = [mask]
+        for (_, end), (start, _) in zip(self._cuts, self._cuts[1:]):
+            pieces.append(held[end:start])
+        return b"".join(pieces)
+
+
+class PassThroughRedactor:
+    """The bytes of a relayed stream: keys whole in the bytes (`StreamRedactor`), then keys
+    split across events (`SplitKeyGuard`)."""
+    __slots__ = ("_bytes", "_events")
+
+    def __init__(self, bytes_redactor: StreamRedactor, events: SplitKeyGuard):
+        self._bytes = bytes_redactor
+        self._events = events
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._events.feed(self._bytes.feed(chunk))
+
+    def flush(self) -> bytes:
+        """Everything held: the stream has ended."""
+        return self._events.feed(self._bytes.flush()) + self._events.flush()
+
+    def whole_events(self) -> bytes:
+        """The events held for a key that did not come whole, before the stream's error (the
+        bytes of a key cut by the network stay out: the error ends the stream there)."""
+        return self._events.flush()
+
+
+# How many bytes of a key's start the fast regex matches exactly (a deeper nest of groups is
+# slower to compile, and the recursion of Python's regex compiler is bounded); past them it
+# takes any run of the keys' bytes, `_key_start` checks.
+_PREFIX_DEPTH = 16
+
+
+def _prefix_pattern(forms: list[bytes]) -> bytes:
+    """A regex for a start of any of `forms` at a word break, as a tree of optional groups: the
+    engine skips to a first byte, the word break is checked behind it, and a run that leaves
+    the forms' starts (`"object"`, `"choices"`) fails at its first wrong byte."""
+    tree: dict = {}
+    for form in forms:
+        depth = _PREFIX_DEPTH
+        while depth < len(form) and _escape_open(form[:depth]):
+            depth += 1  # the tree ends between escapes: the run takes whole escapes
+        node = tree
+        for byte in form[:depth]:
+            node = node.setdefault(byte, {})
+        if depth < len(form):
+            node[None] = {}  # the rest of the form: any run of the keys' bytes
+    inner = {byte for form in forms for byte in form if byte not in b'\\"'}
+    run = b"(?:[" + b"".join(re.escape(bytes([b])) for b in sorted(inner)) + rb"]|\\.)*+"
+
+    def branch(byte: int | None, node: dict, depth: int) -> bytes:
+        if byte is None:
+            return run
+        pattern = re.escape(bytes([byte]))
+        if depth == 1:
+            pattern += _WORD_BEFORE_ONE_BACK
+        if node:
+            pattern += (b"(?:" + b"|".join(branch(b, child, depth + 1)
+                                           for b, child in node.items()) + b")?")
+        return pattern
+
+    return b"(?:" + b"|".join(branch(b, child, 1) for b, child in tree.items()) + b")"
+
+
+def _escape_open(data: bytes) -> bool:
+    """Whether `data` ends inside a JSON escape's backslash (an odd run of backslashes)."""
+    return (len(data) - len(data.rstrip(b"\\"))) % 2 == 1
+
+
+def _closes(data: bytes, quote: int) -> bool:
+    """Whether the `"` at `quote` ends a JSON string (is not escaped)."""
+    slashes = 0
+    while quote - slashes - 1 >= 0 and data[quote - slashes - 1] == 0x5C:
+        slashes += 1
+    return slashes % 2 == 0
+
+
+def _string_end(data: bytes, begin: int) -> int:
+    """The closing quote of the JSON string whose value starts at `begin`, or -1."""
+    quote = data.find(b'"', begin)
+    while quote >= 0 and not _closes(data, quote):
+        quote = data.find(b'"', quote + 1)
+    return quote
