@@ -134,6 +134,10 @@ def start_servers(args: argparse.Namespace) -> tuple[dict[str, str], list[Server
         fake_url = f"http://127.0.0.1:{fake_port}/v1"
         fake.wait_ready(lambda: _http("GET", f"http://127.0.0.1:{fake_port}/_fake/stats")[0] == 200)
         targets["upstream"] = f"http://127.0.0.1:{fake_port}"
+        # The fake charges every answer against its key's dollar windows, as OpenCode Go does:
+        # a benchmark's tens of thousands of answers would spend them and measure 429s.
+        unlimited = json.dumps({"bench": {"rolling": 1e12, "weekly": 1e12, "monthly": 1e12}})
+        _http("POST", f"http://127.0.0.1:{fake_port}/_fake/limits", unlimited)
 
         if not args.gateway_only:
             floor = Path(args.floor).resolve()
