@@ -44,7 +44,8 @@ class Tally:
 
 
 def _raise_file_limit(needed: int) -> None:
-    """Each stream takes a socket in this script, two in the gateway and one in the fake."""
+    """Each stream takes a socket in this script, two in the gateway (client and upstream) and
+    one in the fake: each process needs two per stream at most, and inherits this limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft >= needed:
         return
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a stream may wait for its status line (default 60)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    _raise_file_limit(4 * args.streams + 1024)
+    _raise_file_limit(2 * args.streams + 512)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENCODE_GO_", "GATEWAY_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
