@@ -26,8 +26,8 @@ from tests.fake_upstream import (
     CACHE_CREATION_TOKENS, CACHE_READ_TOKENS, CATALOGUE, CONSOLE_REGIONS_MESSAGE, DECEMBER_IDS,
     EDGE_RAY_ID, OUTPUT_LIMITS, REASONING_DELTAS, REASONING_TEXT, THINKING_SIGNATURE,
     anthropic_tool_id, answer_deltas, answer_text, completion_tokens, cost_string, fake_cost,
-    model_cap_message, openai_tool_id, parse_script, responses_call_item_id, tool_arguments,
-    tool_name, usage_limit_message, wire_of,
+    Script, model_cap_message, openai_tool_id, parse_script, responses_call_item_id,
+    tool_arguments, tool_name, usage_limit_message, wire_of,
 )
 from tests.fake_upstream_client import SESSION_HEADERS, TEST_USER_AGENT
 
@@ -244,11 +244,15 @@ def test_unknown_directive_key_is_a_loud_400(oai):
 def test_parse_script_reads_every_key():
     script = parse_script("x [[fake: deltas=7 reasoning tools=2 text length error=503 "
                           "retry_after=4 stream_error cut slow=0.5 ttfb=1.5]] y")
-    assert script == (7, True, 2, True, True, 503, "4", True, True, 0.5, 1.5, None, False,
-                      False, False, 0, None, 0)
+    # By name, so that a new directive key leaves these expectations as they are.
+    assert script._asdict() == {**Script()._asdict(), "deltas": 7, "reasoning": True,
+                                "tools": 2, "text": True, "length": True, "error": 503,
+                                "retry_after": "4", "stream_error": True, "cut": True,
+                                "slow": 0.5, "ttfb": 1.5}
     assert parse_script("[[fake: run=Bash]]").run == "Bash"
-    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9 split=4]]")[-6:] == (
-        True, True, True, 9, None, 4)
+    assert parse_script("[[fake: leak error200 bad_utf8 garbage=9 split=4 keysplit=3]]") \
+        ._asdict() == {**Script()._asdict(), "leak": True, "error200": True, "bad_utf8": True,
+                       "garbage": 9, "split": 4, "keysplit": 3}
     assert parse_script("[[fake: refuse=edge]]").refuse == "edge"
     assert parse_script("no directive here").deltas == 5
 
