@@ -146,11 +146,18 @@ class Gateway:
         self.observer.rest(instance)
         self.book.key_changed(instance)
 
+    async def sync(self) -> None:
+        """One sync with the state store (see quota/book.py), and its outcome in the metrics.
+
+        Every sync reports, the first (at start-up) too: until one has, `state_store_up`
+        would read the gauge's initial 0, a store that looks down with no failure counted."""
+        await self.book.sync()
+        self.observer.metrics.quota(self.book.used_ratios(time.time()), self.book.store_up)
+
     async def keep_in_step(self) -> None:
-        """The worker's background sync with the state store (see quota/book.py): every
-        `state.sync_seconds`, and at once when a key starts a rest."""
+        """The worker's background sync with the state store: every `state.sync_seconds`, and
+        at once when a key starts a rest."""
         every = self.config.state.sync_seconds
-        metrics = self.observer.metrics
         urgent = self.book.urgent = asyncio.Event()
         while True:
             try:
@@ -158,8 +165,7 @@ class Gateway:
             except TimeoutError:
                 pass
             urgent.clear()
-            await self.book.sync()
-            metrics.quota(self.book.used_ratios(time.time()), self.book.store_up)
+            await self.sync()
 
     def attach(self, session) -> Forwarder:
         """The worker's forwarder over its pooled client `session` (made inside the loop)."""
@@ -221,7 +227,7 @@ def create_app(gateway: Gateway) -> HotPaths:
             await gateway.store.open()
         except OSError:
             pass  # a Redis that is down: the syncs say so, and keep trying until it is back
-        await gateway.book.sync()  # start from what the other workers (and the last run) know
+        await gateway.sync()  # start from what the other workers (and the last run) know
         session = create_session(settings)
         on_shutdown(gateway.attach(session).shutting_down)
         background = [asyncio.create_task(gateway.keep_in_step())]

@@ -96,6 +96,18 @@ def test_every_worker_reports_the_whole_servers_counts(start_gateway):
         assert_mix_counted(scrape(gateway.url))
 
 
+def test_a_gateway_that_just_started_says_its_store_is_up(start_gateway):
+    # The first background sync is a minute away (and no usage poll asks for one sooner): only
+    # the start-up sync can have said so. Before it reported, the gauge read its initial 0, a
+    # store that looked down with no failure counted (a short Redis stall then left the
+    # failure count at 0 while the gauge had read 0).
+    gateway = start_gateway(config_text="state: {sync_seconds: 60}\n"
+                                        "quota: {usage_poll_seconds: 0}\n")
+    samples = scrape(gateway.url)
+    assert value(samples, "state_store_up") == 1
+    assert value(samples, "state_store_failures_total") == 0
+
+
 def test_pass_through_stream_without_include_usage_has_no_token_counts(gateway):
     assert post(gateway.url, chat("opencode-go/kimi-k2.5", stream=True, usage=False))[0] == 200
     samples = scrape(gateway.url)
