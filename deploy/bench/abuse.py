@@ -5,15 +5,24 @@ The gateway must run in front of the project's fake upstream (tests/fake_upstrea
 `[[fake: …]]` directives script the streams the attacks need. Start both, then for example:
 
     python -m tests.fake_upstream --port 9100 &
-    OPENCODE_GO_API_URL=http://127.0.0.1:9100/v1 OPENCODE_GO_API_KEY=k \\
+    OPENCODE_GO_API_URL=http://127.0.0.1:9100/v1 OPENCODE_GO_API_KEY=sk-bench-0123456789abcdef \\
         python -m gateway serve --port 8000 &
+    curl -X POST http://127.0.0.1:9100/_fake/limits \\
+        -d '{"sk-bench-0123456789abcdef": {"rolling": 1e6, "weekly": 1e6, "monthly": 1e6}}'
     python deploy/bench/abuse.py --url http://127.0.0.1:8000 --pid $(pgrep -f 'gateway serve')
     python deploy/bench/abuse.py --url http://127.0.0.1:8000 --attack unread_streams --full
+
+The key needs a real key's length: the gateway masks its key wherever it stands as a word in an
+answer, so a one-letter key sends every chunk that holds that letter down the slow path (it made
+a full-size run measure the redactor). The lifted limits let the full-size streams (1,024 of
+them) be answered rather than refused with the fake's usage-limit 429.
 
 Without --full every attack runs small (what tests/test_abuse.py does); `--json` prints the
 results as JSON. `--pid` (the gateway's process id) adds its resident memory to the figures.
 `--idle-timeout` and `--write-timeout` must match the gateway's `upstream.idle_timeout` and
-`server.write_timeout` (the attacks that wait them out). Exit status 0 when every attack held.
+`server.write_timeout` (the attacks that wait them out). `--count N` sets the size of the attacks
+that have one (clients, streams, requests, objects), whatever --full says. Exit status 0 when
+every attack held.
 
 Attacks (full size / small):
     http2           prior-knowledge HTTP/2, receive window 0, 100 / 3 streams: no h2 session
@@ -22,8 +31,9 @@ Attacks (full size / small):
     big_headers     128 KiB of headers: 431
     header_flood    1,000 / 50 connections, each with ~55 KiB of headers: all answered
     pipelining      1,000 / 50 pipelined requests on one connection: all answered in order
-    unread_streams  100 / 3 streamed requests whose clients never read: a request meanwhile is
-                    answered within the pool timeout, the streams end after the write timeout
+    unread_streams  1,024 / 3 streamed requests whose clients never read (as many as the
+                    default upstream.max_connections): requests meanwhile are answered within
+                    the pool timeout, the streams end after the write timeout as client stalls
     nested_body     a 28 MB body of 500k objects / 60k objects: 413, /healthz stays quick
     many_tools      100k / 60k tools: refused, /healthz stays quick
     big_string      a 30 MB / 3 MB string in one message: served, /healthz stays quick
@@ -62,6 +72,13 @@ class Target:
         self.pid = pid
         self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
+        self.count: int | None = None  # --count: the size of an attack, overriding --full
+
+    def size(self, full: bool, at_full: int, small: int) -> int:
+        """How many clients, streams, requests or objects an attack uses."""
+        if self.count is not None:
+            return self.count
+        return at_full if full else small
 
     def connect(self, timeout: float = 30, receive_buffer: int | None = None) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -98,14 +115,20 @@ class Target:
             return None
         return None
 
-    def streams_in_flight(self) -> int | None:
-        """Streams the gateway relays now (None when /metrics did not answer in time)."""
+    def metric(self, name: str, labelled: str = "") -> float | None:
+        """The sum of a /metrics series' samples whose labels hold `labelled` (None when
+        /metrics did not answer in time)."""
         try:
             _, body = self.get("/metrics", timeout=10)
         except OSError:
             return None
-        return int(sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
-                       if line.startswith("opencode_gateway_streams_in_flight{")))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+                   if line.startswith((name + " ", name + "{")) and labelled in line)
+
+    def streams_in_flight(self) -> int | None:
+        """Streams the gateway relays now (None when /metrics did not answer in time)."""
+        live = self.metric("opencode_gateway_streams_in_flight")
+        return None if live is None else int(live)
 
     def wait_streams(self, done, timeout: float) -> int:
         """Streams being relayed, once `done(streams)` holds or `timeout` passes."""
@@ -198,7 +221,7 @@ def http2(target: Target, full: bool) -> dict:
         client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
     client.initiate_connection()
     body = chat("[[fake: deltas=20000]]", stream=True)
-    for _ in range(100 if full else 3):
+    for _ in range(target.size(full, 100, 3)):
         stream_id = client.get_next_available_stream_id()
         client.send_headers(stream_id, [(":method", "POST"), (":path", CHAT), (":scheme", "http"),
                                         (":authority", "g"), ("content-type", "application/json"),
@@ -262,7 +285,7 @@ def header_flood(target: Target, full: bool) -> dict:
             return read_until_closed(sock).split(b"\r\n", 1)[0].decode()
 
     with ThreadPoolExecutor(32) as pool:
-        lines = list(pool.map(one, range(1000 if full else 50)))
+        lines = list(pool.map(one, range(target.size(full, 1000, 50))))
     answered = sum(1 for line in lines if line.startswith("HTTP/1.1 200"))
     status, _ = target.get("/healthz")
     return {"held": answered == len(lines) and status == 200, "answered": answered,
@@ -270,7 +293,7 @@ def header_flood(target: Target, full: bool) -> dict:
 
 
 def pipelining(target: Target, full: bool) -> dict:
-    count = 1000 if full else 50
+    count = target.size(full, 1000, 50)
     with target.connect() as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n" * count
                      + b"GET /healthz HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
@@ -279,33 +302,86 @@ def pipelining(target: Target, full: bool) -> dict:
     return {"held": answered == count + 1, "answered": answered, "sent": count + 1}
 
 
+class PeakMemory:
+    """The gateway's largest resident memory, sampled every 0.2 s while the block runs."""
+
+    def __init__(self, target: Target):
+        self.target, self.peak, self._done = target, target.rss_mib(), threading.Event()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.2):
+            rss = self.target.rss_mib()
+            if rss is not None and (self.peak is None or rss > self.peak):
+                self.peak = rss
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def unread_streams(target: Target, full: bool) -> dict:
-    count = 100 if full else 3
+    count = target.size(full, 1024, 3)
     # ~6 MB each: more than the socket buffers on both ends hold (Linux lets a send buffer grow
-    # to 4 MB), so the stream stalls. On the fake's cheapest model, whose full charge for a
-    # hundred of them stays well inside the fake key's $12 limit.
+    # to 4 MB), so the stream stalls. On the fake's cheapest model (a thousand of them cost
+    # more than the fake key's default $12 rolling limit: lift it with POST /_fake/limits).
     body = json.dumps({"model": "opencode-go/deepseek-v4-flash", "stream": True, "messages": [
         {"role": "user", "content": "[[fake: deltas=40000]]"}]}).encode()
-    sockets = []
-    for _ in range(count):
-        sock = target.connect(receive_buffer=4096)
-        sock.sendall(request_head(CHAT, len(body)) + body)
-        sockets.append(sock)
-    target.wait_streams(lambda live: live >= count, timeout=30)
-    started = time.monotonic()
-    status, _ = target.post(CHAT, chat("hi"))
-    probe = round(time.monotonic() - started, 2)
-    # Each stalled stream ends once the write timeout passes (its upstream request closed).
-    live = target.wait_streams(lambda live: live == 0, timeout=target.write_timeout + 30)
-    freed = round(time.monotonic() - started, 1)
-    rss = target.rss_mib()
+    requests = "opencode_gateway_requests_total"
+    ended_before = {status: target.metric(requests, f'status="{status}"') or 0
+                    for status in (499, 502)}
+    refused_before = target.metric("opencode_gateway_upstream_pool_timeouts_total") or 0
+    rss_before = target.rss_mib()
+    sockets, probes = [], []
+    with PeakMemory(target) as memory:
+        for _ in range(count):
+            sock = target.connect(receive_buffer=4096)
+            sock.sendall(request_head(CHAT, len(body)) + body)
+            sockets.append(sock)
+        stalled = target.wait_streams(lambda live: live >= count, timeout=30 + count / 20)
+        started = time.monotonic()
+        # Another user's requests, one after another, while the stalled streams hold the
+        # upstream connections: each waits for a free one up to pool_timeout, then gets 503.
+        # Each stalled stream ends once the write timeout passes (its upstream request closed).
+        live = stalled
+        while live != 0 and time.monotonic() < started + target.write_timeout + 60:
+            probe_started = time.monotonic()
+            try:
+                status, _ = target.post(CHAT, chat("hi"), timeout=target.pool_timeout + 30)
+            except OSError:
+                status = None
+            probes.append((status, round(time.monotonic() - probe_started, 2)))
+            live = target.streams_in_flight()
+        live = target.wait_streams(lambda live: live == 0, timeout=30)
+        freed = round(time.monotonic() - started, 1)
     for sock in sockets:
         sock.close()
-    # With every upstream connection held by a stalled client, the probe waits for a free one
-    # up to pool_timeout and then gets 503; either way, not for as long as the stalls last.
-    return {"held": status in (200, 503) and probe < target.pool_timeout + 5 and live == 0,
-            "probe_status": status, "probe_seconds": probe, "streams_left": live,
-            "seconds_until_all_ended": freed, "rss_mib": rss}
+    after_started = time.monotonic()
+    after_status, _ = target.post(CHAT, chat("hi"))
+    after = round(time.monotonic() - after_started, 2)
+    ended = {status: int((target.metric(requests, f'status="{status}"') or 0) - before)
+             for status, before in ended_before.items()}
+    refused = int((target.metric("opencode_gateway_upstream_pool_timeouts_total") or 0)
+                  - refused_before)
+    slowest = max((seconds for _, seconds in probes), default=None)
+    # Either way (200 or 503), not for as long as the stalls last; the stalls are client
+    # stalls (499), never blamed on the upstream (502).
+    held = (bool(probes) and all(status in (200, 503) for status, _ in probes)
+            and slowest < target.pool_timeout + 5 and live == 0 and ended[499] >= count
+            and ended[502] == 0 and after_status == 200)
+    return {"held": held, "streams": count, "stalled_at_once": stalled,
+            "probes": len(probes), "probe_statuses": sorted({str(s) for s, _ in probes}),
+            "probe_median_seconds": sorted(seconds for _, seconds in probes)[len(probes) // 2]
+            if probes else None,
+            "probe_slowest_seconds": slowest, "pool_timeouts": refused,
+            "ended_499": ended[499], "ended_502": ended[502],
+            "seconds_until_all_ended": freed, "after_status": after_status,
+            "after_seconds": after, "rss_mib_before": rss_before, "rss_mib_peak": memory.peak,
+            "rss_mib_after": target.rss_mib()}
 
 
 def _refused_quickly(target: Target, body: bytes, path: str = CHAT,
@@ -320,7 +396,7 @@ def _refused_quickly(target: Target, body: bytes, path: str = CHAT,
 
 def nested_body(target: Target, full: bool) -> dict:
     part = json.dumps({"type": "text", "text": "a" * 40, "x": {"y": 1}})
-    objects = 500_000 if full else 60_000
+    objects = target.size(full, 500_000, 60_000)
     body = (b'{"model": "%s", "messages": [{"role": "user", "content": [' % MODEL.encode()
             + ",".join([part] * (objects // 2)).encode() + b"]}]}")
     return _refused_quickly(target, body)
@@ -329,14 +405,14 @@ def nested_body(target: Target, full: bool) -> dict:
 def many_tools(target: Target, full: bool) -> dict:
     tool = json.dumps({"type": "function", "function": {"name": "t", "parameters": {
         "type": "object", "properties": {"a": {"type": "string"}}}}})
-    count = 100_000 if full else 60_000
+    count = target.size(full, 100_000, 60_000)
     body = (b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "tools": ['
             % MODEL.encode() + ",".join([tool] * count).encode() + b"]}")
     return _refused_quickly(target, body)
 
 
 def big_string(target: Target, full: bool) -> dict:
-    body = chat("a" * (30_000_000 if full else 3_000_000))
+    body = chat("a" * target.size(full, 30_000_000, 3_000_000))
     return _refused_quickly(target, body, refused=("200",))
 
 
@@ -348,7 +424,7 @@ def hostile_bodies(target: Target, full: bool) -> dict:
               b'{"a":' * 5000 + b"1" + b"}" * 5000,
               b'{"model": "opencode-go/glm-5.1", "messages": [], "max_tokens": "lots"}']
     randomness = random.Random(26)
-    bodies = [randomness.choice(shapes) for _ in range(500 if full else 40)]
+    bodies = [randomness.choice(shapes) for _ in range(target.size(full, 500, 40))]
     bodies += [bytes(randomness.getrandbits(8) for _ in range(200)) for _ in range(20)]
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(lambda body: target.post(CHAT, body)[0], bodies))
@@ -358,7 +434,7 @@ def hostile_bodies(target: Target, full: bool) -> dict:
 
 
 def hangups(target: Target, full: bool) -> dict:
-    count = 200 if full else 5
+    count = target.size(full, 200, 5)
     before = target.ledger()
     body = chat("[[fake: deltas=400 slow=0.02]]", stream=True)
 
@@ -398,7 +474,7 @@ def url_secrets(target: Target, full: bool) -> dict:
 
 
 def open_streams(target: Target, full: bool) -> dict:
-    count = 3000 if full else 20
+    count = target.size(full, 3000, 20)
     body = chat("[[fake: deltas=40 slow=0.5]]", stream=True)
     before = target.rss_mib()
     sockets = []
@@ -431,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attack", action="append", choices=sorted(ATTACKS),
                         help="run this attack (repeatable); default: all")
     parser.add_argument("--full", action="store_true", help="full size (default: small)")
+    parser.add_argument("--count", type=int,
+                        help="the size of the attacks that have one (overrides --full)")
     parser.add_argument("--pid", type=int, help="the gateway's process id (for its memory)")
     parser.add_argument("--idle-timeout", type=float, default=300.0,
                         help="the gateway's upstream.idle_timeout (default 300)")
@@ -444,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = Target(args.url, args.pid, args.idle_timeout, args.write_timeout, args.healthz_ms)
     target.pool_timeout = args.pool_timeout
+    target.count = args.count
     results = {}
     for name in args.attack or list(ATTACKS):
         started = time.monotonic()
