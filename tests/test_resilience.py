@@ -328,6 +328,16 @@ def test_idle_timeout_does_not_cut_a_slow_start(start_gateway):
     assert ask(gateway, text="[[fake: ttfb=1.5]]")[0] == 200
 
 
+@pytest.mark.parametrize("frontend, model", ROUTES, ids=ROUTE_IDS)
+def test_a_streams_gaps_are_idle_timeouts_not_first_byte_timeouts(start_gateway, frontend, model):
+    """Once the answer has started, only idle_timeout may end a silence (here first_byte_timeout
+    is the shorter: the read timeout armed before the stream started must not fire later)."""
+    gateway = start_gateway(config_text="upstream: {idle_timeout: 10, first_byte_timeout: 0.5}\n")
+    status, _, raw = ask(gateway, frontend, model, "[[fake: deltas=3 slow=1.5]]", stream=True)
+    assert status == 200
+    assert stream_outcome(frontend, raw) == (None, True)
+
+
 def test_no_answer_within_first_byte_timeout_is_504_after_trying_each_key(start_gateway, fake):
     gateway = start_gateway(env=TWO_KEYS, config_text="upstream: {first_byte_timeout: 0.5}\n")
     status, _, body = ask(gateway, text="[[fake: ttfb=3]]")

@@ -491,7 +491,11 @@ class Forwarder:
 
     def _start_relay(self, upstream: aiohttp.ClientResponse) -> _IdleWatch:
         if upstream.connection is not None:  # None when the whole answer has already arrived
-            upstream.connection.protocol.read_timeout = None  # _IdleWatch keeps time from here
+            protocol = upstream.connection.protocol
+            protocol.read_timeout = None  # _IdleWatch keeps time from here
+            # The setter leaves the timer the last read armed (first_byte_timeout): re-arming
+            # with no timeout cancels it, or a silence right after the start would end there.
+            protocol.start_timeout()
         watch = _IdleWatch(upstream, self._settings.idle_timeout)
         self._live.add(watch)
         return watch
