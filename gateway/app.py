@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.access.clients import Directory
+from gateway.admission import StreamGate
 from gateway.access.rate import RequestRate
 from gateway.config import Config, ConfigError, load_config
 from gateway.frontends import gemini
@@ -100,6 +101,8 @@ class Gateway:
         self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
+        # Model requests in flight in this worker, and how many it takes (admission.py).
+        self.streams = StreamGate(config.server.max_streams)
         self.observer.quota = self.book
         self.book.on_decision = self.observer.metrics.key_decision
         for pool in self.pools.values():
@@ -222,6 +225,7 @@ def create_app(gateway: Gateway) -> HotPaths:
         except OSError:
             pass  # a Redis that is down: the syncs say so, and keep trying until it is back
         await gateway.book.sync()  # start from what the other workers (and the last run) know
+        gateway.observer.metrics.stream_cap(gateway.streams.cap)  # in the worker, not `serve`
         session = create_session(settings)
         on_shutdown(gateway.attach(session).shutting_down)
         background = [asyncio.create_task(gateway.keep_in_step())]

@@ -6,6 +6,7 @@
 import os
 import signal
 
+from gateway.admission import lift_file_limit
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
 from gateway.guard import RequestGuard
@@ -16,6 +17,7 @@ from gateway.server import close_connections_clients_closed
 # make its log JSON lines (before anything logs).
 setup_logs()
 close_connections_clients_closed()
+lift_file_limit()  # before the app derives how many requests it takes at once (admission.py)
 # A SIGHUP the serving process passes on (a reload) must not end a worker still starting: its
 # app's lifespan installs the handler that re-reads the config.
 signal.signal(signal.SIGHUP, signal.SIG_IGN)

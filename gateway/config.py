@@ -108,6 +108,12 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
     # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.
     backlog: Positive = 2048
     keep_alive_timeout: Seconds = 75.0  # above nginx's upstream keepalive_timeout (60 s)
+    # Model requests one worker serves at once, streamed or not (each holds a client and an
+    # upstream connection); one more gets 503 with Retry-After at once. 0: as many as the
+    # worker's open-file limit holds (two descriptors each, after a reserve of 1/32 of it;
+    # `serve` raises the soft limit to the hard one). More than 1024 streams also need
+    # upstream.max_connections raised.
+    max_streams: Count = 0
     access_log: bool = True  # one JSON line per request on standard output
 
 

@@ -345,8 +345,11 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Reply | Stream
 
 
 async def serve(request: Request, frontend: str, validate: Callable[[dict], str],
-                render_error: Callable[[GatewayError, str], Reply]) -> Reply | StreamReply:
-    """One request on a frontend: key, body, route, upstream; every refusal in its shape."""
+                render_error: Callable[[GatewayError, str], Reply],
+                admitted: bool = True) -> Reply | StreamReply:
+    """One request on a frontend: key, body, route, upstream; every refusal in its shape.
+    A request not `admitted` (the worker has `server.max_streams` in flight) is refused with
+    503 once its body is read."""
     gateway = request.app.state.gateway
     started = time.monotonic()
     request_id = request.headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
@@ -359,6 +362,9 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
                                       server.max_body_containers)
+        if not admitted:
+            gateway.observer.stream_refused()
+            raise gateway.streams.refusal()
         check_counts(body, server)
         model = validate(body)
         admit(gateway, principal, model)
@@ -434,5 +440,24 @@ class Frontend:
         self.render_error = render_error
 
     async def __call__(self, scope, receive, send) -> None:
-        reply = await serve(Request(scope, receive), self.name, self.validate, self.render_error)
+        await answer(scope, receive, send, Request(scope, receive), self.name, self.validate,
+                     self.render_error)
+
+
+async def answer(scope, receive, send, request: Request, frontend: str,
+                 validate: Callable[[dict], str], render_error: Callable[[GatewayError, str], Reply],
+                 adjust: Callable[[Reply | StreamReply], None] | None = None) -> None:
+    """`serve` the request and send its answer (after `adjust` of it), holding one of the
+    worker's places for requests in flight until the answer's last byte (admission.py)."""
+    streams = request.app.state.gateway.streams
+    admitted = streams.open < streams.cap
+    if admitted:
+        streams.open += 1
+    try:
+        reply = await serve(request, frontend, validate, render_error, admitted)
+        if adjust is not None:
+            adjust(reply)
         await reply(scope, receive, send)
+    finally:
+        if admitted:
+            streams.open -= 1

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from gateway.errors import GatewayError
-from gateway.frontends.common import (check_at_door, check_client_key, estimate_tokens,
-                                      read_json_object, serve)
+from gateway.frontends.common import (answer, check_at_door, check_client_key,
+                                      estimate_tokens, read_json_object)
 from gateway.replies import Reply, StreamReply
 from gateway.translate.gemini_answer import error_body
 
@@ -129,27 +129,28 @@ class _Generate:
             await gemini_error(exc)(scope, receive, send)
             return
         if method == "countTokens":
-            reply = await _count_tokens(request)
-        else:
-            stream = method == "streamGenerateContent"
-            sse = request.query_params.get("alt") == "sse"
+            await (await _count_tokens(request))(scope, receive, send)
+            return
+        stream = method == "streamGenerateContent"
+        sse = request.query_params.get("alt") == "sse"
 
-            def validate(body: dict) -> str:
-                body["model"] = model
-                check_at_door(body, GeminiRequest, _EXAMPLE_MODEL)
-                body.pop("stream", None)
-                body.pop("alt", None)
-                if stream:  # what the codecs read: the URL's say, in the body
-                    body["stream"] = True
-                    if sse:
-                        body["alt"] = "sse"
-                return model
+        def validate(body: dict) -> str:
+            body["model"] = model
+            check_at_door(body, GeminiRequest, _EXAMPLE_MODEL)
+            body.pop("stream", None)
+            body.pop("alt", None)
+            if stream:  # what the codecs read: the URL's say, in the body
+                body["stream"] = True
+                if sse:
+                    body["alt"] = "sse"
+            return model
 
-            reply = await serve(request, "gemini", validate, gemini_error)
+        def json_stream(reply) -> None:  # without alt=sse: one JSON array, streamed
             if isinstance(reply, StreamReply) and not sse:
                 reply.headers = [(name, b"application/json" if name == b"content-type" else value)
                                  for name, value in reply.headers]
-        await reply(scope, receive, send)
+
+        await answer(scope, receive, send, request, "gemini", validate, gemini_error, json_stream)
 
 
 async def _count_tokens(request: Request) -> Reply:
