@@ -35,6 +35,11 @@ Two more patches of the same kind, applied with it (`refuse_http2`, `bound_write
   waiting on raises `ClientStalled`, so the stream ends, its upstream request is closed, and the
   access log says "client stall". Without the bound such a client holds its stream, and the
   upstream connection behind it, forever.
+  The same patch makes the writes of one turn of the event loop one write to the socket:
+  hypercorn writes a response's head, each body piece and the end of the message separately, and
+  each write is a system call that, on loopback or a LAN, also does the receiver's TCP work.
+  A whole answer is then one write instead of two; a stream's pieces that arrive together
+  leave together. Nothing waits longer than the current turn of the loop.
 """
 from __future__ import annotations
 
@@ -50,6 +55,10 @@ _log = logging.getLogger("gateway")
 _PATCHED = "_opencode_gateway_closes_on_eof"
 _READ_ENDED = "_opencode_gateway_read_ended"
 _HTTP1_ONLY = "_opencode_gateway_http1_only"
+_HELD = "_opencode_gateway_held_writes"
+# Held writes in one turn of the loop: past this many pieces, they go out at once (a relay that
+# reads a large upstream buffer without yielding must not pile it up here).
+_HOLD_AT_MOST = 64
 # The server's HTTP/2 connection preface (an empty SETTINGS frame) and a GOAWAY frame (last
 # stream 0, error HTTP_1_1_REQUIRED = 0xd): an HTTP/2 client reads "use HTTP/1.1" from them.
 HTTP2_REFUSAL = (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -160,21 +169,34 @@ def close_connections_clients_closed() -> bool:
 
 def bound_writes(server_class) -> None:
     """Every write of hypercorn's TCP server waits at most `config.write_timeout` seconds for
-    the client to take the bytes (see the module docstring)."""
+    the client to take the bytes, and the writes of one turn of the event loop leave as one
+    (see the module docstring)."""
     from hypercorn.events import Closed, RawData
 
     protocol_send = server_class.protocol_send
 
     async def send(self, event) -> None:
         if not isinstance(event, RawData):
+            _write_held(self)  # what is held goes out before a close
             return await protocol_send(self, event)
+        held = self.__dict__.get(_HELD)
+        if held is not None and len(held) < _HOLD_AT_MOST:
+            held.append(event.data)
+            return
         writer = self.writer
+        transport = writer.transport
+        if held is None and not transport.get_write_buffer_size():
+            # The client takes what it is sent: hold these bytes until the end of this turn
+            # of the loop, so a head, its body and the end of the message are one write.
+            self.__dict__[_HELD] = [event.data]
+            self.loop.call_soon(_write_held, self)
+            return
         limit = getattr(self.config, "write_timeout", None)
         stalled: list[bool] = []
         async with self.send_lock:
             try:
+                _write_held(self)
                 writer.write(event.data)
-                transport = writer.transport
                 if not transport.get_write_buffer_size():
                     return  # all of it went to the socket: nothing to wait for
 
@@ -196,6 +218,17 @@ def bound_writes(server_class) -> None:
                                 "(server.write_timeout); its connection was closed")
 
     server_class.protocol_send = send
+
+
+def _write_held(server) -> None:
+    """The bytes `bound_writes` held for this turn of the loop, in one write to the socket. A
+    client gone meanwhile is noticed by the server's read side, as any closed connection."""
+    held = server.__dict__.pop(_HELD, None)
+    if held:
+        try:
+            server.writer.write(held[0] if len(held) == 1 else b"".join(held))
+        except (ConnectionError, RuntimeError):
+            pass
 
 
 def refuse_http2() -> bool:
