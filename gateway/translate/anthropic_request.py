@@ -48,7 +48,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import hub_messages
+from gateway.translate.hub import function_tool, hub_messages, tool_name, user_content
 
 
 # ---- Anthropic client -> hub --------------------------------------------------------------
@@ -217,14 +217,7 @@ def _translate_user(content: Any, where: str, out: list[dict]) -> None:
             parts.append({"type": "text", "text": _document_text(block, at)})
         # Anything else (thinking echoed in a user turn, new block types) has no OpenAI form.
     if parts:
-        out.append({"role": "user", "content": _user_content(parts)})
-
-
-def _user_content(parts: list[dict]) -> str | list[dict]:
-    # Text-only content as a plain string: every OpenAI-compatible server takes that form.
-    if all(p["type"] == "text" for p in parts):
-        return _TEXT_SEPARATOR.join(p["text"] for p in parts)
-    return parts
+        out.append({"role": "user", "content": user_content(parts)})
 
 
 def _image_part(block: dict, where: str) -> dict:
@@ -351,21 +344,12 @@ def _translate_tools(tools: Any) -> tuple[list[dict], list[str]]:
             # An Anthropic server tool (web search, code execution): only Anthropic runs it.
             dropped.append(str(tool.get("name") or tool.get("type")))
             continue
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise GatewayError(400, f"`{at}.name` must be a non-empty string",
-                               param=f"{at}.name")
+        name = tool_name(tool, at)
         schema = tool.get("input_schema")
-        if schema is None:
-            schema = {"type": "object", "properties": {}}
-        elif not isinstance(schema, dict):
+        if schema is not None and not isinstance(schema, dict):
             raise GatewayError(400, f"`{at}.input_schema` must be a JSON schema object",
                                param=f"{at}.input_schema")
-        function: dict[str, Any] = {"name": name}
-        if isinstance(tool.get("description"), str):
-            function["description"] = tool["description"]
-        function["parameters"] = schema
-        out.append({"type": "function", "function": function})
+        out.append(function_tool(name, tool.get("description"), schema))
     return out, dropped
 
 

@@ -22,6 +22,7 @@ The form speaks Chat Completions' vocabulary, because it is the widest-understoo
 from __future__ import annotations
 
 import os
+from typing import Any, Iterator
 
 import msgspec
 
@@ -201,6 +202,83 @@ def hub_messages(body: dict) -> list:
     if not isinstance(messages, list):
         raise GatewayError(400, "`messages` must be a list of message objects", param="messages")
     return messages
+
+
+# ---- checks and forms every request codec shares --------------------------------------------
+
+def user_content(parts: list[dict]) -> str | list[dict]:
+    """A hub user message's content from its parts: text-only content as one string, the form
+    every Chat Completions server takes."""
+    if all(part["type"] == "text" for part in parts):
+        return "\n\n".join(part["text"] for part in parts)
+    return parts
+
+
+def tool_list(tools: Any) -> list:
+    """A client's `tools` (none: an empty list)."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise GatewayError(400, "`tools` must be a list of tool objects", param="tools")
+    return tools
+
+
+def hub_parts(content: list, where: str) -> Iterator[tuple[str, str]]:
+    """A hub message's list of content parts, checked, as ("text", text) and ("image_url", url)
+    pairs, for a codec writing them in its own wire's part forms."""
+    if not isinstance(content, list):
+        raise GatewayError(400, f"`{where}.content` must be a string or a list of content parts",
+                           param=f"{where}.content")
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            yield kind, part["text"]
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise GatewayError(400, f"`{where}.content[{j}].image_url.url` must be a string",
+                                   param=f"{where}.content[{j}].image_url.url")
+            yield kind, url
+        else:
+            raise GatewayError(400, f"`{where}.content[{j}].type` {kind!r} is not supported for "
+                                    "this model (supported: text, image_url)",
+                               param=f"{where}.content[{j}].type")
+
+
+def hub_tool_call_id(message: dict, where: str) -> str:
+    """The call a hub `tool` message answers."""
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise GatewayError(400, f"`{where}.tool_call_id` must name the tool call this answers",
+                           param=f"{where}.tool_call_id")
+    return call_id
+
+
+def hub_function(tool: Any, where: str) -> dict:
+    """The `function` of a hub `tools[i]` entry: an object with a string `name`."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise GatewayError(400, f"`{where}` must be a function tool with a name", param=where)
+    return function
+
+
+def tool_name(tool: dict, where: str) -> str:
+    """The `name` of a client's tool declaration (every protocol calls it that)."""
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise GatewayError(400, f"`{where}.name` must be a non-empty string", param=f"{where}.name")
+    return name
+
+
+def function_tool(name: str, description: Any, parameters: dict | None) -> dict:
+    """The hub's function tool; without `parameters` it takes no arguments."""
+    function: dict[str, Any] = {"name": name}
+    if isinstance(description, str):
+        function["description"] = description
+    function["parameters"] = {"type": "object", "properties": {}} if parameters is None \
+        else parameters
+    return {"type": "function", "function": function}
 
 
 def parse_cost(value: object) -> float | None:
