@@ -191,18 +191,23 @@ def _block_type(block: Any, where: str) -> str:
     return block["type"]
 
 
-def _translate_user(content: Any, where: str, out: list[dict]) -> None:
+def _turn_blocks(content: Any, where: str, role: str, out: list[dict]) -> list:
+    """A user or assistant turn's content blocks; a plain-string turn goes to `out` as it is."""
     if isinstance(content, str):
         if content:
-            out.append({"role": "user", "content": content})
-        return
+            out.append({"role": role, "content": content})
+        return []
     if not isinstance(content, list):
         raise GatewayError(400, f"`{where}` must be a string or a list of content blocks",
                            param=where)
+    return content
+
+
+def _translate_user(content: Any, where: str, out: list[dict]) -> None:
     # Tool results become `role: tool` messages right after the assistant turn that called the
     # tools; whatever else the user turn holds follows them as one user message.
     parts: list[dict] = []
-    for j, block in enumerate(content):
+    for j, block in enumerate(_turn_blocks(content, where, "user", out)):
         at = f"{where}[{j}]"
         kind = _block_type(block, at)
         if kind == "text":
@@ -282,17 +287,10 @@ def _tool_message(block: dict, where: str, user_parts: list[dict]) -> dict:
 
 
 def _translate_assistant(content: Any, where: str, out: list[dict]) -> None:
-    if isinstance(content, str):
-        if content:
-            out.append({"role": "assistant", "content": content})
-        return
-    if not isinstance(content, list):
-        raise GatewayError(400, f"`{where}` must be a string or a list of content blocks",
-                           param=where)
     texts: list[str] = []
     reasoning: list[str] = []
     tool_calls: list[dict] = []
-    for j, block in enumerate(content):
+    for j, block in enumerate(_turn_blocks(content, where, "assistant", out)):
         at = f"{where}[{j}]"
         kind = _block_type(block, at)
         if kind == "text":
