@@ -47,7 +47,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import (function_tool, hub_function, hub_messages, hub_parts,
+from gateway.translate.hub import (function_tool, hub_function, hub_messages, hub_parts, hub_text,
                                    hub_tool_call_id, tool_list, tool_name, user_content)
 
 _encode_json = msgspec.json.Encoder().encode
@@ -454,13 +454,6 @@ def from_hub(body: dict) -> dict:
     return out
 
 
-def _hub_text(content: Any) -> str:
-    if isinstance(content, list):
-        return _SEPARATOR.join(part["text"] for part in content
-                               if isinstance(part, dict) and isinstance(part.get("text"), str))
-    return content if isinstance(content, str) else ""
-
-
 def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
     if not parts:
         return
@@ -475,14 +468,14 @@ def _hub_message(message: dict, where: str, system: list[str], contents: list[di
     role = message.get("role")
     content = message.get("content")
     if role in ("system", "developer"):
-        text = _hub_text(content)
+        text = hub_text(content)
         if text:
             system.append(text)
     elif role == "user":
         _append(contents, "user", _hub_user_parts(content, where))
     elif role == "assistant":
         parts: list[dict] = []
-        text = _hub_text(content)
+        text = hub_text(content)
         if text:
             parts.append({"text": text})
         for j, call in enumerate(message.get("tool_calls") or ()):
@@ -507,7 +500,7 @@ def _hub_message(message: dict, where: str, system: list[str], contents: list[di
         _append(contents, "model", parts)
     elif role == "tool":
         call_id = hub_tool_call_id(message, where)
-        text = _hub_text(content)
+        text = hub_text(content)
         try:
             result = msgspec.json.decode(text) if text else {}
         except msgspec.DecodeError:
@@ -521,8 +514,6 @@ def _hub_message(message: dict, where: str, system: list[str], contents: list[di
 
 
 def _hub_user_parts(content: Any, where: str) -> list[dict]:
-    if content is None or isinstance(content, str):
-        return [{"text": content}] if content else []
     return [{"text": value} if kind == "text" else _hub_image(value)
             for kind, value in hub_parts(content, where)]
 

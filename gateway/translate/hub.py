@@ -223,12 +223,32 @@ def tool_list(tools: Any) -> list:
     return tools
 
 
-def hub_parts(content: list, where: str) -> Iterator[tuple[str, str]]:
-    """A hub message's list of content parts, checked, as ("text", text) and ("image_url", url)
-    pairs, for a codec writing them in its own wire's part forms."""
+def content_parts(content: Any, where: str) -> str | list:
+    """A `content` field as sent (`where` names it): its text ("" for none) or its parts."""
+    if content is None or isinstance(content, str):
+        return content or ""
     if not isinstance(content, list):
-        raise GatewayError(400, f"`{where}.content` must be a string or a list of content parts",
-                           param=f"{where}.content")
+        raise GatewayError(400, f"`{where}` must be a string or a list of content parts",
+                           param=where)
+    return content
+
+
+def hub_text(content: Any) -> str:
+    """The text of a hub message's content (its text parts joined); "" for any other shape."""
+    if isinstance(content, list):
+        return "\n\n".join(part["text"] for part in content
+                             if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return content if isinstance(content, str) else ""
+
+
+def hub_parts(content: Any, where: str) -> Iterator[tuple[str, str]]:
+    """A hub message's content, checked, as ("text", text) and ("image_url", url) pairs, for a
+    codec writing them in its own wire's part forms."""
+    content = content_parts(content, f"{where}.content")
+    if isinstance(content, str):
+        if content:
+            yield "text", content
+        return
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):

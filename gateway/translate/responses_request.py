@@ -46,8 +46,9 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import (function_tool, hub_function, hub_messages, hub_parts,
-                                   hub_tool_call_id, tool_list, tool_name, user_content)
+from gateway.translate.hub import (content_parts, function_tool, hub_function, hub_messages,
+                                   hub_parts, hub_text, hub_tool_call_id, tool_list, tool_name,
+                                   user_content)
 from gateway.translate.responses_answer import CUSTOM_TOOL_INPUT, namespaced_name
 
 _encode_json = msgspec.json.Encoder().encode
@@ -249,12 +250,9 @@ def _reasoning_text(item: dict) -> str:
 
 
 def _plain_text(content: Any, where: str) -> str:
-    if content is None:
-        return ""
+    content = content_parts(content, where)
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or a list of content parts", where)
     texts = []
     for j, part in enumerate(content):
         if not isinstance(part, dict):
@@ -266,12 +264,9 @@ def _plain_text(content: Any, where: str) -> str:
 
 
 def _user_parts(content: Any, where: str) -> str | list[dict]:
-    if content is None:
-        return ""
+    content = content_parts(content, where)
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or a list of content parts", where)
     parts: list[dict] = []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
@@ -297,12 +292,9 @@ def _user_parts(content: Any, where: str) -> str | list[dict]:
 
 
 def _output_text(output: Any, where: str, images: list[dict]) -> str:
-    if output is None:
-        return ""
+    output = content_parts(output, where)
     if isinstance(output, str):
         return output
-    if not isinstance(output, list):
-        raise _bad(f"`{where}` must be a string or a list of content parts", where)
     texts = []
     for j, part in enumerate(output):
         if isinstance(part, dict) and part.get("type") == "input_image":
@@ -482,13 +474,7 @@ def _hub_message(message: Any, where: str, items: list[dict]) -> None:
 
 
 def _hub_text(content: Any, where: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        return _SEPARATOR.join(part["text"] for part in content
-                               if isinstance(part, dict) and isinstance(part.get("text"), str))
-    raise _bad(f"`{where}.content` must be a string or a list of content parts",
-               f"{where}.content")
+    return hub_text(content_parts(content, f"{where}.content"))
 
 
 def _hub_user_parts(content: Any, where: str) -> str | list[dict]:
