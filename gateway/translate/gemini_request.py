@@ -291,10 +291,6 @@ def _media(url: str, mime: str, where: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-_GOOGLE_TOOLS = ("googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext",
-                 "retrieval", "googleMaps", "computerUse", "fileSearch", "enterpriseWebSearch")
-
-
 def _tools(tools: Any) -> tuple[list[dict], list[str]]:
     out: list[dict] = []
     dropped: list[str] = []

@@ -308,11 +308,6 @@ def _output_text(output: Any, where: str, images: list[dict]) -> str:
     return _SEPARATOR.join(text for text in texts if text)
 
 
-_HOSTED_TOOLS = frozenset({"web_search", "web_search_preview", "file_search", "code_interpreter",
-                           "computer_use_preview", "image_generation", "mcp", "local_shell",
-                           "shell", "apply_patch", "tool_search"})
-
-
 def _tools(tools: Any) -> tuple[list[dict], list[str]]:
     out: list[dict] = []
     dropped: list[str] = []
