@@ -48,7 +48,8 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import function_tool, hub_messages, tool_name, user_content
+from gateway.translate.hub import (append_turn, function_tool, hub_messages, tool_name,
+                                   user_content)
 
 
 # ---- Anthropic client -> hub --------------------------------------------------------------
@@ -569,12 +570,7 @@ def _merge_turns(turns: list[tuple[str, list[dict]]]) -> list[dict]:
     """Anthropic wants alternating roles: same-role neighbours become one message."""
     merged: list[dict] = []
     for role, blocks in turns:
-        if not blocks:
-            continue
-        if merged and merged[-1]["role"] == role:
-            merged[-1]["content"].extend(blocks)
-        else:
-            merged.append({"role": role, "content": blocks})
+        append_turn(merged, role, blocks)
     for message in merged:
         content = message["content"]
         # Tool results must open the user turn that answers the calls; tool calls close the

@@ -47,8 +47,9 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import (function_tool, hub_function, hub_messages, hub_parts, hub_text,
-                                   hub_tool_call_id, tool_list, tool_name, user_content)
+from gateway.translate.hub import (append_turn, function_tool, hub_function, hub_messages,
+                                   hub_parts, hub_text, hub_tool_call_id, tool_list, tool_name,
+                                   user_content)
 
 _encode_json = msgspec.json.Encoder().encode
 _SEPARATOR = "\n\n"
@@ -450,15 +451,6 @@ def from_hub(body: dict) -> dict:
     return out
 
 
-def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
-
-
 def _hub_message(message: dict, where: str, system: list[str], contents: list[dict],
                  names: dict[str, str]) -> None:
     role = message.get("role")
@@ -468,7 +460,7 @@ def _hub_message(message: dict, where: str, system: list[str], contents: list[di
         if text:
             system.append(text)
     elif role == "user":
-        _append(contents, "user", _hub_user_parts(content, where))
+        append_turn(contents, "user", _hub_user_parts(content, where), "parts")
     elif role == "assistant":
         parts: list[dict] = []
         text = hub_text(content)
@@ -493,7 +485,7 @@ def _hub_message(message: dict, where: str, system: list[str], contents: list[di
             if j == 0:
                 part["thoughtSignature"] = SKIP_SIGNATURE
             parts.append(part)
-        _append(contents, "model", parts)
+        append_turn(contents, "model", parts, "parts")
     elif role == "tool":
         call_id = hub_tool_call_id(message, where)
         text = hub_text(content)
@@ -501,9 +493,9 @@ def _hub_message(message: dict, where: str, system: list[str], contents: list[di
             result = msgspec.json.decode(text) if text else {}
         except msgspec.DecodeError:
             result = None
-        _append(contents, "user", [{"functionResponse": {
+        append_turn(contents, "user", [{"functionResponse": {
             "id": call_id, "name": names.get(call_id, call_id),
-            "response": result if isinstance(result, dict) else {"output": text}}}])
+            "response": result if isinstance(result, dict) else {"output": text}}}], "parts")
     else:
         raise _bad(f"`{where}.role` {role!r} is not one of: system, developer, user, assistant, "
                    "tool", f"{where}.role")

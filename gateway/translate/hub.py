@@ -206,6 +206,17 @@ def hub_messages(body: dict) -> list:
 
 # ---- checks and forms every request codec shares --------------------------------------------
 
+def append_turn(turns: list[dict], role: str, items: list, key: str = "content") -> None:
+    """`items` as a turn of `role` under `key`, joined to the last turn when it has that role:
+    for the wires that want roles to alternate (Anthropic's, Google's)."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})
+
+
 def user_content(parts: list[dict]) -> str | list[dict]:
     """A hub user message's content from its parts: text-only content as one string, the form
     every Chat Completions server takes."""

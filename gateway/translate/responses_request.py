@@ -328,7 +328,8 @@ def _tool(tool: Any, where: str, out: list[dict], dropped: list[str]) -> None:
         out.append(function_tool(tool_name(tool, where), _custom_description(tool), {
             "type": "object", "required": [CUSTOM_TOOL_INPUT],
             "properties": {CUSTOM_TOOL_INPUT: {
-                "type": "string", "description": "the whole input, in the format described above"}}}))
+                "type": "string",
+                "description": "the whole input, in the format described above"}}}))
     elif kind == "namespace":
         inner = tool.get("tools")
         namespace = tool.get("name")
@@ -476,7 +477,8 @@ def _hub_user_parts(content: Any, where: str) -> str | list[dict]:
     if content is None or isinstance(content, str):
         return content or ""
     return [{"type": "input_text", "text": value} if kind == "text" else
-            {"type": "input_image", "image_url": value} for kind, value in hub_parts(content, where)]
+            {"type": "input_image", "image_url": value}
+            for kind, value in hub_parts(content, where)]
 
 
 def _responses_tool(tool: Any, where: str) -> dict:
