@@ -18,6 +18,9 @@ The form speaks Chat Completions' vocabulary, because it is the widest-understoo
 - A **stream** is a sequence of calls on a `StreamWriter`: a reader decodes the upstream's
   events and calls the client protocol's writer, which encodes bytes. No event objects are built
   between the two: one method call per upstream event.
+
+What the request codecs check or build the same way (a hub message's parts, a client's function
+tool, …) is here too, written once with its refusal; the caller passes the field's path.
 """
 from __future__ import annotations
 
@@ -190,6 +193,8 @@ class StreamTranslation:
         return self.writer.failure
 
 
+# ---- checks and forms every request codec shares --------------------------------------------
+
 def hub_messages(body: dict) -> list:
     """The hub body's messages, for a codec writing it for one upstream wire: every wire gives
     one answer per request, so `n` other than 1 is refused here, once for all of them."""
@@ -203,8 +208,6 @@ def hub_messages(body: dict) -> list:
         raise GatewayError(400, "`messages` must be a list of message objects", param="messages")
     return messages
 
-
-# ---- checks and forms every request codec shares --------------------------------------------
 
 def append_turn(turns: list[dict], role: str, items: list, key: str = "content") -> None:
     """`items` as a turn of `role` under `key`, joined to the last turn when it has that role:
