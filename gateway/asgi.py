@@ -8,7 +8,6 @@ import signal
 
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
-from gateway.guard import RequestGuard
 from gateway.logs import setup as setup_logs
 from gateway.server import close_connections_clients_closed
 
@@ -21,5 +20,4 @@ close_connections_clients_closed()
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 _config = load_config(os.environ.get(CONFIG_ENV) or None)
-app = RequestGuard(create_app(Gateway(_config, rules_dir=os.environ.get(RULES_DIR_ENV) or None)),
-                   _config.server.max_header_bytes)
+app = create_app(Gateway(_config, rules_dir=os.environ.get(RULES_DIR_ENV) or None))
