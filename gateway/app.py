@@ -33,7 +33,7 @@ from gateway.frontends.landing import ENDPOINTS, endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
-from gateway.guard import error_body_for
+from gateway.guard import error_body_for, problem_of, refuse
 from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
@@ -186,8 +186,8 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 class HotPaths:
-    """The ASGI app a worker serves: the model endpoints straight to their frontends, everything
-    else through Starlette.
+    """The ASGI app a worker serves: the request checks of gateway/guard.py first, then the
+    model endpoints straight to their frontends, everything else through Starlette.
 
     Starlette's error and exception middlewares and its router cost a coroutine hop each and a
     route match on every request; the frontends already answer every error in the client's
@@ -196,18 +196,22 @@ class HotPaths:
     as before.
     """
 
-    def __init__(self, app: Starlette, hot: dict[str, Frontend]):
+    def __init__(self, app: Starlette, hot: dict[str, Frontend], max_header_bytes: int):
         self.app = app
         self.state = app.state  # what tests and tools read through the app
         self._hot = hot
+        self._max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            frontend = self._hot.get(scope["path"])
-            if frontend is not None:
-                scope["app"] = self.app  # Request(scope).app, as Starlette would have set it
-                await frontend(scope, receive, send)
-                return
+        if scope["type"] == "http":
+            problem = problem_of(scope["headers"], self._max_header_bytes)
+            if problem is not None:
+                return await refuse(scope, send, *problem)
+            if scope["method"] == "POST":
+                frontend = self._hot.get(scope["path"])
+                if frontend is not None:
+                    scope["app"] = self.app  # Request(scope).app, as Starlette would set it
+                    return await frontend(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -272,4 +276,5 @@ def create_app(gateway: Gateway) -> HotPaths:
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
     return HotPaths(app, {route.path: route.endpoint for route in app.routes
-                          if isinstance(route.endpoint, Frontend)})
+                          if isinstance(route.endpoint, Frontend)},
+                    gateway.config.server.max_header_bytes)

@@ -107,6 +107,47 @@ def test_the_server_answers_a_clients_close_at_once(gateway):
         assert time.monotonic() - started < 15
 
 
+def _healthz_on(sock) -> None:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n")
+    received = b""
+    while not received.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed a connection that had a request in flight"
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 200")
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(start_gateway):
+    gateway = start_gateway(config_text="server:\n  keep_alive_timeout: 2\n")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        for _ in range(3):  # each request re-arms the wait: the connection serves them all
+            _healthz_on(sock)
+            time.sleep(0.5)
+        _healthz_on(sock)
+        idle_since = time.monotonic()
+        assert sock.recv(65536) == b""  # closed by the server, not by this client
+        waited = time.monotonic() - idle_since
+    assert 1.5 <= waited < 20  # the timeout, not at once and not never (a loaded machine lags)
+
+
+def test_shutdown_closes_idle_keep_alive_connections_at_once(start_gateway):
+    gateway = start_gateway()  # keep_alive_timeout 75 s: only the shutdown can end these
+    connections = [socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
+                   for _ in range(3)]
+    try:
+        for sock in connections:
+            _healthz_on(sock)
+        started = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        for sock in connections:
+            assert sock.recv(65536) == b""
+        gateway.process.wait(30)
+        assert time.monotonic() - started < 20  # far from the 75 s keep-alive wait
+    finally:
+        for sock in connections:
+            sock.close()
+
+
 def test_a_burst_of_short_connections_under_a_low_file_limit_leaves_healthz_answering(
         start_gateway):
     gateway = start_gateway(nofile=1024)
