@@ -35,7 +35,7 @@ from aiohttp.payload import Payload
 
 BIG = 1024 * 1024      # bytes of body from which it is handled in pieces
 _LONG = 64 * 1024      # a string this long (bytes of JSON, or characters) is handled apart
-_PIECE = 1024 * 1024   # bytes or characters handled per turn of the loop
+_PIECE = 512 * 1024    # bytes or characters handled per turn of the loop
 _MAX_QUOTES = 100_000  # a body with more strings than half this is mostly short ones: one call
 _NODES_PER_TURN = 4096
 _QUOTES_PER_TURN = 4096
