@@ -190,9 +190,11 @@ def check_counts(body: dict, server) -> None:
                 raise GatewayError(400, f"`{where}` holds {len(parts)} parts, over this "
                                         f"gateway's limit of {server.max_parts} "
                                         "(server.max_parts)", param=where)
-def estimate_tokens(value) -> int:
-    """A token count estimate for a request's content: about four bytes of JSON per token."""
-    return max(1, len(_encode(value)) // 4)
+async def estimate_tokens(value, request: Request) -> int:
+    """A token count estimate for a request's content: about four bytes of JSON per token (a
+    big body's encoded in pieces, as for the upstream)."""
+    encoded = await encode_in_pieces(value) if BIG_BODY in request.scope else _encode(value)
+    return max(1, len(encoded) // 4)
 
 
 def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
