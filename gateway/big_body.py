@@ -6,15 +6,15 @@ times that on a loaded machine, and a thread does not help. The bulk of such a b
 long strings (a pasted file, a log), and a string can be handled in pieces. So, for a body over
 BIG bytes only (smaller ones take the one-call path):
 
-- Decoding: the body's escaped backslashes and quotes are blanked out in a copy (a piece per
-  turn), so that every quote left delimits a string, and the string values of at least _LONG
-  bytes are found from those quotes. Each is decoded apart, _PIECE bytes at a time with a turn of the loop after each piece (cut
-  where no escape sequence or UTF-8 character is split), and the rest of the body, with a
-  placeholder in place of each, is decoded in one call; the texts then replace the
-  placeholders. When anything does not decode that way, or a placeholder is not found as a
-  value of its own (a malformed body, an unusual one), the
-  whole body is decoded in one call instead, so what is accepted and every error message are
-  exactly those of the one-call path.
+- Decoding: a piece of the body per turn, its escaped backslashes and quotes blanked out, so
+  that every quote left delimits a string, gives the string values of at least _LONG bytes.
+  Each is decoded apart, _PIECE bytes at a time with a turn of the loop after each piece (cut
+  where no escape sequence or UTF-8 character is split), its text grown in place. The rest of
+  the body, with a placeholder in place of each, is decoded in one call, and the texts then
+  replace the placeholders. When anything does not decode that way, or a placeholder is not
+  found as a value of its own (a malformed body, an unusual one), the whole body is decoded in
+  one call instead, so what is accepted and every error message are exactly those of the
+  one-call path.
 - Encoding: the rest of the body is encoded with a placeholder in place of each string of at
   least _LONG characters, and each string's encoding, _PIECE characters at a time, is spliced
   in; the bytes are those of the one-call path.
@@ -22,8 +22,8 @@ BIG bytes only (smaller ones take the one-call path):
   (`PiecewisePayload`), rather than copying it whole into the connection's buffer.
 
 What stays one call: a body whose bulk is many short strings or numbers (bounded by the body's
-size and, for objects and arrays, by server.max_body_containers), and the copy of each long text
-into one string.
+size and, for objects and arrays, by server.max_body_containers), a huge object key, and the
+copy of a long text when a piece brings wider characters than the text had so far.
 """
 from __future__ import annotations
 

@@ -45,7 +45,8 @@ GOOD = {
     "a duplicated key": b'{"a": "' + b"x" * 200_000 + b'", "a": 3}',
     "escapes only": b'{"a": "' + b"\\u00e9\\ud83d\\ude00\\n" * 150_000 + b'"}',
     "backslashes only": b'{"a": "' + b"\\\\" * 600_000 + b'"}',
-    "wider characters late": ('{"a": "' + "x" * 2_000_000 + "中" + "y" * 100 + "😀" + '"}').encode(),
+    "wider characters late":
+        ('{"a": "' + "x" * 2_000_000 + "中" + "y" * 100 + "😀" + '"}').encode(),
 }
 _utf8 = body(TEXT, ascii_only=False)
 _middle = len(_utf8) // 2
