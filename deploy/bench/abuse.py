@@ -27,8 +27,8 @@ Attacks (full size / small):
     nested_body     a 28 MB body of 500k objects / 60k objects: 413, /healthz stays quick
     many_tools      100k / 60k tools: refused, /healthz stays quick
     big_string      a 30 MB / 3 MB string in one message: served, /healthz stays quick
-    big_lines       30 MB / 3 MB of line breaks in one message (the text densest in escapes):
-                    served, /healthz stays quick
+    big_lines       30 MB / 3 MB of tabs and line breaks in one message (text dense in
+                    escapes, the most work per byte): served, /healthz stays quick
     hostile_bodies  500 / 40 malformed bodies: every one a 4xx, no 5xx
     hangups         200 / 5 streams hung up after 10 events: every one in the ledger
     idle_cut        a stream whose upstream goes silent past idle_timeout: charged
@@ -343,7 +343,7 @@ def big_string(target: Target, full: bool) -> dict:
 
 
 def big_lines(target: Target, full: bool) -> dict:
-    body = chat("\n" * (15_000_000 if full else 1_500_000))
+    body = chat("\t\n" * (7_500_000 if full else 750_000))
     return _refused_quickly(target, body, refused=("200",))
 
 
