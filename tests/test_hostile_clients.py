@@ -247,8 +247,9 @@ def test_healthz_stays_answerable_while_a_big_body_of_text_is_relayed(gateway, f
     [answer] = outcome
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert fake.last_request()["body"]["messages"][0]["content"] == text
-    # On a loaded 2-CPU machine: 380-690 ms without an answer before, 40-95 ms after.
-    assert silence < 0.2, silence
+    # On a loaded 2-CPU machine: 380-690 ms without an answer before, 40-95 ms after; the bound
+    # sits between them with room on both sides (the aim is under 100 ms).
+    assert silence < 0.25, silence
 
 
 @pytest.mark.parametrize("field, count, bound", [
