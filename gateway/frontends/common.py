@@ -17,6 +17,7 @@ from gateway.access.agents import agent_of
 from gateway.access.budget import check_budget
 from gateway.access.clients import Directory, Principal
 from gateway.errors import GatewayError
+from gateway.big_body import BIG, assemble, decode_in_pieces, encode_in_pieces
 from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
 from gateway.routing.fallbacks import FALLBACK_HEADER
@@ -31,8 +32,8 @@ _log = logging.getLogger("gateway")
 _ID_PREFIX = os.urandom(4).hex()
 _id_counter = itertools.count(1)
 
-
-_YIELD_AFTER = 1024 * 1024  # bytes of body
+# Set in a request's ASGI scope when its body was over big_body.BIG bytes.
+BIG_BODY = "opencode_gateway.big_body"
 
 
 def presented_key(request: Request) -> str | None:
@@ -137,11 +138,13 @@ async def read_json_object(request: Request, limit: int, timeout: float,
                                 "(server.body_timeout)", headers={"connection": "close"}) from None
     finally:
         deadline.cancel()
-    raw = b"".join(chunks)
+    big = size > BIG
+    raw = await assemble(chunks) if big else b"".join(chunks)
     if not raw:
         raise GatewayError(400, "the request body is empty; send a JSON object")
     try:
-        body = _decode(raw)
+        # A big body in pieces, the loop running between them (big_body.py)
+        body = await decode_in_pieces(raw) if big else _decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # The gateway's own look at the bytes, not the decoder's wording (which changes between
         # msgspec versions and may not name the byte): UTF-8 first, then JSON.
@@ -156,9 +159,9 @@ async def read_json_object(request: Request, limit: int, timeout: float,
                                 "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
-    if len(raw) > _YIELD_AFTER:
-        # Decoding a big body held the loop; the re-encoding for the upstream will again: let
-        # the other requests run between the two.
+    if big:
+        # The upstream's encoding is done in pieces too (_forward_on_its_wire): it is told so.
+        request.scope[BIG_BODY] = True
         await asyncio.sleep(0)
     return body
 
@@ -187,9 +190,11 @@ def check_counts(body: dict, server) -> None:
                 raise GatewayError(400, f"`{where}` holds {len(parts)} parts, over this "
                                         f"gateway's limit of {server.max_parts} "
                                         "(server.max_parts)", param=where)
-def estimate_tokens(value) -> int:
-    """A token count estimate for a request's content: about four bytes of JSON per token."""
-    return max(1, len(_encode(value)) // 4)
+async def estimate_tokens(value, request: Request) -> int:
+    """A token count estimate for a request's content: about four bytes of JSON per token (a
+    big body's encoded in pieces, as for the upstream)."""
+    encoded = await encode_in_pieces(value) if BIG_BODY in request.scope else _encode(value)
+    return max(1, len(encoded) // 4)
 
 
 def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
@@ -309,9 +314,10 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Reply | Stream
         body = upstream_body(ctx)
         if _needs_reasoning(ctx):  # it gets back what the client dropped (state/reasoning.py)
             await gateway.reasoning.restore(body, ctx.session, ctx.request_id)
+        payload = await encode_in_pieces(body) if BIG_BODY in request.scope else _encode(body)
         try:
             response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
-                                                         _encode(body))
+                                                         payload)
         except ReasoningRequired as refused:
             catalogue = gateway.router.catalogues[ctx.backend]
             if catalogue.needs_reasoning_back(ctx.model_id):

@@ -169,7 +169,7 @@ async def _count_tokens(request: Request) -> Reply:
     except GatewayError as exc:
         return gemini_error(exc)
     fields = {key: counted.get(key) for key in ("systemInstruction", "contents", "tools")}
-    return Reply(b'{"totalTokens":%d}' % estimate_tokens(fields))
+    return Reply(b'{"totalTokens":%d}' % await estimate_tokens(fields, request))
 
 
 def _model(name: str) -> dict:

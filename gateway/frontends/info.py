@@ -85,4 +85,4 @@ async def count_tokens(request: Request) -> Reply:
     except GatewayError as exc:
         return anthropic_error(exc)
     counted = {key: body.get(key) for key in ("system", "messages", "tools")}
-    return _json(b'{"input_tokens":%d}' % estimate_tokens(counted))
+    return _json(b'{"input_tokens":%d}' % await estimate_tokens(counted, request))
