@@ -6,6 +6,7 @@ UTF-8 from either side; unbounded buffers; unsafe configuration; what the log sa
 streams; and the smaller gaps (key prefixes, body limit boundary, error shapes by path)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -181,7 +182,6 @@ def _raw_stream_request(port: int, path: str, body: dict) -> bytes:
 async def _open_stream(port: int, path: str, body: dict):
     """(status, head, reader, writer) of one request once its status line and headers are
     back; (None, error name, None, None) when the connection failed instead."""
-    import asyncio
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(_raw_stream_request(port, path, body))
@@ -197,7 +197,6 @@ def test_streams_past_what_the_file_limit_holds_get_503_with_retry_after_none_re
     streams opened ten at a time past that are each held or refused with 503 and Retry-After in
     the client's shape; none is reset or left without an answer; one is taken again once the
     others have ended."""
-    import asyncio
     gateway = start_gateway(nofile=192)
     # 7 events a second apart: each stream is held ~6 s.
     chat = body_for("openai", "opencode-go/glm-5.1", "[[fake: deltas=3 slow=1]]", stream=True)
@@ -245,6 +244,28 @@ def test_streams_past_what_the_file_limit_holds_get_503_with_retry_after_none_re
     with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as scraped:
         metrics = scraped.read().decode()
     assert f"opencode_gateway_streams_refused_total {len(refusals)}.0" in metrics
+
+
+def test_a_gemini_client_past_server_max_streams_gets_googles_503_with_retry_delay(
+        start_gateway, fake):
+    gateway = start_gateway(config_text="server:\n  max_streams: 1\n")
+    chat = body_for("openai", "opencode-go/glm-5.1", "[[fake: deltas=3 slow=0.5]]", stream=True)
+    holder = threading.Thread(target=raw_post, args=(gateway, PATHS["openai"],
+                                                     json.dumps(chat).encode()))
+    holder.start()  # the one stream the worker takes, for ~3 s
+    try:
+        fake.wait_stats(lambda stats: stats["active_streams"] == 1)
+        status, headers, body = raw_post(
+            gateway, "/v1beta/models/opencode-go/glm-5.1:streamGenerateContent?alt=sse",
+            json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).encode())
+    finally:
+        holder.join()
+    assert status == 503, body
+    assert headers["retry-after"] == "2"
+    error = json.loads(body)["error"]  # Google's shape
+    assert error["status"] == "UNAVAILABLE" and "server.max_streams" in error["message"]
+    assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"} in \
+        error["details"]
 
 
 # --- slow bodies -------------------------------------------------------------------------------
