@@ -36,21 +36,33 @@ _id_counter = itertools.count(1)
 BIG_BODY = "opencode_gateway.big_body"
 
 
-def presented_key(request: Request) -> str | None:
+def header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's headers by their lower-case names (the first of a repeated one, as
+    Starlette's `request.headers` reads them): built once per model request, where a handful
+    of lookups, most of them for headers the client did not send, would each scan the list."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1")
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
+
+
+def presented_key(headers) -> str | None:
     """The client's key from `Authorization: Bearer …`, `x-api-key` or `x-goog-api-key` (every
-    frontend; the Gemini frontend moves a `?key=` into the last)."""
-    authorization = request.headers.get("authorization")
+    frontend; the Gemini frontend moves a `?key=` into the last). `headers`: a mapping of
+    lower-case names (`header_map`, or Starlette's `request.headers`)."""
+    authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    headers = request.headers
     return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
-def check_client_key(request: Request, directory: Directory) -> Principal:
+def check_client_key(headers, directory: Directory) -> Principal:
     """Who the request's key names (access/clients.py: compared as hashes); 401 for none."""
-    presented = presented_key(request)
+    presented = presented_key(headers)
     principal = directory.who(presented)
     if principal is None:
         if presented is None:
@@ -99,7 +111,8 @@ async def read_json_object(request: Request, limit: int, timeout: float,
     a body holds (half a million small ones: over a second). Counting `{` and `[` in each chunk
     as it arrives costs little and spreads over the reads; braces inside strings count too, so
     the bound is a little stricter than it says, never looser."""
-    declared = request.headers.get("content-length")
+    declared = next((value.decode("latin-1") for name, value in request.scope["headers"]
+                     if name == b"content-length"), None)
     if declared is not None:
         if not declared.isdigit():
             raise GatewayError(400, "the Content-Length header is not a number")
@@ -358,12 +371,13 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
     503 once its body is read."""
     gateway = request.app.state.gateway
     started = time.monotonic()
-    request_id = request.headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
+    headers = header_map(request.scope["headers"])
+    request_id = headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
     ctx = None
     model = None
     client = None
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(headers, gateway.clients)
         client = principal.name
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
@@ -379,12 +393,12 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         while True:
             ctx = None
             try:
-                ctx = await gateway.router.route(attempt, frontend, body, headers=request.headers,
-                                                 client_key=presented_key(request))
+                ctx = await gateway.router.route(attempt, frontend, body, headers=headers,
+                                                 client_key=presented_key(headers))
                 ctx.request_id = request_id
                 ctx.started = started
                 ctx.client = client
-                ctx.agent = agent_of(request.headers.get("user-agent"))
+                ctx.agent = agent_of(headers.get("user-agent"))
                 if not ctx.instance.api_key:  # said at start too (OpenCode Go: "Missing API key")
                     raise GatewayError(503, missing_key_message(ctx.backend),
                                        code="no_upstream_key")

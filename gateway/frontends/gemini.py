@@ -157,7 +157,7 @@ async def _count_tokens(request: Request) -> Reply:
     """`{"totalTokens": N}`, an estimate: OpenCode Go has no counting endpoint."""
     gateway = request.app.state.gateway
     try:
-        check_client_key(request, gateway.clients)
+        check_client_key(request.headers, gateway.clients)
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
                                       server.max_body_containers)
@@ -183,7 +183,7 @@ async def list_models(request: Request) -> Reply:
     _key_out_of_query(request.scope)
     gateway = request.app.state.gateway
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(request.headers, gateway.clients)
     except GatewayError as exc:
         return gemini_error(exc)
     models = [_model(name) for name in gateway.router.advertised_models()
@@ -197,7 +197,7 @@ async def get_model(request: Request) -> Reply:
     gateway = request.app.state.gateway
     name = request.path_params["rest"]
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(request.headers, gateway.clients)
         for advertised in gateway.router.advertised_models():
             if name in (advertised, advertised.partition("/")[2]) and principal.may_use(name):
                 return Reply(_encode(_model(advertised)))
