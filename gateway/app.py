@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.access.clients import Directory
+from gateway.admission import StreamGate
 from gateway.access.rate import RequestRate
 from gateway.config import Config, ConfigError, load_config
 from gateway.frontends import gemini
@@ -32,7 +33,7 @@ from gateway.frontends.landing import ENDPOINTS, endpoint_list, landing
 from gateway.frontends.openai_chat import chat_completions
 from gateway.frontends.openai_responses import responses
 from gateway.frontends.usage import dashboard, usage
-from gateway.guard import error_body_for
+from gateway.guard import error_body_for, problem_of, refuse
 from gateway.metrics import metrics
 from gateway.observer import Observer
 from gateway.quota.book import KeyBook
@@ -100,6 +101,8 @@ class Gateway:
         self.reasoning = ReasoningMemory(self.store, config.state.reasoning_ttl_hours)
         self.router.quota = self.book
         self.observer = Observer(access_log=config.server.access_log)
+        # Model requests in flight in this worker, and how many it takes (admission.py).
+        self.streams = StreamGate(config.server.max_streams)
         self.observer.quota = self.book
         self.book.on_decision = self.observer.metrics.key_decision
         for pool in self.pools.values():
@@ -189,8 +192,8 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 class HotPaths:
-    """The ASGI app a worker serves: the model endpoints straight to their frontends, everything
-    else through Starlette.
+    """The ASGI app a worker serves: the request checks of gateway/guard.py first, then the
+    model endpoints straight to their frontends, everything else through Starlette.
 
     Starlette's error and exception middlewares and its router cost a coroutine hop each and a
     route match on every request; the frontends already answer every error in the client's
@@ -199,18 +202,22 @@ class HotPaths:
     as before.
     """
 
-    def __init__(self, app: Starlette, hot: dict[str, Frontend]):
+    def __init__(self, app: Starlette, hot: dict[str, Frontend], max_header_bytes: int):
         self.app = app
         self.state = app.state  # what tests and tools read through the app
         self._hot = hot
+        self._max_header_bytes = max_header_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            frontend = self._hot.get(scope["path"])
-            if frontend is not None:
-                scope["app"] = self.app  # Request(scope).app, as Starlette would have set it
-                await frontend(scope, receive, send)
-                return
+        if scope["type"] == "http":
+            problem = problem_of(scope["headers"], self._max_header_bytes)
+            if problem is not None:
+                return await refuse(scope, send, *problem)
+            if scope["method"] == "POST":
+                frontend = self._hot.get(scope["path"])
+                if frontend is not None:
+                    scope["app"] = self.app  # Request(scope).app, as Starlette would set it
+                    return await frontend(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -228,6 +235,7 @@ def create_app(gateway: Gateway) -> HotPaths:
         except OSError:
             pass  # a Redis that is down: the syncs say so, and keep trying until it is back
         await gateway.sync()  # start from what the other workers (and the last run) know
+        gateway.observer.metrics.stream_cap(gateway.streams.cap)  # in the worker, not `serve`
         session = create_session(settings)
         on_shutdown(gateway.attach(session).shutting_down)
         background = [asyncio.create_task(gateway.keep_in_step())]
@@ -274,4 +282,5 @@ def create_app(gateway: Gateway) -> HotPaths:
     ], lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.gateway = gateway
     return HotPaths(app, {route.path: route.endpoint for route in app.routes
-                          if isinstance(route.endpoint, Frontend)})
+                          if isinstance(route.endpoint, Frontend)},
+                    gateway.config.server.max_header_bytes)

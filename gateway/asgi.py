@@ -6,9 +6,9 @@
 import os
 import signal
 
+from gateway.admission import lift_file_limit
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
-from gateway.guard import RequestGuard
 from gateway.logs import setup as setup_logs
 from gateway.server import close_connections_clients_closed
 
@@ -16,10 +16,10 @@ from gateway.server import close_connections_clients_closed
 # make its log JSON lines (before anything logs).
 setup_logs()
 close_connections_clients_closed()
+lift_file_limit()  # before the app derives how many requests it takes at once (admission.py)
 # A SIGHUP the serving process passes on (a reload) must not end a worker still starting: its
 # app's lifespan installs the handler that re-reads the config.
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 _config = load_config(os.environ.get(CONFIG_ENV) or None)
-app = RequestGuard(create_app(Gateway(_config, rules_dir=os.environ.get(RULES_DIR_ENV) or None)),
-                   _config.server.max_header_bytes)
+app = create_app(Gateway(_config, rules_dir=os.environ.get(RULES_DIR_ENV) or None))

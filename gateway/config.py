@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import inspect as mi
@@ -108,6 +108,12 @@ class Server(msgspec.Struct, forbid_unknown_fields=True):
     # hypercorn's defaults (100, 5 s, 1000) distort a load test and drop idle nginx keep-alives.
     backlog: Positive = 2048
     keep_alive_timeout: Seconds = 75.0  # above nginx's upstream keepalive_timeout (60 s)
+    # Model requests one worker serves at once, streamed or not (each holds a client and an
+    # upstream connection); one more gets 503 with Retry-After at once. 0: as many as the
+    # worker's open-file limit holds (two descriptors each, after a reserve of 1/32 of it;
+    # `serve` raises the soft limit to the hard one). More than 1024 streams also need
+    # upstream.max_connections raised.
+    max_streams: Count = 0
     access_log: bool = True  # one JSON line per request on standard output
 
 
@@ -256,6 +262,18 @@ def _expand_tree(node, env, unset: list[tuple[str, str]], field: str = ""):
     return node
 
 
+def _expanded(tree: Any, env: dict[str, str], where: str, fix: str) -> Any:
+    """`tree` expanded; a `${VAR}` whose variable is not set stops the load (`fix` says what else
+    to do, `{variable}` in it naming VAR)."""
+    unset: list[tuple[str, str]] = []
+    expanded = _expand_tree(tree, env, unset)
+    if unset:
+        field, variable = unset[0]
+        raise ConfigError(f"{where}: `{field}` uses ${{{variable}}}, and {variable} is not set; "
+                          f"set it, or {fix.format(variable=variable)}")
+    return expanded
+
+
 def env_prefix(backend_name: str) -> str:
     """`opencode-go` -> `OPENCODE_GO`: the prefix of the backend's environment variables."""
     return re.sub(r"[^A-Za-z0-9]", "_", backend_name).upper()
@@ -278,12 +296,7 @@ def load_config(path: str | None = None, env: dict[str, str] | None = None) -> C
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping (backends:, server:, ...)")
     _check_clients(raw, env, path)
-    unset: list[tuple[str, str]] = []
-    expanded = _expand_tree(raw, env, unset)
-    if unset:
-        field, variable = unset[0]
-        raise ConfigError(f"{path}: `{field}` uses ${{{variable}}}, and {variable} is not set; "
-                          f"set it, or write ${{{variable}:-}} where an empty value is meant")
+    expanded = _expanded(raw, env, path, "write ${{{variable}:-}} where an empty value is meant")
     try:
         config = msgspec.convert(expanded, Config)
     except msgspec.ValidationError as exc:
@@ -325,12 +338,7 @@ def _check_clients(raw: dict, env: dict[str, str], path: str) -> None:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be a mapping with name, key, budget, models, rpm")
         name = entry.get("name") if isinstance(entry.get("name"), str) else f"#{index}"
-        unset: list[tuple[str, str]] = []
-        expanded = _expand_tree(entry, env, unset)
-        if unset:
-            field, variable = unset[0]
-            raise ConfigError(f"{where}: client {name!r}: `{field}` uses ${{{variable}}}, and "
-                              f"{variable} is not set; set it, or remove the client")
+        expanded = _expanded(entry, env, f"{where}: client {name!r}", "remove the client")
         try:
             client = msgspec.convert(expanded, Client)
         except msgspec.ValidationError as exc:

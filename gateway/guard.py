@@ -8,8 +8,8 @@ through and the gateway refuses.
 - A header block over `server.max_header_bytes`: h11 checks its bound only while the block is
   still incomplete, so a block that arrives in a few large reads passes. 431, as the limit says.
 
-One pass over the header list per request; the answers are in the error shape the path's
-client expects.
+One pass over the header list per request (`problem_of`, called by the app's dispatch in
+gateway/app.py); the answers are in the error shape the path's client expects.
 """
 from __future__ import annotations
 
@@ -17,37 +17,24 @@ from gateway.errors import anthropic_error_body, openai_error_body
 from gateway.frontends import gemini
 
 
-class RequestGuard:
-    """An ASGI app in front of `app` (see the module docstring)."""
-
-    def __init__(self, app, max_header_bytes: int):
-        self.app = app
-        self.max_header_bytes = max_header_bytes
-
-    def __getattr__(self, name):  # `state` and the rest of the wrapped app, for callers of it
-        return getattr(self.app, name)
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        size = 0
-        length = chunked = False
-        for name, value in scope["headers"]:
-            size += len(name) + len(value) + 4  # "name: value\r\n"
-            if name == b"content-length":
-                length = True
-            elif name == b"transfer-encoding":
-                chunked = True
-        if length and chunked:
-            return await _refuse(scope, send, 400, {"connection": "close"},
-                                 "the request has both Content-Length and Transfer-Encoding; "
-                                 "send one of them (a body framed two ways is refused)")
-        if size > self.max_header_bytes:
-            return await _refuse(scope, send, 431, {"connection": "close"},
-                                 f"the request headers are {size} bytes, over this gateway's "
-                                 f"limit of {self.max_header_bytes} bytes "
-                                 "(server.max_header_bytes)")
-        return await self.app(scope, receive, send)
+def problem_of(headers: list, max_header_bytes: int) -> tuple[int, str] | None:
+    """(status, message) when the request's raw `headers` must be refused (see the module
+    docstring), else None."""
+    size = 0
+    length = chunked = False
+    for name, value in headers:
+        size += len(name) + len(value) + 4  # "name: value\r\n"
+        if name == b"content-length":
+            length = True
+        elif name == b"transfer-encoding":
+            chunked = True
+    if length and chunked:
+        return 400, ("the request has both Content-Length and Transfer-Encoding; send one of "
+                     "them (a body framed two ways is refused)")
+    if size > max_header_bytes:
+        return 431, (f"the request headers are {size} bytes, over this gateway's limit of "
+                     f"{max_header_bytes} bytes (server.max_header_bytes)")
+    return None
 
 
 def error_body_for(path: str, header_names, status: int, message: str) -> bytes:
@@ -62,10 +49,12 @@ def error_body_for(path: str, header_names, status: int, message: str) -> bytes:
     return openai_error_body(status, message)
 
 
-async def _refuse(scope, send, status: int, headers: dict[str, str], message: str) -> None:
+async def refuse(scope, send, status: int, message: str) -> None:
+    """The refusal of `problem_of`, in the client's error shape; the connection is closed
+    (nothing after such a request on it can be trusted)."""
     names = {name.decode("latin-1") for name, _ in scope["headers"]}
     body = error_body_for(scope["path"], names, status, message)
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        *((name.encode(), value.encode()) for name, value in headers.items())]})
+        (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

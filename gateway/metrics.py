@@ -119,6 +119,13 @@ class Metrics:
             prefix + "upstream_pool_timeouts", "Requests refused with 503 because none of the "
             "upstream.max_connections was free within upstream.pool_timeout.",
             registry=registry)
+        self._streams_refused = Counter(
+            prefix + "streams_refused", "Model requests refused at once with 503 because their "
+            "worker had server.max_streams in flight.", registry=registry)
+        self._stream_cap = Gauge(
+            prefix + "max_streams", "Model requests the workers take at once (server.max_streams, "
+            "or what their open-file limits hold), summed over the workers.", registry=registry,
+            multiprocess_mode="livesum")
         self._estimated_charges = Counter(
             prefix + "estimated_charges", "Requests the ledger charged an estimate for, because "
             "the upstream's usage never arrived (the client left, the stream broke off).",
@@ -230,6 +237,12 @@ class Metrics:
 
     def pool_timeout(self) -> None:
         self._pool_timeouts.inc()
+
+    def stream_refused(self) -> None:
+        self._streams_refused.inc()
+
+    def stream_cap(self, cap: int) -> None:
+        self._stream_cap.set(cap)
 
     def estimated_charge(self) -> None:
         self._estimated_charges.inc()

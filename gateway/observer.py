@@ -138,6 +138,9 @@ class Observer:
     def pool_timeout(self) -> None:
         self.metrics.pool_timeout()
 
+    def stream_refused(self) -> None:
+        self.metrics.stream_refused()
+
     def finished(self, ctx: RouteContext, status: int, usage: Usage | None,
                  cost: float | None = None, error: str | None = None) -> None:
         """A routed request ended: answered, refused by the upstream, or a stream that ended."""

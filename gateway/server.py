@@ -14,8 +14,9 @@ stays in CLOSE-WAIT, holding a file descriptor, for the full timeout (75 s here,
 default). A burst of short-lived connections (curl in a loop, SDKs without a pooled client, load
 tests) then exhausts the descriptors and the server stops answering, /healthz included. The
 fix closes an idle connection as soon as its read side has ended, and one with a request in
-flight as soon as that answer is done: a request still being answered is never cut. It patches
-two methods of hypercorn's `TCPServer` in each worker process (the installed package cannot be
+flight as soon as that answer is done: a request still being answered is never cut. The
+keep-alive wait between two requests is a timer rather than hypercorn's task per wait (see
+`_keep_alive`). It patches two methods of hypercorn's `TCPServer` in each worker process (the installed package cannot be
 changed in place), checks first that they still have the shape it expects, and otherwise leaves
 hypercorn alone and says so in the log; tests/test_hardening.py fails if a hypercorn upgrade
 brings the leak back.
@@ -35,6 +36,11 @@ Two more patches of the same kind, applied with it (`refuse_http2`, `bound_write
   waiting on raises `ClientStalled`, so the stream ends, its upstream request is closed, and the
   access log says "client stall". Without the bound such a client holds its stream, and the
   upstream connection behind it, forever.
+  The same patch makes the writes of one turn of the event loop one write to the socket:
+  hypercorn writes a response's head, each body piece and the end of the message separately, and
+  each write is a system call that, on loopback or a LAN, also does the receiver's TCP work.
+  A whole answer is then one write instead of two; a stream's pieces that arrive together
+  leave together. Nothing waits longer than the current turn of the loop.
 """
 from __future__ import annotations
 
@@ -50,6 +56,11 @@ _log = logging.getLogger("gateway")
 _PATCHED = "_opencode_gateway_closes_on_eof"
 _READ_ENDED = "_opencode_gateway_read_ended"
 _HTTP1_ONLY = "_opencode_gateway_http1_only"
+_HELD = "_opencode_gateway_held_writes"
+_IDLE_TIMER = "_opencode_gateway_idle_timer"
+# Held writes in one turn of the loop: past this many pieces, they go out at once (a relay that
+# reads a large upstream buffer without yielding must not pile it up here).
+_HOLD_AT_MOST = 64
 # The server's HTTP/2 connection preface (an empty SETTINGS frame) and a GOAWAY frame (last
 # stream 0, error HTTP_1_1_REQUIRED = 0xd): an HTTP/2 client reads "use HTTP/1.1" from them.
 HTTP2_REFUSAL = (b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
@@ -64,6 +75,8 @@ class ClientStalled(ConnectionError):
 # forwarder then ends the streams still running with an error event before hypercorn cuts them.
 _shutdown_callbacks: list[Callable[[float], None]] = []
 _watched_contexts: weakref.WeakSet = weakref.WeakSet()
+# The connections of this worker waiting for their next request (their keep-alive timer armed).
+_idle_servers: weakref.WeakSet = weakref.WeakSet()
 
 
 def on_shutdown(callback: Callable[[float], None]) -> None:
@@ -71,13 +84,16 @@ def on_shutdown(callback: Callable[[float], None]) -> None:
 
 
 def _watch_shutdown(context, graceful_timeout: float) -> None:
-    """Once per worker: tell the callbacks when hypercorn's shutdown begins."""
+    """Once per worker: tell the callbacks when hypercorn's shutdown begins, and close the
+    connections that wait idle for their next request (hypercorn's own keep-alive wait would)."""
     if context in _watched_contexts:
         return
     _watched_contexts.add(context)
 
     async def watch() -> None:
         await context.terminated.wait()
+        for server in list(_idle_servers):
+            _close_idle(server)
         for callback in _shutdown_callbacks:
             callback(graceful_timeout)
 
@@ -116,10 +132,10 @@ def close_connections_clients_closed() -> bool:
         return False
     if getattr(TCPServer, _PATCHED, False):
         return True
-    expected = ("_read_data", "_idle_timeout", "_initiate_server_close", "protocol_send")
+    expected = ("_read_data", "_initiate_server_close", "protocol_send")
     changed = [name for name in expected
                if not inspect.iscoroutinefunction(getattr(TCPServer, name, None))]
-    changed += [name for name in ("idle_task", "context", "config", "send_lock", "writer")
+    changed += [name for name in ("idle_task", "context", "config", "send_lock", "writer", "loop")
                 if name not in TCPServer.__init__.__code__.co_names]
     if "_handle" not in AsyncioSingleTask().__dict__:
         changed.append("AsyncioSingleTask._handle")
@@ -135,23 +151,13 @@ def close_connections_clients_closed() -> bool:
         try:
             await read_data(self)  # hypercorn's own loop: ends on EOF, a read error, a timeout
         finally:
-            # Nothing more can arrive. An idle connection (its keep-alive timer running) closes
-            # now; one with a request in flight closes when the answer is done (below).
+            # Nothing more can arrive. An idle connection closes now: its keep-alive wait ends,
+            # so hypercorn's task group ends and closes the socket; one with a request in
+            # flight closes when the answer is done (its keep-alive wait is never armed).
             self.__dict__[_READ_ENDED] = True
-            if self.idle_task._handle is not None:
-                await self.idle_task.restart(self._task_group, self._idle_timeout)
-
-    async def _idle_timeout(self) -> None:
-        if not self.__dict__.get(_READ_ENDED):
-            try:  # hypercorn's own keep-alive wait
-                await asyncio.wait_for(self.context.terminated.wait(),
-                                       self.config.keep_alive_timeout)
-            except asyncio.TimeoutError:
-                pass
-        await asyncio.shield(self._initiate_server_close())
+            await _stop_waiting(self)
 
     TCPServer._read_data = _read_data
-    TCPServer._idle_timeout = _idle_timeout
     setattr(TCPServer, _PATCHED, True)
     bound_writes(TCPServer)
     refuse_http2()
@@ -160,21 +166,36 @@ def close_connections_clients_closed() -> bool:
 
 def bound_writes(server_class) -> None:
     """Every write of hypercorn's TCP server waits at most `config.write_timeout` seconds for
-    the client to take the bytes (see the module docstring)."""
-    from hypercorn.events import Closed, RawData
+    the client to take the bytes, and the writes of one turn of the event loop leave as one
+    (see the module docstring)."""
+    from hypercorn.events import Closed, RawData, Updated
 
     protocol_send = server_class.protocol_send
 
     async def send(self, event) -> None:
         if not isinstance(event, RawData):
+            _write_held(self)  # what is held goes out before a close
+            if isinstance(event, Updated):
+                return await _keep_alive(self, event.idle)
             return await protocol_send(self, event)
+        held = self.__dict__.get(_HELD)
+        if held is not None and len(held) < _HOLD_AT_MOST:
+            held.append(event.data)
+            return
         writer = self.writer
+        transport = writer.transport
+        if held is None and not transport.get_write_buffer_size():
+            # The client takes what it is sent: hold these bytes until the end of this turn
+            # of the loop, so a head, its body and the end of the message are one write.
+            self.__dict__[_HELD] = [event.data]
+            self.loop.call_soon(_write_held, self)
+            return
         limit = getattr(self.config, "write_timeout", None)
         stalled: list[bool] = []
         async with self.send_lock:
             try:
+                _write_held(self)
                 writer.write(event.data)
-                transport = writer.transport
                 if not transport.get_write_buffer_size():
                     return  # all of it went to the socket: nothing to wait for
 
@@ -196,6 +217,50 @@ def bound_writes(server_class) -> None:
                                 "(server.write_timeout); its connection was closed")
 
     server_class.protocol_send = send
+
+
+async def _keep_alive(server, idle: bool) -> None:
+    """The keep-alive wait between two requests of a connection, as one timer.
+
+    hypercorn starts a task per wait (which starts another inside `wait_for`) and cancels and
+    awaits it when the next request comes: two tasks and several turns of the loop per request
+    on a keep-alive connection. A timer does the same: it closes the connection after
+    `keep_alive_timeout` idle seconds, when the client's side has ended, or at shutdown."""
+    await _stop_waiting(server)
+    if idle and not server.__dict__.get(_READ_ENDED):
+        server.__dict__[_IDLE_TIMER] = server.loop.call_later(
+            server.config.keep_alive_timeout, _close_idle, server)
+        _idle_servers.add(server)
+
+
+async def _stop_waiting(server) -> None:
+    """End the connection's keep-alive wait: the timer, or hypercorn's task before the first
+    request."""
+    timer = server.__dict__.pop(_IDLE_TIMER, None)
+    if timer is not None:
+        timer.cancel()
+        _idle_servers.discard(server)
+    if server.idle_task._handle is not None:
+        await server.idle_task.stop()
+
+
+def _close_idle(server) -> None:
+    """A connection idle for `keep_alive_timeout`, or at shutdown: hypercorn's own close."""
+    server.__dict__.pop(_IDLE_TIMER, None)
+    _idle_servers.discard(server)
+    if not server.writer.is_closing():
+        server.loop.create_task(server._initiate_server_close())
+
+
+def _write_held(server) -> None:
+    """The bytes `bound_writes` held for this turn of the loop, in one write to the socket. A
+    client gone meanwhile is noticed by the server's read side, as any closed connection."""
+    held = server.__dict__.pop(_HELD, None)
+    if held:
+        try:
+            server.writer.write(held[0] if len(held) == 1 else b"".join(held))
+        except (ConnectionError, RuntimeError):
+            pass
 
 
 def refuse_http2() -> bool:

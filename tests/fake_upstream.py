@@ -1463,7 +1463,7 @@ class _Conversation:
 class _FakeState:
     __slots__ = ("records", "keys", "active", "completed", "aborted", "abandoned", "rendered",
                  "catalogue", "list_status", "models_body", "ledgers", "limits", "usage",
-                 "cache_lifetime", "prefixes", "conversations", "caps", "edge")
+                 "cache_lifetime", "prefixes", "conversations", "caps", "edge", "pauses")
 
     def __init__(self, record: bool, edge: bool = True):
         self.edge = edge    # the edge's User-Agent check is on
@@ -1486,6 +1486,7 @@ class _FakeState:
         self.cache_lifetime: float | None = None
         self.prefixes: dict[tuple[str, str], list] = {}
         self.conversations: dict[str, _Conversation] = {}
+        self.pauses = _Pauses()
 
     def cached_turn(self, key: str, session: str, sh: _Shape) -> _Shape:
         """`sh` with the prompt tokens this key's cache holds for the session: the prompt of
@@ -1579,16 +1580,47 @@ def _abort(request: web.Request) -> None:
         request.transport.abort()
 
 
+class _Pauses:
+    """The paused answers (`slow`, `ttfb`), and one watcher that looks at all their connections
+    every 50 ms: a timer per paused answer every 50 ms would take the fake's whole CPU at a few
+    thousand open streams (and stop it accepting connections)."""
+    __slots__ = ("waiting", "watcher")
+
+    def __init__(self):
+        self.waiting: dict[asyncio.Future, web.Request] = {}
+        self.watcher: asyncio.Task | None = None
+
+    async def pause(self, request: web.Request, seconds: float) -> bool:
+        if _client_gone(request):
+            return False
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self.waiting[done] = request
+        if self.watcher is None or self.watcher.done():
+            self.watcher = loop.create_task(self._watch())
+        timer = loop.call_later(seconds, _settle, done, True)
+        try:
+            return await done
+        finally:
+            timer.cancel()
+            self.waiting.pop(done, None)
+
+    async def _watch(self) -> None:
+        while self.waiting:
+            await asyncio.sleep(0.05)
+            for done, request in list(self.waiting.items()):
+                if _client_gone(request):
+                    _settle(done, False)
+
+
+def _settle(future: asyncio.Future, value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 async def _pause(request: web.Request, seconds: float) -> bool:
     """Sleep, watching the connection; False as soon as the client has gone away."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + seconds
-    while not _client_gone(request):
-        left = until - loop.time()
-        if left <= 0:
-            return True
-        await asyncio.sleep(min(left, 0.05))
-    return False
+    return await request.app[_STATE].pauses.pause(request, seconds)
 
 
 def _error_text(script: Script, key: str) -> str:

@@ -59,6 +59,15 @@ def test_env_expansion(text, env, expected):
     assert expand_env(text, env) == expected
 
 
+def test_unset_variable_stops_the_load_naming_the_field_and_the_fix(tmp_path):
+    path = write(tmp_path, 'backends:\n  opencode-go:\n    api_key: "${UNSET_KEY}"\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(path, env={})
+    message = str(error.value)
+    assert path in message and "`backends.opencode-go.api_key`" in message
+    assert "UNSET_KEY is not set" in message and "${UNSET_KEY:-}" in message
+
+
 def test_bad_type_names_the_file_and_the_field(tmp_path):
     path = write(tmp_path, "server:\n  port: not-a-number\n")
     with pytest.raises(ConfigError) as error:

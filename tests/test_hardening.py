@@ -6,6 +6,7 @@ UTF-8 from either side; unbounded buffers; unsafe configuration; what the log sa
 streams; and the smaller gaps (key prefixes, body limit boundary, error shapes by path)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -107,6 +108,47 @@ def test_the_server_answers_a_clients_close_at_once(gateway):
         assert time.monotonic() - started < 15
 
 
+def _healthz_on(sock) -> None:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n")
+    received = b""
+    while not received.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed a connection that had a request in flight"
+        received += chunk
+    assert received.startswith(b"HTTP/1.1 200")
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_keep_alive_timeout(start_gateway):
+    gateway = start_gateway(config_text="server:\n  keep_alive_timeout: 2\n")
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+        for _ in range(3):  # each request re-arms the wait: the connection serves them all
+            _healthz_on(sock)
+            time.sleep(0.5)
+        _healthz_on(sock)
+        idle_since = time.monotonic()
+        assert sock.recv(65536) == b""  # closed by the server, not by this client
+        waited = time.monotonic() - idle_since
+    assert 1.5 <= waited < 20  # the timeout, not at once and not never (a loaded machine lags)
+
+
+def test_shutdown_closes_idle_keep_alive_connections_at_once(start_gateway):
+    gateway = start_gateway()  # keep_alive_timeout 75 s: only the shutdown can end these
+    connections = [socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
+                   for _ in range(3)]
+    try:
+        for sock in connections:
+            _healthz_on(sock)
+        started = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        for sock in connections:
+            assert sock.recv(65536) == b""
+        gateway.process.wait(30)
+        assert time.monotonic() - started < 20  # far from the 75 s keep-alive wait
+    finally:
+        for sock in connections:
+            sock.close()
+
+
 def test_a_burst_of_short_connections_under_a_low_file_limit_leaves_healthz_answering(
         start_gateway):
     gateway = start_gateway(nofile=1024)
@@ -128,6 +170,102 @@ def test_a_burst_of_short_connections_under_a_low_file_limit_leaves_healthz_answ
     # Without the fix the descriptors stay used up until keep_alive_timeout (75 s) frees them.
     with urllib.request.urlopen(gateway.url + "/healthz", timeout=20) as answer:
         assert answer.status == 200
+
+
+def _raw_stream_request(port: int, path: str, body: dict) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json"
+            f"\r\nanthropic-version: 2023-06-01\r\nContent-Length: {len(data)}\r\n"
+            "Connection: close\r\n\r\n").encode() + data
+
+
+async def _open_stream(port: int, path: str, body: dict):
+    """(status, head, reader, writer) of one request once its status line and headers are
+    back; (None, error name, None, None) when the connection failed instead."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_raw_stream_request(port, path, body))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+        return None, type(exc).__name__, None, None
+    return int(head.split(b" ", 2)[1]), head.decode("latin-1").lower(), reader, writer
+
+
+def test_streams_past_what_the_file_limit_holds_get_503_with_retry_after_none_reset(
+        start_gateway, fake):
+    """With 192 open files a worker holds 64 streams (two descriptors each, after a reserve):
+    streams opened ten at a time past that are each held or refused with 503 and Retry-After in
+    the client's shape; none is reset or left without an answer; one is taken again once the
+    others have ended."""
+    gateway = start_gateway(nofile=192)
+    # 7 events a second apart: each stream is held ~6 s.
+    chat = body_for("openai", "opencode-go/glm-5.1", "[[fake: deltas=3 slow=1]]", stream=True)
+
+    async def flood():
+        opened = []
+        for first in range(0, 100, 10):  # ten at a time, each ten answered before the next
+            opened += await asyncio.gather(*(_open_stream(gateway.port, PATHS["openai"], chat)
+                                             for _ in range(10)))
+        # While the streams are held, a client of another protocol is refused in its shape.
+        anthropic = await _open_stream(gateway.port, PATHS["anthropic"], body_for(
+            "anthropic", "opencode-go/glm-5.1", "hi", stream=True))
+        refusals = []
+        for status, head, reader, writer in [*opened, anthropic]:
+            if status == 503:
+                refusals.append((head, await reader.read()))
+        held = 0
+        for status, head, reader, writer in opened:
+            if status == 200:
+                answer = await reader.read()  # to its end: the stream was held, not cut
+                assert b"data: [DONE]" in answer and answer.endswith(b"\r\n0\r\n\r\n"), \
+                    answer[-300:]
+                held += 1
+            if writer is not None:
+                writer.close()
+        return opened, anthropic, refusals, held
+
+    opened, anthropic, refusals, held = asyncio.run(flood())
+    statuses = [status for status, *_ in opened]
+    assert set(statuses) <= {200, 503}, [(s, h[:200]) for s, h, *_ in opened if s not in (200, 503)]
+    assert held == statuses.count(200) >= 50
+    assert statuses.count(503) >= 20
+    for head, body in refusals:
+        assert "\r\nretry-after: " in head
+        assert int(head.split("\r\nretry-after: ")[1].split("\r\n")[0]) > 0
+    assert anthropic[0] == 503
+    anthropic_error = json.loads(refusals[-1][1])
+    assert anthropic_error["type"] == "error"  # the Anthropic client's own shape
+    assert "server.max_streams" in anthropic_error["error"]["message"]
+    openai_error = json.loads(refusals[0][1])
+    assert "server.max_streams" in openai_error["error"]["message"]
+
+    status, _, answer = post(gateway, "openai", "opencode-go/glm-5.1", "again", stream=True)
+    assert status == 200 and b"data: [DONE]" in answer
+    with urllib.request.urlopen(gateway.url + "/metrics", timeout=5) as scraped:
+        metrics = scraped.read().decode()
+    assert f"opencode_gateway_streams_refused_total {len(refusals)}.0" in metrics
+
+
+def test_a_gemini_client_past_server_max_streams_gets_googles_503_with_retry_delay(
+        start_gateway, fake):
+    gateway = start_gateway(config_text="server:\n  max_streams: 1\n")
+    chat = body_for("openai", "opencode-go/glm-5.1", "[[fake: deltas=3 slow=0.5]]", stream=True)
+    holder = threading.Thread(target=raw_post, args=(gateway, PATHS["openai"],
+                                                     json.dumps(chat).encode()))
+    holder.start()  # the one stream the worker takes, for ~3 s
+    try:
+        fake.wait_stats(lambda stats: stats["active_streams"] == 1)
+        status, headers, body = raw_post(
+            gateway, "/v1beta/models/opencode-go/glm-5.1:streamGenerateContent?alt=sse",
+            json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).encode())
+    finally:
+        holder.join()
+    assert status == 503, body
+    assert headers["retry-after"] == "2"
+    error = json.loads(body)["error"]  # Google's shape
+    assert error["status"] == "UNAVAILABLE" and "server.max_streams" in error["message"]
+    assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"} in \
+        error["details"]
 
 
 # --- slow bodies -------------------------------------------------------------------------------

@@ -179,7 +179,8 @@ def send_refused_early(port: int, path: str, body: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         try:
             sock.sendall(f"POST {path} HTTP/1.1\r\nHost: g\r\nContent-Type: application/json"
-                         f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+                         f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                         .encode() + body)
         except OSError:
             pass  # answered and closed before the whole body was sent
         return read_all(sock, timeout=60)
@@ -195,6 +196,21 @@ def healthz_worst_latency(url: str, while_running) -> float:
             answer.read()
         worst = max(worst, time.monotonic() - started)
     return worst
+
+
+def healthz_longest_silence(url: str, while_running) -> float:
+    """The longest time between two /healthz answers, asked one after the other, while
+    `while_running` (a started thread) is alive: while the loop is held, none is answered, so
+    this is at least the longest hold, whenever it starts."""
+    import urllib.request
+    longest = 0.0
+    last = time.monotonic()
+    while while_running.is_alive():
+        with urllib.request.urlopen(url + "/healthz", timeout=30) as answer:
+            answer.read()
+        now = time.monotonic()
+        longest, last = max(longest, now - last), now
+    return longest
 
 
 @pytest.mark.parametrize("frontend_path", [CHAT, "/v1/messages", "/v1/messages/count_tokens"])
@@ -213,6 +229,27 @@ def test_a_body_of_half_a_million_objects_is_refused_without_stalling_healthz(ga
     assert b"server.max_body_containers" in answer
     # Before the bound: the decode held the loop for over a second (a loaded machine: slower).
     assert worst < 0.5, worst
+
+
+def test_healthz_stays_answerable_while_a_big_body_of_text_is_relayed(gateway, fake):
+    """A 30 MB body of text, tabs and line breaks only (an empty table): text dense in escapes,
+    the most work per byte. Its decoding, and its encoding again for the upstream, were one call
+    each that held the loop; now its long strings go in pieces (gateway/big_body.py), and the
+    upstream still gets the text whole."""
+    import threading
+    text = "\t\n" * 7_500_000
+    outcome = []
+    sender = threading.Thread(target=lambda: outcome.append(
+        send_refused_early(gateway.port, CHAT, chat_body(text))))
+    sender.start()
+    silence = healthz_longest_silence(gateway.url, sender)
+    sender.join()
+    [answer] = outcome
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert fake.last_request()["body"]["messages"][0]["content"] == text
+    # On a loaded 2-CPU machine: 380-690 ms without an answer before, 40-95 ms after; the bound
+    # sits between them with room on both sides (the issue's aim is under 100 ms).
+    assert silence < 0.25, silence
 
 
 @pytest.mark.parametrize("field, count, bound", [

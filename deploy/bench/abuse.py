@@ -37,6 +37,8 @@ Attacks (full size / small):
     nested_body     a 28 MB body of 500k objects / 60k objects: 413, /healthz stays quick
     many_tools      100k / 60k tools: refused, /healthz stays quick
     big_string      a 30 MB / 3 MB string in one message: served, /healthz stays quick
+    big_lines       30 MB / 3 MB of tabs and line breaks in one message (text dense in
+                    escapes, the most work per byte): served, /healthz stays quick
     hostile_bodies  500 / 40 malformed bodies: every one a 4xx, no 5xx
     hangups         200 / 5 streams hung up after 10 events: every one in the ledger
     idle_cut        a stream whose upstream goes silent past idle_timeout: charged
@@ -416,6 +418,11 @@ def big_string(target: Target, full: bool) -> dict:
     return _refused_quickly(target, body, refused=("200",))
 
 
+def big_lines(target: Target, full: bool) -> dict:
+    body = chat("\t\n" * target.size(full, 7_500_000, 750_000))
+    return _refused_quickly(target, body, refused=("200",))
+
+
 def hostile_bodies(target: Target, full: bool) -> dict:
     shapes = [b"", b"{", b"[]", b"null", b'"x"', b"\xff\xfe", b'{"model": 5}',
               b'{"model": "opencode-go/glm-5.1", "messages": "x"}',
@@ -497,8 +504,8 @@ def open_streams(target: Target, full: bool) -> dict:
 
 ATTACKS = {attack.__name__: attack for attack in (
     http2, h2c_upgrade, smuggling, big_headers, header_flood, pipelining, nested_body,
-    many_tools, big_string, hostile_bodies, url_secrets, hangups, idle_cut, open_streams,
-    unread_streams)}
+    many_tools, big_string, big_lines, hostile_bodies, url_secrets, hangups, idle_cut,
+    open_streams, unread_streams)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import signal
 import tempfile
 
 from gateway import __version__
+from gateway.admission import lift_file_limit
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway
 from gateway.cli.common import in_range, load_gateway
 from gateway.logs import setup as setup_logs
@@ -126,6 +127,7 @@ def run(args) -> int:
     # gateway.asgi builds its app when imported, from the environment set below: not before.
 
     setup_logs()
+    open_files = lift_file_limit()  # the workers inherit it
     gateway = load_gateway(args)  # fail here, named, rather than in every worker
     _open_state(gateway)
     _warn_without_keys(gateway)
@@ -142,6 +144,9 @@ def run(args) -> int:
     _log.info("opencode-gateway %s starting on %s:%d with %d worker(s), %d models "
               "(`opencode-gateway models` lists them), state in %r", __version__, host, port,
               workers, len(gateway.router.advertised_models()), gateway.store)
+    _log.info("each worker takes %d model requests at once (server.max_streams; open-file "
+              "limit %d), and answers one more with 503 and Retry-After", gateway.streams.cap,
+              open_files)
     for pool in gateway.pools.values():
         first = pool.instances[0]
         _log.info("%s: OpenCode Go's %s (%d key(s)), user agent %s", pool.backend,

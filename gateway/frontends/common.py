@@ -17,6 +17,7 @@ from gateway.access.agents import agent_of
 from gateway.access.budget import check_budget
 from gateway.access.clients import Directory, Principal
 from gateway.errors import GatewayError
+from gateway.big_body import BIG, assemble, decode_in_pieces, encode_in_pieces
 from gateway.replies import Reply, StreamReply, header_list
 from gateway.routing.catalogue import WIRES
 from gateway.routing.fallbacks import FALLBACK_HEADER
@@ -31,25 +32,37 @@ _log = logging.getLogger("gateway")
 _ID_PREFIX = os.urandom(4).hex()
 _id_counter = itertools.count(1)
 
+# Set in a request's ASGI scope when its body was over big_body.BIG bytes.
+BIG_BODY = "opencode_gateway.big_body"
 
-_YIELD_AFTER = 1024 * 1024  # bytes of body
+
+def header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's headers by their lower-case names (the first of a repeated one, as
+    Starlette's `request.headers` reads them): built once per model request, where a handful
+    of lookups, most of them for headers the client did not send, would each scan the list."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1")
+        if key not in headers:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
-def presented_key(request: Request) -> str | None:
+def presented_key(headers) -> str | None:
     """The client's key from `Authorization: Bearer …`, `x-api-key` or `x-goog-api-key` (every
-    frontend; the Gemini frontend moves a `?key=` into the last)."""
-    authorization = request.headers.get("authorization")
+    frontend; the Gemini frontend moves a `?key=` into the last). `headers`: a mapping of
+    lower-case names (`header_map`, or Starlette's `request.headers`)."""
+    authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    headers = request.headers
     return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
-def check_client_key(request: Request, directory: Directory) -> Principal:
+def check_client_key(headers, directory: Directory) -> Principal:
     """Who the request's key names (access/clients.py: compared as hashes); 401 for none."""
-    presented = presented_key(request)
+    presented = presented_key(headers)
     principal = directory.who(presented)
     if principal is None:
         if presented is None:
@@ -98,7 +111,8 @@ async def read_json_object(request: Request, limit: int, timeout: float,
     a body holds (half a million small ones: over a second). Counting `{` and `[` in each chunk
     as it arrives costs little and spreads over the reads; braces inside strings count too, so
     the bound is a little stricter than it says, never looser."""
-    declared = request.headers.get("content-length")
+    declared = next((value.decode("latin-1") for name, value in request.scope["headers"]
+                     if name == b"content-length"), None)
     if declared is not None:
         if not declared.isdigit():
             raise GatewayError(400, "the Content-Length header is not a number")
@@ -137,11 +151,13 @@ async def read_json_object(request: Request, limit: int, timeout: float,
                                 "(server.body_timeout)", headers={"connection": "close"}) from None
     finally:
         deadline.cancel()
-    raw = b"".join(chunks)
+    big = size > BIG
+    raw = await assemble(chunks) if big else b"".join(chunks)
     if not raw:
         raise GatewayError(400, "the request body is empty; send a JSON object")
     try:
-        body = _decode(raw)
+        # A big body in pieces, the loop running between them (big_body.py)
+        body = await decode_in_pieces(raw) if big else _decode(raw)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # The gateway's own look at the bytes, not the decoder's wording (which changes between
         # msgspec versions and may not name the byte): UTF-8 first, then JSON.
@@ -156,9 +172,9 @@ async def read_json_object(request: Request, limit: int, timeout: float,
                                 "request") from None
     if not isinstance(body, dict):
         raise GatewayError(400, f"the request body must be a JSON object, got {_json_type(body)}")
-    if len(raw) > _YIELD_AFTER:
-        # Decoding a big body held the loop; the re-encoding for the upstream will again: let
-        # the other requests run between the two.
+    if big:
+        # The upstream's encoding is done in pieces too (_forward_on_its_wire): it is told so.
+        request.scope[BIG_BODY] = True
         await asyncio.sleep(0)
     return body
 
@@ -187,9 +203,11 @@ def check_counts(body: dict, server) -> None:
                 raise GatewayError(400, f"`{where}` holds {len(parts)} parts, over this "
                                         f"gateway's limit of {server.max_parts} "
                                         "(server.max_parts)", param=where)
-def estimate_tokens(value) -> int:
-    """A token count estimate for a request's content: about four bytes of JSON per token."""
-    return max(1, len(_encode(value)) // 4)
+async def estimate_tokens(value, request: Request) -> int:
+    """A token count estimate for a request's content: about four bytes of JSON per token (a
+    big body's encoded in pieces, as for the upstream)."""
+    encoded = await encode_in_pieces(value) if BIG_BODY in request.scope else _encode(value)
+    return max(1, len(encoded) // 4)
 
 
 def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
@@ -309,9 +327,10 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Reply | Stream
         body = upstream_body(ctx)
         if _needs_reasoning(ctx):  # it gets back what the client dropped (state/reasoning.py)
             await gateway.reasoning.restore(body, ctx.session, ctx.request_id)
+        payload = await encode_in_pieces(body) if BIG_BODY in request.scope else _encode(body)
         try:
             response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
-                                                         _encode(body))
+                                                         payload)
         except ReasoningRequired as refused:
             catalogue = gateway.router.catalogues[ctx.backend]
             if catalogue.needs_reasoning_back(ctx.model_id):
@@ -345,20 +364,27 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Reply | Stream
 
 
 async def serve(request: Request, frontend: str, validate: Callable[[dict], str],
-                render_error: Callable[[GatewayError, str], Reply]) -> Reply | StreamReply:
-    """One request on a frontend: key, body, route, upstream; every refusal in its shape."""
+                render_error: Callable[[GatewayError, str], Reply],
+                admitted: bool = True) -> Reply | StreamReply:
+    """One request on a frontend: key, body, route, upstream; every refusal in its shape.
+    A request not `admitted` (the worker has `server.max_streams` in flight) is refused with
+    503 once its body is read."""
     gateway = request.app.state.gateway
     started = time.monotonic()
-    request_id = request.headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
+    headers = header_map(request.scope["headers"])
+    request_id = headers.get("x-request-id") or f"{_ID_PREFIX}-{next(_id_counter):x}"
     ctx = None
     model = None
     client = None
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(headers, gateway.clients)
         client = principal.name
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
                                       server.max_body_containers)
+        if not admitted:
+            gateway.observer.stream_refused()
+            raise gateway.streams.refusal()
         check_counts(body, server)
         model = validate(body)
         admit(gateway, principal, model)
@@ -367,12 +393,12 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         while True:
             ctx = None
             try:
-                ctx = await gateway.router.route(attempt, frontend, body, headers=request.headers,
-                                                 client_key=presented_key(request))
+                ctx = await gateway.router.route(attempt, frontend, body, headers=headers,
+                                                 client_key=presented_key(headers))
                 ctx.request_id = request_id
                 ctx.started = started
                 ctx.client = client
-                ctx.agent = agent_of(request.headers.get("user-agent"))
+                ctx.agent = agent_of(headers.get("user-agent"))
                 if not ctx.instance.api_key:  # said at start too (OpenCode Go: "Missing API key")
                     raise GatewayError(503, missing_key_message(ctx.backend),
                                        code="no_upstream_key")
@@ -434,5 +460,24 @@ class Frontend:
         self.render_error = render_error
 
     async def __call__(self, scope, receive, send) -> None:
-        reply = await serve(Request(scope, receive), self.name, self.validate, self.render_error)
+        await answer(scope, receive, send, Request(scope, receive), self.name, self.validate,
+                     self.render_error)
+
+
+async def answer(scope, receive, send, request: Request, frontend: str,
+                 validate: Callable[[dict], str], render_error: Callable[[GatewayError, str], Reply],
+                 adjust: Callable[[Reply | StreamReply], None] | None = None) -> None:
+    """`serve` the request and send its answer (after `adjust` of it), holding one of the
+    worker's places for requests in flight until the answer's last byte (admission.py)."""
+    streams = request.app.state.gateway.streams
+    admitted = streams.open < streams.cap
+    if admitted:
+        streams.open += 1
+    try:
+        reply = await serve(request, frontend, validate, render_error, admitted)
+        if adjust is not None:
+            adjust(reply)
         await reply(scope, receive, send)
+    finally:
+        if admitted:
+            streams.open -= 1

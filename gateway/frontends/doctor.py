@@ -30,7 +30,7 @@ class _LastReport:
 async def doctor(request: Request) -> Reply:
     gateway = request.app.state.gateway
     try:
-        if not sees_everyone(gateway, check_client_key(request, gateway.clients)):
+        if not sees_everyone(gateway, check_client_key(request.headers, gateway.clients)):
             raise admin_only()
     except GatewayError as exc:
         return openai_error(exc)

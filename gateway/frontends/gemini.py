@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from gateway.errors import GatewayError
-from gateway.frontends.common import (check_at_door, check_client_key, estimate_tokens,
-                                      read_json_object, serve)
+from gateway.frontends.common import (answer, check_at_door, check_client_key,
+                                      estimate_tokens, read_json_object)
 from gateway.replies import Reply, StreamReply
 from gateway.translate.gemini_answer import error_body
 
@@ -129,34 +129,35 @@ class _Generate:
             await gemini_error(exc)(scope, receive, send)
             return
         if method == "countTokens":
-            reply = await _count_tokens(request)
-        else:
-            stream = method == "streamGenerateContent"
-            sse = request.query_params.get("alt") == "sse"
+            await (await _count_tokens(request))(scope, receive, send)
+            return
+        stream = method == "streamGenerateContent"
+        sse = request.query_params.get("alt") == "sse"
 
-            def validate(body: dict) -> str:
-                body["model"] = model
-                check_at_door(body, GeminiRequest, _EXAMPLE_MODEL)
-                body.pop("stream", None)
-                body.pop("alt", None)
-                if stream:  # what the codecs read: the URL's say, in the body
-                    body["stream"] = True
-                    if sse:
-                        body["alt"] = "sse"
-                return model
+        def validate(body: dict) -> str:
+            body["model"] = model
+            check_at_door(body, GeminiRequest, _EXAMPLE_MODEL)
+            body.pop("stream", None)
+            body.pop("alt", None)
+            if stream:  # what the codecs read: the URL's say, in the body
+                body["stream"] = True
+                if sse:
+                    body["alt"] = "sse"
+            return model
 
-            reply = await serve(request, "gemini", validate, gemini_error)
+        def json_stream(reply) -> None:  # without alt=sse: one JSON array, streamed
             if isinstance(reply, StreamReply) and not sse:
                 reply.headers = [(name, b"application/json" if name == b"content-type" else value)
                                  for name, value in reply.headers]
-        await reply(scope, receive, send)
+
+        await answer(scope, receive, send, request, "gemini", validate, gemini_error, json_stream)
 
 
 async def _count_tokens(request: Request) -> Reply:
     """`{"totalTokens": N}`, an estimate: OpenCode Go has no counting endpoint."""
     gateway = request.app.state.gateway
     try:
-        check_client_key(request, gateway.clients)
+        check_client_key(request.headers, gateway.clients)
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
                                       server.max_body_containers)
@@ -168,7 +169,7 @@ async def _count_tokens(request: Request) -> Reply:
     except GatewayError as exc:
         return gemini_error(exc)
     fields = {key: counted.get(key) for key in ("systemInstruction", "contents", "tools")}
-    return Reply(b'{"totalTokens":%d}' % estimate_tokens(fields))
+    return Reply(b'{"totalTokens":%d}' % await estimate_tokens(fields, request))
 
 
 def _model(name: str) -> dict:
@@ -182,7 +183,7 @@ async def list_models(request: Request) -> Reply:
     _key_out_of_query(request.scope)
     gateway = request.app.state.gateway
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(request.headers, gateway.clients)
     except GatewayError as exc:
         return gemini_error(exc)
     models = [_model(name) for name in gateway.router.advertised_models()
@@ -196,7 +197,7 @@ async def get_model(request: Request) -> Reply:
     gateway = request.app.state.gateway
     name = request.path_params["rest"]
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(request.headers, gateway.clients)
         for advertised in gateway.router.advertised_models():
             if name in (advertised, advertised.partition("/")[2]) and principal.may_use(name):
                 return Reply(_encode(_model(advertised)))

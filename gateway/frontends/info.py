@@ -55,7 +55,7 @@ async def list_models(request: Request) -> Reply:
     gateway = request.app.state.gateway
     anthropic = "anthropic-version" in request.headers
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(request.headers, gateway.clients)
     except GatewayError as exc:
         return anthropic_error(exc) if anthropic else openai_error(exc)
     ids = [model for model in gateway.router.advertised_models() if principal.may_use(model)]
@@ -76,7 +76,7 @@ async def count_tokens(request: Request) -> Reply:
     and clients such as Claude Code only use the figure to decide when to compact."""
     gateway = request.app.state.gateway
     try:
-        check_client_key(request, gateway.clients)
+        check_client_key(request.headers, gateway.clients)
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
                                       server.max_body_containers)
@@ -85,4 +85,4 @@ async def count_tokens(request: Request) -> Reply:
     except GatewayError as exc:
         return anthropic_error(exc)
     counted = {key: body.get(key) for key in ("system", "messages", "tools")}
-    return _json(b'{"input_tokens":%d}' % estimate_tokens(counted))
+    return _json(b'{"input_tokens":%d}' % await estimate_tokens(counted, request))

@@ -36,7 +36,7 @@ def spend_dimensions(by: str | None) -> list[str] | None:
 async def usage(request: Request) -> Reply:
     gateway = request.app.state.gateway
     try:
-        principal = check_client_key(request, gateway.clients)
+        principal = check_client_key(request.headers, gateway.clients)
         by = spend_dimensions(request.query_params.get("by"))
         if principal.is_client:
             only = principal.name

@@ -182,18 +182,9 @@ class _MessageStart(_Event, tag="message_start"):
     message: _StartedMessage
 
 
-class _StartedBlock(msgspec.Struct):
-    type: str
-    id: str = ""
-    name: str = ""
-    text: str = ""
-    thinking: str = ""
-    input: msgspec.Raw = msgspec.Raw()
-
-
 class _ContentBlockStart(_Event, tag="content_block_start"):
     index: int
-    content_block: _StartedBlock
+    content_block: _Block
 
 
 class _DeltaBase(msgspec.Struct, tag_field="type"):
@@ -409,7 +400,7 @@ class _OutMessage(msgspec.Struct, tag_field="type", tag="message"):
     role: str
     model: str
     content: list[ContentBlock]
-    stop_reason: str
+    stop_reason: str | None  # None in `message_start`
     stop_sequence: None
     usage: AnthropicUsage
 
@@ -453,18 +444,8 @@ def write_answer(answer: Answer, model: str) -> bytes:
     return _encode(message)
 
 
-class _MessageStartBody(msgspec.Struct, tag_field="type", tag="message"):
-    id: str
-    role: str
-    model: str
-    content: list
-    stop_reason: None
-    stop_sequence: None
-    usage: AnthropicUsage
-
-
 class _OutMessageStart(msgspec.Struct, tag_field="type", tag="message_start"):
-    message: _MessageStartBody
+    message: _OutMessage
 
 
 class _BlockStart(msgspec.Struct, tag_field="type", tag="content_block_start"):
@@ -541,7 +522,7 @@ class AnthropicStreamWriter(StreamWriter):
         if self._started:
             return
         self._started = True
-        body = _MessageStartBody(
+        body = _OutMessage(
             id=_message_id(), role="assistant", model=model or self._model, content=[],
             stop_reason=None, stop_sequence=None, usage=AnthropicUsage(0, 0))
         self.out.append(_MESSAGE_START + _encode(_OutMessageStart(body)) + _END)

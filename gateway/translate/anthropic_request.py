@@ -48,7 +48,8 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import hub_messages
+from gateway.translate.hub import (append_turn, function_tool, hub_messages, tool_name,
+                                   user_content)
 
 
 # ---- Anthropic client -> hub --------------------------------------------------------------
@@ -191,18 +192,23 @@ def _block_type(block: Any, where: str) -> str:
     return block["type"]
 
 
-def _translate_user(content: Any, where: str, out: list[dict]) -> None:
+def _turn_blocks(content: Any, where: str, role: str, out: list[dict]) -> list:
+    """A user or assistant turn's content blocks; a plain-string turn goes to `out` as it is."""
     if isinstance(content, str):
         if content:
-            out.append({"role": "user", "content": content})
-        return
+            out.append({"role": role, "content": content})
+        return []
     if not isinstance(content, list):
         raise GatewayError(400, f"`{where}` must be a string or a list of content blocks",
                            param=where)
+    return content
+
+
+def _translate_user(content: Any, where: str, out: list[dict]) -> None:
     # Tool results become `role: tool` messages right after the assistant turn that called the
     # tools; whatever else the user turn holds follows them as one user message.
     parts: list[dict] = []
-    for j, block in enumerate(content):
+    for j, block in enumerate(_turn_blocks(content, where, "user", out)):
         at = f"{where}[{j}]"
         kind = _block_type(block, at)
         if kind == "text":
@@ -217,14 +223,7 @@ def _translate_user(content: Any, where: str, out: list[dict]) -> None:
             parts.append({"type": "text", "text": _document_text(block, at)})
         # Anything else (thinking echoed in a user turn, new block types) has no OpenAI form.
     if parts:
-        out.append({"role": "user", "content": _user_content(parts)})
-
-
-def _user_content(parts: list[dict]) -> str | list[dict]:
-    # Text-only content as a plain string: every OpenAI-compatible server takes that form.
-    if all(p["type"] == "text" for p in parts):
-        return _TEXT_SEPARATOR.join(p["text"] for p in parts)
-    return parts
+        out.append({"role": "user", "content": user_content(parts)})
 
 
 def _image_part(block: dict, where: str) -> dict:
@@ -289,17 +288,10 @@ def _tool_message(block: dict, where: str, user_parts: list[dict]) -> dict:
 
 
 def _translate_assistant(content: Any, where: str, out: list[dict]) -> None:
-    if isinstance(content, str):
-        if content:
-            out.append({"role": "assistant", "content": content})
-        return
-    if not isinstance(content, list):
-        raise GatewayError(400, f"`{where}` must be a string or a list of content blocks",
-                           param=where)
     texts: list[str] = []
     reasoning: list[str] = []
     tool_calls: list[dict] = []
-    for j, block in enumerate(content):
+    for j, block in enumerate(_turn_blocks(content, where, "assistant", out)):
         at = f"{where}[{j}]"
         kind = _block_type(block, at)
         if kind == "text":
@@ -351,21 +343,12 @@ def _translate_tools(tools: Any) -> tuple[list[dict], list[str]]:
             # An Anthropic server tool (web search, code execution): only Anthropic runs it.
             dropped.append(str(tool.get("name") or tool.get("type")))
             continue
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise GatewayError(400, f"`{at}.name` must be a non-empty string",
-                               param=f"{at}.name")
+        name = tool_name(tool, at)
         schema = tool.get("input_schema")
-        if schema is None:
-            schema = {"type": "object", "properties": {}}
-        elif not isinstance(schema, dict):
+        if schema is not None and not isinstance(schema, dict):
             raise GatewayError(400, f"`{at}.input_schema` must be a JSON schema object",
                                param=f"{at}.input_schema")
-        function: dict[str, Any] = {"name": name}
-        if isinstance(tool.get("description"), str):
-            function["description"] = tool["description"]
-        function["parameters"] = schema
-        out.append({"type": "function", "function": function})
+        out.append(function_tool(name, tool.get("description"), schema))
     return out, dropped
 
 
@@ -587,12 +570,7 @@ def _merge_turns(turns: list[tuple[str, list[dict]]]) -> list[dict]:
     """Anthropic wants alternating roles: same-role neighbours become one message."""
     merged: list[dict] = []
     for role, blocks in turns:
-        if not blocks:
-            continue
-        if merged and merged[-1]["role"] == role:
-            merged[-1]["content"].extend(blocks)
-        else:
-            merged.append({"role": role, "content": blocks})
+        append_turn(merged, role, blocks)
     for message in merged:
         content = message["content"]
         # Tool results must open the user turn that answers the calls; tool calls close the

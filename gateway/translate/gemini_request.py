@@ -47,7 +47,9 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import hub_messages
+from gateway.translate.hub import (append_turn, function_tool, hub_function, hub_messages,
+                                   hub_parts, hub_text, hub_tool_call_id, tool_list, tool_name,
+                                   user_content)
 
 _encode_json = msgspec.json.Encoder().encode
 _SEPARATOR = "\n\n"
@@ -230,13 +232,8 @@ class _Turns:
         self.flush_user(content)
 
     def flush_user(self, content: list[dict]) -> None:
-        if not content:
-            return
-        if all(part["type"] == "text" for part in content):
-            self.out.append({"role": "user",
-                             "content": _SEPARATOR.join(part["text"] for part in content)})
-        else:
-            self.out.append({"role": "user", "content": content})
+        if content:
+            self.out.append({"role": "user", "content": user_content(content)})
 
     def response(self, response: Any, where: str) -> dict:
         response = _object(response, where)
@@ -295,18 +292,10 @@ def _media(url: str, mime: str, where: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-_GOOGLE_TOOLS = ("googleSearch", "googleSearchRetrieval", "codeExecution", "urlContext",
-                 "retrieval", "googleMaps", "computerUse", "fileSearch", "enterpriseWebSearch")
-
-
 def _tools(tools: Any) -> tuple[list[dict], list[str]]:
-    if tools is None:
-        return [], []
-    if not isinstance(tools, list):
-        raise _bad("`tools` must be a list of tool objects", "tools")
     out: list[dict] = []
     dropped: list[str] = []
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(tool_list(tools)):
         where = f"tools[{i}]"
         tool = _object(tool, where)
         declarations = field(tool, "functionDeclarations")
@@ -323,19 +312,13 @@ def _tools(tools: Any) -> tuple[list[dict], list[str]]:
 
 def _function(declaration: Any, where: str) -> dict:
     declaration = _object(declaration, where)
-    name = declaration.get("name")
-    if not isinstance(name, str) or not name:
-        raise _bad(f"`{where}.name` must be a non-empty string", f"{where}.name")
-    function: dict[str, Any] = {"name": name}
-    if isinstance(declaration.get("description"), str):
-        function["description"] = declaration["description"]
+    name = tool_name(declaration, where)
     schema = field(declaration, "parametersJsonSchema")
     if schema is None and declaration.get("parameters") is not None:
         schema = json_schema(_object(declaration["parameters"], f"{where}.parameters"))
     elif schema is not None:
         _object(schema, f"{where}.parametersJsonSchema")
-    function["parameters"] = schema or {"type": "object", "properties": {}}
-    return {"type": "function", "function": function}
+    return function_tool(name, declaration.get("description"), schema or None)
 
 
 # Google's Schema fields with no JSON Schema meaning.
@@ -468,35 +451,19 @@ def from_hub(body: dict) -> dict:
     return out
 
 
-def _hub_text(content: Any) -> str:
-    if isinstance(content, list):
-        return _SEPARATOR.join(part["text"] for part in content
-                               if isinstance(part, dict) and isinstance(part.get("text"), str))
-    return content if isinstance(content, str) else ""
-
-
-def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"].extend(parts)
-    else:
-        contents.append({"role": role, "parts": parts})
-
-
 def _hub_message(message: dict, where: str, system: list[str], contents: list[dict],
                  names: dict[str, str]) -> None:
     role = message.get("role")
     content = message.get("content")
     if role in ("system", "developer"):
-        text = _hub_text(content)
+        text = hub_text(content)
         if text:
             system.append(text)
     elif role == "user":
-        _append(contents, "user", _hub_user_parts(content, where))
+        append_turn(contents, "user", _hub_user_parts(content, where), "parts")
     elif role == "assistant":
         parts: list[dict] = []
-        text = _hub_text(content)
+        text = hub_text(content)
         if text:
             parts.append({"text": text})
         for j, call in enumerate(message.get("tool_calls") or ()):
@@ -518,57 +485,36 @@ def _hub_message(message: dict, where: str, system: list[str], contents: list[di
             if j == 0:
                 part["thoughtSignature"] = SKIP_SIGNATURE
             parts.append(part)
-        _append(contents, "model", parts)
+        append_turn(contents, "model", parts, "parts")
     elif role == "tool":
-        call_id = message.get("tool_call_id")
-        if not isinstance(call_id, str) or not call_id:
-            raise _bad(f"`{where}.tool_call_id` must name the tool call this answers",
-                       f"{where}.tool_call_id")
-        text = _hub_text(content)
+        call_id = hub_tool_call_id(message, where)
+        text = hub_text(content)
         try:
             result = msgspec.json.decode(text) if text else {}
         except msgspec.DecodeError:
             result = None
-        _append(contents, "user", [{"functionResponse": {
+        append_turn(contents, "user", [{"functionResponse": {
             "id": call_id, "name": names.get(call_id, call_id),
-            "response": result if isinstance(result, dict) else {"output": text}}}])
+            "response": result if isinstance(result, dict) else {"output": text}}}], "parts")
     else:
         raise _bad(f"`{where}.role` {role!r} is not one of: system, developer, user, assistant, "
                    "tool", f"{where}.role")
 
 
 def _hub_user_parts(content: Any, where: str) -> list[dict]:
-    if content is None or isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad(f"`{where}.content` must be a string or a list of content parts",
-                   f"{where}.content")
-    parts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            parts.append({"text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise _bad(f"`{where}.content[{j}].image_url.url` must be a string",
-                           f"{where}.content[{j}].image_url.url")
-            head, comma, data = url.partition(",")
-            if url.startswith("data:") and comma and head.endswith(";base64"):
-                parts.append({"inlineData": {"mimeType": head[5:-7], "data": data}})
-            else:
-                parts.append({"fileData": {"fileUri": url, "mimeType": "image/*"}})
-        else:
-            raise _bad(f"`{where}.content[{j}].type` {kind!r} is not supported for this model "
-                       "(supported: text, image_url)", f"{where}.content[{j}].type")
-    return parts
+    return [{"text": value} if kind == "text" else _hub_image(value)
+            for kind, value in hub_parts(content, where)]
+
+
+def _hub_image(url: str) -> dict:
+    head, comma, data = url.partition(",")
+    if url.startswith("data:") and comma and head.endswith(";base64"):
+        return {"inlineData": {"mimeType": head[5:-7], "data": data}}
+    return {"fileData": {"fileUri": url, "mimeType": "image/*"}}
 
 
 def _declaration(tool: Any, where: str) -> dict:
-    function = tool.get("function") if isinstance(tool, dict) else None
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise _bad(f"`{where}` must be a function tool with a name", where)
+    function = hub_function(tool, where)
     out: dict[str, Any] = {"name": function["name"]}
     if isinstance(function.get("description"), str):
         out["description"] = function["description"]

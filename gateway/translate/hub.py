@@ -18,10 +18,14 @@ The form speaks Chat Completions' vocabulary, because it is the widest-understoo
 - A **stream** is a sequence of calls on a `StreamWriter`: a reader decodes the upstream's
   events and calls the client protocol's writer, which encodes bytes. No event objects are built
   between the two: one method call per upstream event.
+
+What the request codecs check or build the same way (a hub message's parts, a client's function
+tool, …) is here too, written once with its refusal; the caller passes the field's path.
 """
 from __future__ import annotations
 
 import os
+from typing import Any, Iterator
 
 import msgspec
 
@@ -189,6 +193,8 @@ class StreamTranslation:
         return self.writer.failure
 
 
+# ---- checks and forms every request codec shares --------------------------------------------
+
 def hub_messages(body: dict) -> list:
     """The hub body's messages, for a codec writing it for one upstream wire: every wire gives
     one answer per request, so `n` other than 1 is refused here, once for all of them."""
@@ -201,6 +207,112 @@ def hub_messages(body: dict) -> list:
     if not isinstance(messages, list):
         raise GatewayError(400, "`messages` must be a list of message objects", param="messages")
     return messages
+
+
+def append_turn(turns: list[dict], role: str, items: list, key: str = "content") -> None:
+    """`items` as a turn of `role` under `key`, joined to the last turn when it has that role:
+    for the wires that want roles to alternate (Anthropic's, Google's)."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})
+
+
+def user_content(parts: list[dict]) -> str | list[dict]:
+    """A hub user message's content from its parts: text-only content as one string, the form
+    every Chat Completions server takes."""
+    if all(part["type"] == "text" for part in parts):
+        return "\n\n".join(part["text"] for part in parts)
+    return parts
+
+
+def tool_list(tools: Any) -> list:
+    """A client's `tools` (none: an empty list)."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise GatewayError(400, "`tools` must be a list of tool objects", param="tools")
+    return tools
+
+
+def content_parts(content: Any, where: str) -> str | list:
+    """A `content` field as sent (`where` names it): its text ("" for none) or its parts."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise GatewayError(400, f"`{where}` must be a string or a list of content parts",
+                           param=where)
+    return content
+
+
+def hub_text(content: Any) -> str:
+    """The text of a hub message's content (its text parts joined); "" for any other shape."""
+    if isinstance(content, list):
+        return "\n\n".join(part["text"] for part in content
+                             if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return content if isinstance(content, str) else ""
+
+
+def hub_parts(content: Any, where: str) -> Iterator[tuple[str, str]]:
+    """A hub message's content, checked, as ("text", text) and ("image_url", url) pairs, for a
+    codec writing them in its own wire's part forms."""
+    content = content_parts(content, f"{where}.content")
+    if isinstance(content, str):
+        if content:
+            yield "text", content
+        return
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            yield kind, part["text"]
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise GatewayError(400, f"`{where}.content[{j}].image_url.url` must be a string",
+                                   param=f"{where}.content[{j}].image_url.url")
+            yield kind, url
+        else:
+            raise GatewayError(400, f"`{where}.content[{j}].type` {kind!r} is not supported for "
+                                    "this model (supported: text, image_url)",
+                               param=f"{where}.content[{j}].type")
+
+
+def hub_tool_call_id(message: dict, where: str) -> str:
+    """The call a hub `tool` message answers."""
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise GatewayError(400, f"`{where}.tool_call_id` must name the tool call this answers",
+                           param=f"{where}.tool_call_id")
+    return call_id
+
+
+def hub_function(tool: Any, where: str) -> dict:
+    """The `function` of a hub `tools[i]` entry: an object with a string `name`."""
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise GatewayError(400, f"`{where}` must be a function tool with a name", param=where)
+    return function
+
+
+def tool_name(tool: dict, where: str) -> str:
+    """The `name` of a client's tool declaration (every protocol calls it that)."""
+    name = tool.get("name")
+    if not isinstance(name, str) or not name:
+        raise GatewayError(400, f"`{where}.name` must be a non-empty string", param=f"{where}.name")
+    return name
+
+
+def function_tool(name: str, description: Any, parameters: dict | None) -> dict:
+    """The hub's function tool; without `parameters` it takes no arguments."""
+    function: dict[str, Any] = {"name": name}
+    if isinstance(description, str):
+        function["description"] = description
+    function["parameters"] = {"type": "object", "properties": {}} if parameters is None \
+        else parameters
+    return {"type": "function", "function": function}
 
 
 def parse_cost(value: object) -> float | None:

@@ -46,7 +46,9 @@ from typing import Any
 import msgspec
 
 from gateway.errors import GatewayError
-from gateway.translate.hub import hub_messages
+from gateway.translate.hub import (content_parts, function_tool, hub_function, hub_messages,
+                                   hub_parts, hub_text, hub_tool_call_id, tool_list, tool_name,
+                                   user_content)
 from gateway.translate.responses_answer import CUSTOM_TOOL_INPUT, namespaced_name
 
 _encode_json = msgspec.json.Encoder().encode
@@ -248,12 +250,9 @@ def _reasoning_text(item: dict) -> str:
 
 
 def _plain_text(content: Any, where: str) -> str:
-    if content is None:
-        return ""
+    content = content_parts(content, where)
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or a list of content parts", where)
     texts = []
     for j, part in enumerate(content):
         if not isinstance(part, dict):
@@ -265,12 +264,9 @@ def _plain_text(content: Any, where: str) -> str:
 
 
 def _user_parts(content: Any, where: str) -> str | list[dict]:
-    if content is None:
-        return ""
+    content = content_parts(content, where)
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise _bad(f"`{where}` must be a string or a list of content parts", where)
     parts: list[dict] = []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
@@ -292,18 +288,13 @@ def _user_parts(content: Any, where: str) -> str | list[dict]:
         else:
             raise _bad(f"`{at}.type` {kind!r} is not supported for this model (supported: "
                        "input_text, input_image)", f"{at}.type")
-    if all(part["type"] == "text" for part in parts):
-        return _SEPARATOR.join(part["text"] for part in parts)
-    return parts
+    return user_content(parts)
 
 
 def _output_text(output: Any, where: str, images: list[dict]) -> str:
-    if output is None:
-        return ""
+    output = content_parts(output, where)
     if isinstance(output, str):
         return output
-    if not isinstance(output, list):
-        raise _bad(f"`{where}` must be a string or a list of content parts", where)
     texts = []
     for j, part in enumerate(output):
         if isinstance(part, dict) and part.get("type") == "input_image":
@@ -317,19 +308,10 @@ def _output_text(output: Any, where: str, images: list[dict]) -> str:
     return _SEPARATOR.join(text for text in texts if text)
 
 
-_HOSTED_TOOLS = frozenset({"web_search", "web_search_preview", "file_search", "code_interpreter",
-                           "computer_use_preview", "image_generation", "mcp", "local_shell",
-                           "shell", "apply_patch", "tool_search"})
-
-
 def _tools(tools: Any) -> tuple[list[dict], list[str]]:
-    if tools is None:
-        return [], []
-    if not isinstance(tools, list):
-        raise _bad("`tools` must be a list of tool objects", "tools")
     out: list[dict] = []
     dropped: list[str] = []
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(tool_list(tools)):
         _tool(tool, f"tools[{i}]", out, dropped)
     return out, dropped
 
@@ -339,26 +321,15 @@ def _tool(tool: Any, where: str, out: list[dict], dropped: list[str]) -> None:
         raise _bad(f"`{where}` must be a tool object", where)
     kind = tool.get("type")
     if kind == "function":
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad(f"`{where}.name` must be a non-empty string", f"{where}.name")
-        function: dict[str, Any] = {"name": name}
-        if isinstance(tool.get("description"), str):
-            function["description"] = tool["description"]
         parameters = tool.get("parameters")
-        function["parameters"] = parameters if isinstance(parameters, dict) else \
-            {"type": "object", "properties": {}}
-        out.append({"type": "function", "function": function})
+        out.append(function_tool(tool_name(tool, where), tool.get("description"),
+                                 parameters if isinstance(parameters, dict) else None))
     elif kind == "custom":
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad(f"`{where}.name` must be a non-empty string", f"{where}.name")
-        out.append({"type": "function", "function": {
-            "name": name, "description": _custom_description(tool),
-            "parameters": {"type": "object", "required": [CUSTOM_TOOL_INPUT],
-                           "properties": {CUSTOM_TOOL_INPUT: {
-                               "type": "string",
-                               "description": "the whole input, in the format described above"}}}}})
+        out.append(function_tool(tool_name(tool, where), _custom_description(tool), {
+            "type": "object", "required": [CUSTOM_TOOL_INPUT],
+            "properties": {CUSTOM_TOOL_INPUT: {
+                "type": "string",
+                "description": "the whole input, in the format described above"}}}))
     elif kind == "namespace":
         inner = tool.get("tools")
         namespace = tool.get("name")
@@ -491,11 +462,7 @@ def _hub_message(message: Any, where: str, items: list[dict]) -> None:
                           "name": function.get("name") or "",
                           "arguments": function.get("arguments") or "{}"})
     elif role == "tool":
-        call_id = message.get("tool_call_id")
-        if not isinstance(call_id, str) or not call_id:
-            raise _bad(f"`{where}.tool_call_id` must name the tool call this answers",
-                       f"{where}.tool_call_id")
-        items.append({"type": "function_call_output", "call_id": call_id,
+        items.append({"type": "function_call_output", "call_id": hub_tool_call_id(message, where),
                       "output": _hub_text(content, where)})
     else:
         raise _bad(f"`{where}.role` {role!r} is not one of: system, developer, user, assistant, "
@@ -503,43 +470,19 @@ def _hub_message(message: Any, where: str, items: list[dict]) -> None:
 
 
 def _hub_text(content: Any, where: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        return _SEPARATOR.join(part["text"] for part in content
-                               if isinstance(part, dict) and isinstance(part.get("text"), str))
-    raise _bad(f"`{where}.content` must be a string or a list of content parts",
-               f"{where}.content")
+    return hub_text(content_parts(content, f"{where}.content"))
 
 
 def _hub_user_parts(content: Any, where: str) -> str | list[dict]:
     if content is None or isinstance(content, str):
         return content or ""
-    if not isinstance(content, list):
-        raise _bad(f"`{where}.content` must be a string or a list of content parts",
-                   f"{where}.content")
-    parts = []
-    for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            parts.append({"type": "input_text", "text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise _bad(f"`{where}.content[{j}].image_url.url` must be a string",
-                           f"{where}.content[{j}].image_url.url")
-            parts.append({"type": "input_image", "image_url": url})
-        else:
-            raise _bad(f"`{where}.content[{j}].type` {kind!r} is not supported for this model "
-                       "(supported: text, image_url)", f"{where}.content[{j}].type")
-    return parts
+    return [{"type": "input_text", "text": value} if kind == "text" else
+            {"type": "input_image", "image_url": value}
+            for kind, value in hub_parts(content, where)]
 
 
 def _responses_tool(tool: Any, where: str) -> dict:
-    function = tool.get("function") if isinstance(tool, dict) else None
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise _bad(f"`{where}` must be a function tool with a name", where)
+    function = hub_function(tool, where)
     out: dict[str, Any] = {"type": "function", "name": function["name"],
                            "parameters": function.get("parameters")
                            or {"type": "object", "properties": {}}}

@@ -28,6 +28,7 @@ import time
 
 import aiohttp
 
+from gateway.big_body import BIG, BodyPieces, PiecewisePayload
 from gateway.config import Upstream
 from gateway.errors import (GatewayError, anthropic_stream_error, openai_stream_error,
                             read_upstream_error)
@@ -213,16 +214,18 @@ class Forwarder:
             headers[name] = value
         return headers
 
-    async def forward(self, ctx: RouteContext, payload: bytes) -> Reply | StreamReply:
+    async def forward(self, ctx: RouteContext, payload: bytes | BodyPieces) -> Reply | StreamReply:
         pool = self._pools[ctx.backend]
         instance = ctx.instance
         tried: list[Instance] = []
         hops_left = 0 if ctx.pinned else self._settings.failover_hops
         started = time.monotonic()
         ctx.sent_bytes = len(payload)
+        # a big body goes in pieces, the loop running between them (big_body.py)
+        data = payload if ctx.sent_bytes <= BIG else PiecewisePayload(payload)
         while True:
             try:
-                upstream = await self._open(instance, ctx, payload)
+                upstream = await self._open(instance, ctx, data)
             except _Unreachable as exc:
                 failure = Refusal(Kind.RETRYABLE, exc.status,
                                   f"upstream {instance.name}: {exc.message}")
@@ -267,7 +270,8 @@ class Forwarder:
                 return candidate
         return pool.choose(avoid=tuple(tried), model=ctx.model_id)
 
-    async def _open(self, instance: Instance, ctx: RouteContext, payload: bytes):
+    async def _open(self, instance: Instance, ctx: RouteContext,
+                    payload: bytes | PiecewisePayload):
         url = call_url(instance, ctx.protocol, ctx.model_id, ctx.stream)
         headers = self._headers_for(instance, ctx)
         for attempt in (1, 2):

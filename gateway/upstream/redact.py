@@ -87,7 +87,7 @@ def _as_text(form: str | bytes) -> str:
 
 class _Matcher(Generic[AnyStr]):
     """The keys' forms in one string type (bytes for the wire, str for a writer's text)."""
-    __slots__ = ("forms", "masks", "pattern", "_ends")
+    __slots__ = ("forms", "masks", "pattern", "_ends", "_split_patterns")
 
     def __init__(self, masks: dict[AnyStr, AnyStr]):
         self.forms = sorted(masks, key=len, reverse=True)
@@ -104,6 +104,20 @@ class _Matcher(Generic[AnyStr]):
                 ends.setdefault(form[length - 1], set()).add(form[:length])
         self._ends = {last: sorted(prefixes, key=len, reverse=True)
                       for last, prefixes in ends.items()}
+        self._split_patterns: dict[str, tuple] = {}
+
+    def split_patterns(self, protocol: str) -> tuple:
+        """SplitKeyGuard's regexes for `protocol`'s events: built once, not per stream."""
+        patterns = self._split_patterns.get(protocol)
+        if patterns is None:
+            fields = TEXT_FIELDS.get(protocol) or {name for names in TEXT_FIELDS.values()
+                                                   for name in names}
+            names = b"|".join(re.escape(name) for name in sorted(fields))
+            patterns = self._split_patterns[protocol] = (
+                re.compile(_prefix_pattern(self.forms) + b'"'),
+                re.compile(_WORD_BEFORE.encode()),
+                re.compile(b'"(?:' + names + rb')"\s*:\s*"'))
+        return patterns
 
     def unfinished(self, data: AnyStr, start: int) -> int:
         """The length of the longest tail of `data[start:]` that begins some form of a key."""
@@ -338,12 +352,7 @@ class SplitKeyGuard:
         self._before = b""  # the last bytes sent: an escape there is the next key's word break
         if matcher is None:
             return
-        self._suspect = re.compile(_prefix_pattern(matcher.forms) + b'"')
-        self._word = re.compile(_WORD_BEFORE.encode())
-        fields = TEXT_FIELDS.get(protocol) or {name for names in TEXT_FIELDS.values()
-                                               for name in names}
-        names = b"|".join(re.escape(name) for name in sorted(fields))
-        self._field = re.compile(b'"(?:' + names + rb')"\s*:\s*"')
+        self._suspect, self._word, self._field = matcher.split_patterns(protocol)
         self._reset()
 
     def _reset(self) -> None:
