@@ -21,17 +21,18 @@ class SSELimitError(Exception):
 
 
 class SSEParser:
-    __slots__ = ("_tail", "_event", "_data", "_size", "_limit")
+    __slots__ = ("_tail", "_limit")
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
-        self._tail = b""
-        self._event: str | None = None
-        self._data: list[bytes] = []
-        self._size = 0  # bytes of data lines held for the event being read
+        self._tail = b""  # the bytes of the event not yet ended by a blank line
         self._limit = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        """Events completed by this chunk, in order."""
+        """Events completed by this chunk, in order.
+
+        The buffer is cut at blank lines (`\\n\\n`), one piece per event, and the commonest
+        shapes (`data: …` alone, or after `event: …`) are read without a walk over their lines:
+        this is on the path of every event of every translated stream."""
         buf = self._tail + chunk if self._tail else chunk
         held = b""
         if b"\r" in buf:
@@ -40,36 +41,54 @@ class SSEParser:
                 buf = buf[:-1]
                 held = b"\r"
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = buf.split(b"\n")
-        self._tail = lines.pop() + held
-        if len(self._tail) + self._size > self._limit:
+        blocks = buf.split(b"\n\n")
+        self._tail = blocks.pop() + held
+        if len(self._tail) > self._limit:
             raise SSELimitError(f"an upstream event is over {self._limit} bytes "
                                 "(upstream.max_event_bytes)")
         events: list[SSEEvent] = []
-        for line in lines:
-            if not line:
-                if self._data:
-                    events.append((self._event, b"\n".join(self._data)))
-                    self._data = []
-                    self._size = 0
-                self._event = None
-            elif line[0] == 58:  # ":" starts a comment (keep-alives)
-                continue
+        limit = self._limit
+        for block in blocks:
+            if block[:5] == b"data:" and b"\n" not in block:
+                data = block[6:] if block[5:6] == b" " else block[5:]
+                event = None
+            elif block[:6] == b"event:" and block.count(b"\n") == 1:
+                line, _, data = block.partition(b"\n")
+                if data[:5] != b"data:":
+                    event, data = _read_lines(block)
+                else:
+                    data = data[6:] if data[5:6] == b" " else data[5:]
+                    event = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8",
+                                                                                  "replace")
             else:
-                field, _, value = line.partition(b":")
-                if value[:1] == b" ":
-                    value = value[1:]
-                if field == b"data":
-                    self._data.append(value)
-                    self._size += len(value)
-                    if self._size > self._limit:
-                        raise SSELimitError(f"an upstream event is over {self._limit} bytes "
-                                            "(upstream.max_event_bytes)")
-                elif field == b"event":
-                    self._event = value.decode("utf-8", "replace")
+                event, data = _read_lines(block)
+            if data is None:
+                continue  # comments only (keep-alives), or no data line
+            if len(data) > limit:
+                raise SSELimitError(f"an upstream event is over {limit} bytes "
+                                    "(upstream.max_event_bytes)")
+            events.append((event, data))
         return events
 
     @property
     def pending(self) -> bool:
         """True when bytes of an unfinished event are buffered (the stream was cut mid-event)."""
-        return bool(self._tail.strip() or self._data)
+        return bool(self._tail.strip())
+
+
+def _read_lines(block: bytes) -> tuple[str | None, bytes | None]:
+    """One event's lines, each `field: value` (a line starting with `:` is a comment): its
+    `event` name and its `data` lines joined by `\\n`, None when it has none."""
+    event = None
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line[0] == 58:  # ":" starts a comment (keep-alives)
+            continue
+        field, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            event = value.decode("utf-8", "replace")
+    return event, (b"\n".join(data) if data else None)

@@ -280,13 +280,15 @@ class RedactingWriter(StreamWriter):
         self._writer.start(id, model)
 
     def text(self, text: str) -> None:
-        self._release(self._text)
+        if self._reasoning._held or self._arguments._held:  # (each delta: skip two calls)
+            self._release(self._text)
         out = self._text.feed(text)
         if out:
             self._writer.text(out)
 
     def reasoning(self, text: str) -> None:
-        self._release(self._reasoning)
+        if self._text._held or self._arguments._held:
+            self._release(self._reasoning)
         out = self._reasoning.feed(text)
         if out:
             self._writer.reasoning(out)
