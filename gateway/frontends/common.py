@@ -11,7 +11,7 @@ import time
 from typing import Callable
 
 import msgspec
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from gateway.access.agents import agent_of
 from gateway.access.budget import check_budget
@@ -128,8 +128,18 @@ async def read_json_object(request: Request, limit: int, timeout: float,
     late = []
     deadline = asyncio.get_running_loop().call_later(
         timeout, lambda: (late.append(True), task.cancel()))
+    # The ASGI messages themselves: Starlette's `request.stream()` is an async generator, one
+    # frame more on every read of every request.
+    receive = request.receive
     try:
-        async for chunk in request.stream():
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                raise GatewayError(400, "the client closed the connection before the body was "
+                                        "complete")
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
             size += len(chunk)
             if size > limit:
                 raise GatewayError(413, f"request body is over this gateway's limit of {limit} "
@@ -141,8 +151,6 @@ async def read_json_object(request: Request, limit: int, timeout: float,
                                         "(server.max_body_containers)",
                                    headers={"connection": "close"})
             chunks.append(chunk)
-    except ClientDisconnect:
-        raise GatewayError(400, "the client closed the connection before the body was complete") from None
     except asyncio.CancelledError:
         if not late or task.uncancel():
             raise
