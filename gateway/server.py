@@ -16,10 +16,10 @@ tests) then exhausts the descriptors and the server stops answering, /healthz in
 fix closes an idle connection as soon as its read side has ended, and one with a request in
 flight as soon as that answer is done: a request still being answered is never cut. The
 keep-alive wait between two requests is a timer rather than hypercorn's task per wait (see
-`_keep_alive`). It patches two methods of hypercorn's `TCPServer` in each worker process (the installed package cannot be
-changed in place), checks first that they still have the shape it expects, and otherwise leaves
-hypercorn alone and says so in the log; tests/test_hardening.py fails if a hypercorn upgrade
-brings the leak back.
+`_keep_alive`). It patches hypercorn's `TCPServer` in each worker process (the installed
+package cannot be changed in place), checks first that it still has the shape it expects, and
+otherwise leaves hypercorn alone and says so in the log; tests/test_hardening.py fails if a
+hypercorn upgrade brings the leak back.
 
 Two more patches of the same kind, applied with it (`refuse_http2`, `bound_writes`):
 
@@ -77,6 +77,7 @@ _shutdown_callbacks: list[Callable[[float], None]] = []
 _watched_contexts: weakref.WeakSet = weakref.WeakSet()
 # The connections of this worker waiting for their next request (their keep-alive timer armed).
 _idle_servers: weakref.WeakSet = weakref.WeakSet()
+_closing: set[asyncio.Task] = set()  # the closes `_close_idle` started, until they end
 
 
 def on_shutdown(callback: Callable[[float], None]) -> None:
@@ -249,7 +250,9 @@ def _close_idle(server) -> None:
     server.__dict__.pop(_IDLE_TIMER, None)
     _idle_servers.discard(server)
     if not server.writer.is_closing():
-        server.loop.create_task(server._initiate_server_close())
+        closing = server.loop.create_task(server._initiate_server_close())
+        _closing.add(closing)  # the loop keeps only a weak reference to a task
+        closing.add_done_callback(_closing.discard)
 
 
 def _write_held(server) -> None:
