@@ -6,6 +6,16 @@ import urllib.error
 import urllib.request
 
 
+def body_for(frontend: str, model: str, text: str, stream: bool = False) -> dict:
+    """A minimal request body for `frontend` ("openai", "anthropic" or "responses")."""
+    if frontend == "responses":
+        return {"model": model, "input": text, "stream": stream}
+    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream}
+    if frontend == "anthropic":
+        body["max_tokens"] = 200
+    return body
+
+
 def post_bytes(url: str, data: bytes, headers: dict | None = None,
                timeout: float = 30) -> tuple[int, dict, bytes]:
     """(status, headers with lower-case names, body), error statuses included."""

@@ -21,20 +21,11 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_process import REPO
-from tests.http_requests import post_bytes
+from tests.http_requests import body_for, post_bytes
 
 LEAKY_KEY = "sk-opencode-go-very-secret-key-0042"
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages",
          "responses": "/v1/responses"}
-
-
-def body_for(frontend: str, model: str, text: str, stream: bool = False) -> dict:
-    if frontend == "responses":
-        return {"model": model, "input": text, "stream": stream}
-    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream}
-    if frontend == "anthropic":
-        body["max_tokens"] = 200
-    return body
 
 
 def raw_post(gateway, path: str, data: bytes, headers: dict | None = None):

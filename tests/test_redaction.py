@@ -23,6 +23,7 @@ from gateway.upstream.instances import mask_key
 from gateway.translate.hub import StreamWriter, Usage
 from gateway.upstream.redact import RedactingWriter, Redactor, key_forms
 from tests import fake_upstream
+from tests.http_requests import body_for
 from tests.translations import route_ctx
 
 KEY_LENGTHS = (12, 24, 48)
@@ -433,13 +434,7 @@ ROUTES_OVER_SOCKETS = [("openai", "glm-5.1"), ("anthropic", "glm-5.1"),
 
 
 def streamed_request(frontend: str, model: str, text: str) -> dict:
-    model = "opencode-go/" + model
-    if frontend == "responses":
-        return {"model": model, "input": text, "stream": True}
-    body = {"model": model, "messages": [{"role": "user", "content": text}], "stream": True}
-    if frontend == "anthropic":
-        body["max_tokens"] = 64
-    return body
+    return body_for(frontend, "opencode-go/" + model, text, stream=True)
 
 
 def post(url: str, body: dict) -> bytes:
