@@ -388,6 +388,29 @@ def test_each_text_channel_is_held_on_its_own_and_released_in_order():
         ("finish", "tool_calls"), ("usage", usage), ("end",)]
 
 
+def test_held_answer_text_goes_out_before_reasoning_that_follows_it():
+    inner = _Recording()
+    writer = RedactingWriter(inner, Redactor(["sk-the-upstream-key-0123"]))
+    writer.text("the answer so far: sk-the")
+    writer.reasoning("thinking again")
+    writer.end()
+    assert inner.calls == [("text", "the answer so far: "), ("text", "sk-the"),
+                           ("reasoning", "thinking again"), ("end",)]
+
+
+@pytest.mark.parametrize("channel", ["text", "reasoning"])
+def test_held_tool_arguments_go_out_before_text_or_reasoning_that_follows(channel):
+    inner = _Recording()
+    writer = RedactingWriter(inner, Redactor(["sk-the-upstream-key-0123"]))
+    writer.tool_call(0, "call_a", "bash")
+    writer.tool_arguments(0, '{"cmd": "sk-the')
+    getattr(writer, channel)("then more.")
+    writer.end()
+    assert inner.calls == [("tool_call", 0, "call_a", "bash"),
+                           ("tool_arguments", 0, '{"cmd": "'), ("tool_arguments", 0, "sk-the"),
+                           (channel, "then more."), ("end",)]
+
+
 def test_arguments_held_for_one_call_go_to_that_call_when_another_calls_fragment_comes():
     inner = _Recording()
     writer = RedactingWriter(inner, Redactor(["sk-the-upstream-key-0123"]))
