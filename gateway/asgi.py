@@ -10,7 +10,7 @@ from gateway.admission import lift_file_limit
 from gateway.app import CONFIG_ENV, RULES_DIR_ENV, Gateway, create_app
 from gateway.config import load_config
 from gateway.logs import setup as setup_logs
-from gateway.server import close_connections_clients_closed
+from gateway.server import close_connections_clients_closed, tune_garbage_collector
 
 # Every worker process imports this module: the place to fix hypercorn in each of them, and to
 # make its log JSON lines (before anything logs).
@@ -23,3 +23,4 @@ signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 _config = load_config(os.environ.get(CONFIG_ENV) or None)
 app = create_app(Gateway(_config, rules_dir=os.environ.get(RULES_DIR_ENV) or None))
+tune_garbage_collector()  # after what the worker keeps for its life is built

@@ -31,7 +31,7 @@ def hey():
 def test_compare_floor_reports_cpu_per_request_ratio_and_added_ttfb(hey, tmp_path):
     out = tmp_path / "floor.json"
     done = _run("compare_floor.py", "-z", "1s", "-c", "4", "--rounds", "2", "--warmup", "0",
-                "--ttfb-requests", "40", "--cases", "non-stream,translated",
+                "--ttfb-requests", "40", "--cases", "non-stream,translated,gemini",
                 "--floor", str(BENCH / "floor.py"), "--json", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "floor/gateway CPU per request" in done.stdout

@@ -144,6 +144,37 @@ def test_retry_after_in_seconds_and_as_http_date():
     assert 55 < parse_retry_after(later) <= 61
 
 
+async def test_an_upstream_cookie_never_rides_on_a_later_request():
+    """An edge in front of the upstream may set cookies; the gateway's one session serves every
+    client, so a cookie kept from one answer would go out with another client's request."""
+    cookies_sent = []
+
+    async def answer_with_a_cookie(request):
+        cookies_sent.append(request.headers.get("Cookie"))
+        return aiohttp.web.json_response(OK, headers={
+            "Set-Cookie": "__cf_bm=from-the-first-answer; Path=/; HttpOnly"})
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/v1/chat/completions", answer_with_a_cookie)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    env = {"OPENCODE_GO_API_URL": f"http://localhost:{port}/v1", "OPENCODE_GO_API_KEY": "k"}
+    gw = Gateway(load_config(None, env), env=env)
+    session = create_session(gw.config.upstream)
+    gw.attach(session)
+    try:
+        for _ in range(2):
+            _, response = await send(gw, "opencode-go/glm-5.1")
+            assert response.status == 200
+    finally:
+        await session.close()
+        await runner.cleanup()
+    assert cookies_sent == [None, None]
+
+
 async def test_a_model_list_and_usage_that_arrive_in_pieces_are_read_whole():
     """Small upstream bodies (the model list, /usage) read to their end, not to the first
     segment: a slow link splits them."""

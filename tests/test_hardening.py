@@ -566,3 +566,20 @@ def test_anthropic_max_tokens_must_be_positive(gateway, max_tokens):
         "messages": [{"role": "user", "content": "hi"}]}).encode())
     assert status == 400
     assert "max_tokens" in error_shape("anthropic", body)["message"]
+
+
+def test_every_answer_carries_the_current_date_and_no_server_software(gateway):
+    """HTTP wants a `Date` on an origin server's answers (the gateway formats it once a second);
+    naming the server software (`server: hypercorn-h11`) tells a client nothing it needs."""
+    import email.utils
+    from tests.http_requests import post_json
+
+    answers = [post_json(gateway.url + "/v1/chat/completions",
+                         body_for("openai", "opencode-go/glm-5.1", "hi"))[1],
+               post_json(gateway.url + "/v1/chat/completions", {"model": ""})[1]]
+    with urllib.request.urlopen(gateway.url + "/healthz", timeout=5) as answer:
+        answers.append({k.lower(): v for k, v in answer.headers.items()})
+    for headers in answers:
+        assert "server" not in headers
+        sent_at = email.utils.parsedate_to_datetime(headers["date"]).timestamp()
+        assert abs(sent_at - time.time()) < 5

@@ -2,7 +2,7 @@
 
 Starts the fake OpenCode Go upstream (`tests/fake_upstream.py`, without request recording), the
 floor proxy (`shared/bench/floor_proxy.py`: the project's stack with no features) and the
-gateway, all on loopback, then loads each with `hey` for three cases:
+gateway, all on loopback, then loads each with `hey` for these cases:
 
     non-stream     gateway `opencode-go/glm-5.1`            vs floor `glm-5.1`
     stream         gateway `opencode-go/glm-5.1`, 50 deltas vs floor `glm-5.1`, 50 deltas
@@ -11,6 +11,8 @@ gateway, all on loopback, then loads each with `hey` for three cases:
     composed       gateway `opencode-go/minimax-m2.7` over the Responses frontend (a Responses
                    client on the Anthropic wire: two codecs composed around the hub) vs the
                    floor's pass-through stream
+    gemini         gateway `opencode-go/glm-5.1` over the Gemini frontend, streamed (a Gemini
+                   client on the OpenAI Chat wire) vs the floor's pass-through stream
 
 Each case runs in alternating rounds (floor, gateway, then gateway, floor, ...; --rounds, 5 by
 default), so both meet the same drift of a busy machine. Per round it reads the CPU time (user +
@@ -27,7 +29,7 @@ and after the run.
 
 Run from the repository root:
     python deploy/bench/compare_floor.py [-z 8s] [-c 50] [--rounds 5] [--floor PATH]
-        [--cases non-stream,stream,translated,composed] [--gateway-only]
+        [--cases non-stream,stream,translated,composed,gemini] [--gateway-only]
 Needs `hey` (apt-get install -y hey). The floor is ../shared/bench/floor_proxy.py when it is
 there, else the project's own copy, deploy/bench/floor.py.
 """
@@ -74,7 +76,8 @@ class Case:
     gateway_body: str
     floor_body: str
     # The least floor/gateway ratio of CPU per request the project aims for (issue 28: the same
-    # wire no dearer than the floor, a translated stream within 1.15x, a composed one 1.25x).
+    # wire no dearer than the floor, a translated stream within 1.15x, a composed one and the
+    # Gemini frontend 1.25x).
     goal: float
     gateway_path: str = "/v1/chat/completions"
 
@@ -84,6 +87,12 @@ def responses_body(model: str) -> str:
     return json.dumps({"model": model, "stream": True,
                        "input": f"benchmark [[fake: deltas={STREAM_DELTAS}]]"},
                       separators=(",", ":"))
+
+
+def gemini_body() -> str:
+    """A streamed Gemini request for hey (the model is in the path), asking for the deltas."""
+    return json.dumps({"contents": [{"role": "user", "parts": [
+        {"text": f"benchmark [[fake: deltas={STREAM_DELTAS}]]"}]}]}, separators=(",", ":"))
 
 
 CASES = {
@@ -96,6 +105,9 @@ CASES = {
     "composed": Case(f"responses<-anthropic {STREAM_DELTAS}",
                      responses_body("opencode-go/minimax-m2.7"), chat_body("glm-5.1", True),
                      0.8, gateway_path="/v1/responses"),
+    "gemini": Case(f"gemini<-openai {STREAM_DELTAS}", gemini_body(), chat_body("glm-5.1", True),
+                   0.8, gateway_path="/v1beta/models/opencode-go/glm-5.1:streamGenerateContent"
+                                     "?alt=sse"),
 }
 
 

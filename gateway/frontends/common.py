@@ -102,7 +102,7 @@ def admit(gateway, principal: Principal, model: str) -> None:
 
 
 async def read_json_object(request: Request, limit: int, timeout: float,
-                           max_containers: int = 50_000) -> dict:
+                           max_containers: int = 50_000, headers: dict | None = None) -> dict:
     """The request body as a dict, refused with 413 as soon as it passes `limit` bytes or holds
     more than `max_containers` JSON objects and arrays, and with 408 when it has not all
     arrived within `timeout` seconds.
@@ -110,9 +110,13 @@ async def read_json_object(request: Request, limit: int, timeout: float,
     Decoding is one C call the event loop cannot interrupt, and its time grows with the objects
     a body holds (half a million small ones: over a second). Counting `{` and `[` in each chunk
     as it arrives costs little and spreads over the reads; braces inside strings count too, so
-    the bound is a little stricter than it says, never looser."""
-    declared = next((value.decode("latin-1") for name, value in request.scope["headers"]
-                     if name == b"content-length"), None)
+    the bound is a little stricter than it says, never looser. `headers`: the request's
+    `header_map`, when the caller has built it."""
+    if headers is not None:
+        declared = headers.get("content-length")
+    else:
+        declared = next((value.decode("latin-1") for name, value in request.scope["headers"]
+                         if name == b"content-length"), None)
     if declared is not None:
         if not declared.isdigit():
             raise GatewayError(400, "the Content-Length header is not a number")
@@ -389,7 +393,7 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         client = principal.name
         server = gateway.config.server
         body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
-                                      server.max_body_containers)
+                                      server.max_body_containers, headers)
         if not admitted:
             gateway.observer.stream_refused()
             raise gateway.streams.refusal()

@@ -291,7 +291,8 @@ class AnthropicStreamReader(StreamReader):
                 delta = event.delta
                 delta_kind = type(delta)
                 if delta_kind is _TextDelta:
-                    self._ensure_started()
+                    if not self._started:
+                        self._ensure_started()
                     writer.text(delta.text)
                 elif delta_kind is _InputJsonDelta:
                     call = self._calls.get(event.index)

@@ -11,9 +11,15 @@ an upstream that never ends its line grow the gateway's memory.
 """
 from __future__ import annotations
 
+import re
+
 # (event name or None, data) — a plain tuple: this is on the per-event path.
 SSEEvent = tuple["str | None", bytes]
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+# The shape nearly every upstream event has: `event: <name>` (optional), then one `data: <json>`.
+_PLAIN_EVENT = re.compile(rb"(event: [^\n]*\n)?data: ([^\n]*)\n\n")
+_NAMES: dict[bytes, str] = {}  # `event: <name>\n` lines seen, decoded once
+_MAX_NAMES = 256
 
 
 class SSELimitError(Exception):
@@ -30,9 +36,9 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Events completed by this chunk, in order.
 
-        The buffer is cut at blank lines (`\\n\\n`), one piece per event, and the commonest
-        shapes (`data: …` alone, or after `event: …`) are read without a walk over their lines:
-        this is on the path of every event of every translated stream."""
+        The plain shape (`data: …` alone, or after `event: …`) is read for a whole chunk at once
+        (`_plain_events`); a chunk with any other shape in it is cut at blank lines (`\\n\\n`),
+        one piece per event. This is on the path of every event of every translated stream."""
         buf = self._tail + chunk if self._tail else chunk
         held = b""
         if b"\r" in buf:
@@ -41,11 +47,24 @@ class SSEParser:
                 buf = buf[:-1]
                 held = b"\r"
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        blocks = buf.split(b"\n\n")
-        self._tail = blocks.pop() + held
+        # The bytes up to the last blank line hold whole events; the rest waits for more.
+        whole = buf.rfind(b"\n\n") + 2
+        if whole == 1:
+            whole = 0
+        self._tail = buf[whole:] + held if whole < len(buf) else held
         if len(self._tail) > self._limit:
             raise SSELimitError(f"an upstream event is over {self._limit} bytes "
                                 "(upstream.max_event_bytes)")
+        if not whole:
+            return []
+        if whole <= self._limit:  # (no event in it can be over the limit)
+            events = _plain_events(buf, whole)
+            if events is not None:
+                return events
+        return self._events(buf[:whole - 2].split(b"\n\n"))
+
+    def _events(self, blocks: list[bytes]) -> list[SSEEvent]:
+        """The events of `blocks` (each one event's lines, blank line removed), any shape."""
         events: list[SSEEvent] = []
         limit = self._limit
         for block in blocks:
@@ -74,6 +93,34 @@ class SSEParser:
     def pending(self) -> bool:
         """True when bytes of an unfinished event are buffered (the stream was cut mid-event)."""
         return bool(self._tail.strip())
+
+
+def _plain_events(buf: bytes, whole: int) -> list[SSEEvent] | None:
+    """The events of `buf[:whole]` when every one has the plain shape, else None.
+
+    One C call finds them all. The matches tile the bytes exactly (their lengths add up to
+    `whole`) only when no block had another shape (a comment, two data lines, `data:` without
+    its space, an `id:`), since the search skips what it cannot match: then the general walk
+    reads the chunk instead."""
+    found = _PLAIN_EVENT.findall(buf, 0, whole)
+    covered = 8 * len(found)  # "data: " and the blank line's two "\n"
+    for name, data in found:
+        covered += len(name) + len(data)
+    if covered != whole:
+        return None
+    names = _NAMES
+    events: list[SSEEvent] = []
+    for line, data in found:
+        if line:
+            name = names.get(line)
+            if name is None:
+                name = line[7:-1].decode("utf-8", "replace")
+                if len(names) < _MAX_NAMES:
+                    names[line] = name
+            events.append((name, data))
+        else:
+            events.append((None, data))
+    return events
 
 
 def _read_lines(block: bytes) -> tuple[str | None, bytes | None]:

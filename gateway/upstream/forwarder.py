@@ -81,8 +81,11 @@ def create_session(settings: Upstream) -> aiohttp.ClientSession:
                                     sock_read=settings.first_byte_timeout)
     # Every call sets its own User-Agent (identity.py); the session's default only stands in
     # for a call that forgot, so that none ever goes out as aiohttp's library default.
+    # No cookie jar: an upstream's cookies (its edge sets some) must not ride on the next
+    # request, which may be another client's; and an empty jar still costs every call a look.
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                 headers={"User-Agent": GATEWAY_TOKEN})
+                                 headers={"User-Agent": GATEWAY_TOKEN},
+                                 cookie_jar=aiohttp.DummyCookieJar())
 
 
 def auth_headers(instance: Instance, protocol: str) -> dict[str, str]:

@@ -204,9 +204,17 @@ class StreamRedactor(Generic[AnyStr]):
         if matcher is None or not chunk:
             return chunk
         held = self._held
-        if not held and not matcher.touches(chunk):  # the common chunk: out as it came
-            self._before = chunk if len(chunk) >= CONTEXT else (self._before + chunk)[-CONTEXT:]
-            return chunk
+        if not held:
+            # The common chunk (no form of a key in it, and its end cannot begin one) goes out
+            # as it came: `touches`, spelled out, since this runs for every delta of a stream.
+            for form in matcher.forms:
+                if form in chunk:
+                    break
+            else:
+                if chunk[-1] not in matcher._ends or not matcher.unfinished(chunk, 0):
+                    self._before = chunk if len(chunk) >= CONTEXT \
+                        else (self._before + chunk)[-CONTEXT:]
+                    return chunk
         return self._release(chunk, held, final=False)
 
     def flush(self) -> AnyStr:
