@@ -40,6 +40,7 @@ def test_compare_floor_reports_cpu_per_request_ratio_and_added_ttfb(hey, tmp_pat
     for case in report["cases"].values():
         assert len(case["rounds"]["gateway"]) == len(case["rounds"]["floor"]) == 2
         assert case["cpu_us_median"]["gateway"] > 0 and case["cpu_us_median"]["floor"] > 0
+        assert len(case["floor_over_gateway_by_round"]) == 2
         assert case["ttfb_ms"]["gateway"]["p50"] > 0
     assert report["rss_mib"]["idle"]["gateway"] > 0
 

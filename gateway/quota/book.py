@@ -230,7 +230,10 @@ class KeyBook:
             held.shared = now
 
     def _carry(self, session: str, held: Held) -> None:
-        on = self._on_key.setdefault(held.key_id, collections.OrderedDict())
+        # Every answer passes here: no dict made only to be thrown away.
+        on = self._on_key.get(held.key_id)
+        if on is None:
+            on = self._on_key[held.key_id] = collections.OrderedDict()
         on[session] = held.seen
         on.move_to_end(session)
 

@@ -45,12 +45,14 @@ class Sessions:
     """Finds or derives the session id of one request (see the module docstring)."""
 
     def __init__(self, secret: bytes):
-        self._secret = secret
+        # The keyed hash's state once set up, copied for each id (cheaper than keying anew).
+        self._keyed = hashlib.blake2b(digest_size=16, key=secret)
 
     def _hash(self, parts: list) -> str:
+        hasher = self._keyed.copy()
         # msgspec's encoding of the list keeps the parts apart (no two lists encode the same).
-        return hashlib.blake2b(_encode(_ends(parts)), digest_size=16,
-                               key=self._secret).hexdigest()
+        hasher.update(_encode(_ends(parts)))
+        return hasher.hexdigest()
 
     def _safe(self, value: str) -> str:
         if _SAFE.fullmatch(value):
