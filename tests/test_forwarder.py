@@ -1,5 +1,6 @@
 """The forwarder against a mocked upstream (aioresponses): headers, failover, errors, relay."""
 import asyncio
+import contextlib
 import email.utils
 import time
 
@@ -39,6 +40,22 @@ async def send(gw, model, session=None, **body):
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **body}
     ctx = await gw.router.route(model, "openai", body, session)
     return ctx, await gw.forwarder.forward(ctx, upstream_payload(ctx))
+
+
+@contextlib.asynccontextmanager
+async def upstream_on_loopback(*routes):
+    """A small aiohttp upstream on a free loopback port, for what aioresponses cannot show (an
+    answer in pieces, a cookie jar); yields its port."""
+    app = aiohttp.web.Application()
+    app.router.add_routes(routes)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]
+    finally:
+        await runner.cleanup()
 
 
 def sent(mock, url):
@@ -154,24 +171,16 @@ async def test_an_upstream_cookie_never_rides_on_a_later_request():
         return aiohttp.web.json_response(OK, headers={
             "Set-Cookie": "__cf_bm=from-the-first-answer; Path=/; HttpOnly"})
 
-    app = aiohttp.web.Application()
-    app.router.add_post("/v1/chat/completions", answer_with_a_cookie)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    env = {"OPENCODE_GO_API_URL": f"http://localhost:{port}/v1", "OPENCODE_GO_API_KEY": "k"}
-    gw = Gateway(load_config(None, env), env=env)
-    session = create_session(gw.config.upstream)
-    gw.attach(session)
-    try:
-        for _ in range(2):
-            _, response = await send(gw, "opencode-go/glm-5.1")
-            assert response.status == 200
-    finally:
-        await session.close()
-        await runner.cleanup()
+    async with upstream_on_loopback(
+            aiohttp.web.post("/v1/chat/completions", answer_with_a_cookie)) as port:
+        # A host name: aiohttp's own jar keeps no cookie of a bare IP address.
+        env = {"OPENCODE_GO_API_URL": f"http://localhost:{port}/v1", "OPENCODE_GO_API_KEY": "k"}
+        gw = Gateway(load_config(None, env), env=env)
+        async with create_session(gw.config.upstream) as session:
+            gw.attach(session)
+            for _ in range(2):
+                _, response = await send(gw, "opencode-go/glm-5.1")
+                assert response.status == 200
     assert cookies_sent == [None, None]
 
 
@@ -191,18 +200,9 @@ async def test_a_model_list_and_usage_that_arrive_in_pieces_are_read_whole():
         await answer.write(body[20:])
         return answer
 
-    app = aiohttp.web.Application()
-    app.router.add_get("/v1/models", in_two_pieces)
-    app.router.add_get("/v1/usage", in_two_pieces)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    instance = Instance("opencode-go.1", "opencode-go", 1, f"http://127.0.0.1:{port}/v1", "k")
-    try:
+    async with upstream_on_loopback(aiohttp.web.get("/v1/models", in_two_pieces),
+                                    aiohttp.web.get("/v1/usage", in_two_pieces)) as port:
+        instance = Instance("opencode-go.1", "opencode-go", 1, f"http://127.0.0.1:{port}/v1", "k")
         async with aiohttp.ClientSession() as session:
             assert await fetch_model_ids(session, instance) == {"glm-5.1", "kimi-k3"}
             assert (await read_usage(session, instance))["rolling"][0] == 42
-    finally:
-        await runner.cleanup()
