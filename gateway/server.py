@@ -2,7 +2,9 @@
 
 Settings (`hypercorn_config`): the uvloop worker, a listen backlog of 2048 (hypercorn's 100
 refuses connection bursts), keep-alive reuse without a request cap, the header bound, the
-graceful-shutdown deadline; access logging is the gateway's own.
+graceful-shutdown deadline; access logging is the gateway's own; answers carry a `date` made once
+a second and no `server` header (`ServerConfig`). Each worker's garbage collector is set for a
+server's load once its app is built (`tune_garbage_collector`).
 
 The fix (`close_connections_clients_closed`), and a notice of the graceful shutdown
 (`on_shutdown`, so streams still running at its deadline end with an error event the client can
@@ -106,6 +108,9 @@ def _watch_shutdown(context, graceful_timeout: float) -> None:
     asyncio.ensure_future(watch())
 
 
+_date: list = [0, []]  # (the second, its `date` header)
+
+
 class ServerConfig(HypercornConfig):
     """hypercorn's Config, whose headers on every answer are the `date` formatted once a second
     (hypercorn formats it anew for each answer, a few microseconds of every request) and no
@@ -116,9 +121,6 @@ class ServerConfig(HypercornConfig):
         if now != _date[0]:
             _date[:] = [now, [(b"date", format_date_time(now).encode("ascii"))]]
         return list(_date[1])
-
-
-_date: list = [0, []]  # (the second, its `date` header)
 
 
 # Container objects the collector lets pile up before a young-generation pass (Python: 700).

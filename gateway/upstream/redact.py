@@ -130,13 +130,6 @@ class _Matcher(Generic[AnyStr]):
                 return len(prefix)
         return 0
 
-    def touches(self, chunk: AnyStr) -> bool:
-        """Whether `chunk` holds a form of a key or ends with the start of one."""
-        for form in self.forms:
-            if form in chunk:
-                return True
-        return self.unfinished(chunk, 0) > 0
-
     def sub(self, data: AnyStr) -> AnyStr:
         return self.pattern.sub(lambda match: self.masks[match.group(1)], data)
 
@@ -206,7 +199,8 @@ class StreamRedactor(Generic[AnyStr]):
         held = self._held
         if not held:
             # The common chunk (no form of a key in it, and its end cannot begin one) goes out
-            # as it came: `touches`, spelled out, since this runs for every delta of a stream.
+            # as it came. Checked here, not in a method of the matcher: this runs for every
+            # delta of every translated stream.
             for form in matcher.forms:
                 if form in chunk:
                     break
