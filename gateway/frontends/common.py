@@ -101,8 +101,8 @@ def admit(gateway, principal: Principal, model: str) -> None:
     check_budget(principal.name, gateway.book.clients.get(principal.name), now)
 
 
-async def read_json_object(request: Request, limit: int, timeout: float,
-                           max_containers: int = 50_000, headers: dict | None = None) -> dict:
+async def read_json_object(request: Request, headers, limit: int, timeout: float,
+                           max_containers: int = 50_000) -> dict:
     """The request body as a dict, refused with 413 as soon as it passes `limit` bytes or holds
     more than `max_containers` JSON objects and arrays, and with 408 when it has not all
     arrived within `timeout` seconds.
@@ -110,13 +110,9 @@ async def read_json_object(request: Request, limit: int, timeout: float,
     Decoding is one C call the event loop cannot interrupt, and its time grows with the objects
     a body holds (half a million small ones: over a second). Counting `{` and `[` in each chunk
     as it arrives costs little and spreads over the reads; braces inside strings count too, so
-    the bound is a little stricter than it says, never looser. `headers`: the request's
-    `header_map`, when the caller has built it."""
-    if headers is not None:
-        declared = headers.get("content-length")
-    else:
-        declared = next((value.decode("latin-1") for name, value in request.scope["headers"]
-                         if name == b"content-length"), None)
+    the bound is a little stricter than it says, never looser. `headers`: the request's, by
+    lower-case name (`header_map`, or Starlette's `request.headers`)."""
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise GatewayError(400, "the Content-Length header is not a number")
@@ -215,11 +211,15 @@ def check_counts(body: dict, server) -> None:
                 raise GatewayError(400, f"`{where}` holds {len(parts)} parts, over this "
                                         f"gateway's limit of {server.max_parts} "
                                         "(server.max_parts)", param=where)
+async def encode_json(value, request: Request):
+    """`value` as JSON: in one call, or for a request whose body was big in pieces, the loop
+    running between them (big_body.py)."""
+    return await encode_in_pieces(value) if BIG_BODY in request.scope else _encode(value)
+
+
 async def estimate_tokens(value, request: Request) -> int:
-    """A token count estimate for a request's content: about four bytes of JSON per token (a
-    big body's encoded in pieces, as for the upstream)."""
-    encoded = await encode_in_pieces(value) if BIG_BODY in request.scope else _encode(value)
-    return max(1, len(encoded) // 4)
+    """A token count estimate for a request's content: about four bytes of JSON per token."""
+    return max(1, len(await encode_json(value, request)) // 4)
 
 
 def first_bad_utf8(raw: bytes) -> tuple[int, int] | None:
@@ -339,7 +339,7 @@ async def _forward_on_its_wire(request: Request, gateway, ctx) -> Reply | Stream
         body = upstream_body(ctx)
         if _needs_reasoning(ctx):  # it gets back what the client dropped (state/reasoning.py)
             await gateway.reasoning.restore(body, ctx.session, ctx.request_id)
-        payload = await encode_in_pieces(body) if BIG_BODY in request.scope else _encode(body)
+        payload = await encode_json(body, request)
         try:
             response = await _forward_while_client_waits(request, gateway.forwarder, ctx,
                                                          payload)
@@ -392,8 +392,8 @@ async def serve(request: Request, frontend: str, validate: Callable[[dict], str]
         principal = check_client_key(headers, gateway.clients)
         client = principal.name
         server = gateway.config.server
-        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
-                                      server.max_body_containers, headers)
+        body = await read_json_object(request, headers, server.max_body_bytes,
+                                      server.body_timeout, server.max_body_containers)
         if not admitted:
             gateway.observer.stream_refused()
             raise gateway.streams.refusal()

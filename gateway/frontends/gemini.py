@@ -159,8 +159,8 @@ async def _count_tokens(request: Request) -> Reply:
     try:
         check_client_key(request.headers, gateway.clients)
         server = gateway.config.server
-        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
-                                      server.max_body_containers)
+        body = await read_json_object(request, request.headers, server.max_body_bytes,
+                                      server.body_timeout, server.max_body_containers)
         inner = body.get("generateContentRequest")
         counted = inner if isinstance(inner, dict) else body
         if not isinstance(counted.get("contents"), list):

@@ -78,8 +78,8 @@ async def count_tokens(request: Request) -> Reply:
     try:
         check_client_key(request.headers, gateway.clients)
         server = gateway.config.server
-        body = await read_json_object(request, server.max_body_bytes, server.body_timeout,
-                                      server.max_body_containers)
+        body = await read_json_object(request, request.headers, server.max_body_bytes,
+                                      server.body_timeout, server.max_body_containers)
         if not isinstance(body.get("messages"), list):
             raise GatewayError(400, "messages: must be a list of message objects")
     except GatewayError as exc:

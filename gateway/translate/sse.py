@@ -68,19 +68,7 @@ class SSEParser:
         events: list[SSEEvent] = []
         limit = self._limit
         for block in blocks:
-            if block[:5] == b"data:" and b"\n" not in block:
-                data = block[6:] if block[5:6] == b" " else block[5:]
-                event = None
-            elif block[:6] == b"event:" and block.count(b"\n") == 1:
-                line, _, data = block.partition(b"\n")
-                if data[:5] != b"data:":
-                    event, data = _read_lines(block)
-                else:
-                    data = data[6:] if data[5:6] == b" " else data[5:]
-                    event = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8",
-                                                                                  "replace")
-            else:
-                event, data = _read_lines(block)
+            event, data = _read_lines(block)
             if data is None:
                 continue  # comments only (keep-alives), or no data line
             if len(data) > limit:

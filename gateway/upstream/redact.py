@@ -205,7 +205,7 @@ class StreamRedactor(Generic[AnyStr]):
                 if form in chunk:
                     break
             else:
-                if chunk[-1] not in matcher._ends or not matcher.unfinished(chunk, 0):
+                if not matcher.unfinished(chunk, 0):
                     self._before = chunk if len(chunk) >= CONTEXT \
                         else (self._before + chunk)[-CONTEXT:]
                     return chunk
